@@ -1,0 +1,5 @@
+"""``python -m prdit`` (used by ``torchrun -m prdit``)."""
+
+from prdit.cli import main
+
+main()

@@ -1,0 +1,38 @@
+"""The ``prdit`` command line: one Typer app, each capability adds its own subcommands.
+
+Command modules import their heavy dependencies inside the command functions, so
+``prdit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="prdit",
+    help="PRDiT: voxel-level 3D CT generation with a local denoiser and a global residual DiT.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+# Each module defines ``register(app: typer.Typer) -> None``.
+COMMAND_MODULES = [
+    "prdit.models.cli",
+]
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    """Console-script entry point; the project's own errors print as one clear line."""
+    from prdit.errors import PRDiTError
+
+    try:
+        app()
+    except PRDiTError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise SystemExit(2) from None

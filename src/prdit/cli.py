@@ -18,6 +18,23 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
+
+
+@app.callback(invoke_without_command=True)
+def root(
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    """PRDiT: voxel-level 3D CT generation with a local denoiser and a global residual DiT."""
+    if version:
+        from prdit import __version__
+
+        typer.echo(f"prdit {__version__}")
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+
+
 # Each module defines ``register(app: typer.Typer) -> None``.
 COMMAND_MODULES = [
     "prdit.models.cli",

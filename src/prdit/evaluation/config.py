@@ -1,0 +1,100 @@
+"""Settings of the evaluation suite: every default of every metric lives here, once.
+
+Plain dataclasses without heavy imports, so the command line can take its defaults from
+them and stay fast to start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from prdit.data.normalization import Normalization
+from prdit.errors import ConfigError
+
+METRICS = ("fid", "mmd", "msssim", "wasserstein")
+FEATURE_METRICS = ("fid", "mmd")
+UNITS = ("model", "hu")
+FEATURE_KINDS = ("medicalnet", "random-init")
+
+
+@dataclass(frozen=True)
+class MSSSIMConfig:
+    """Pairwise 3D MS-SSIM diversity; ``None`` picks the kernel and scale count from the volume size."""
+
+    max_pairs: int = 1000
+    kernel_size: int | None = None
+    kernel_sigma: float = 1.5
+    scales: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    """The WGAN-GP critic that estimates the Wasserstein-1 distance between two volume sets."""
+
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.0, 0.9)
+    gp_weight: float = 10.0
+    train_fraction: float = 0.7
+    base_channels: int = 16
+    max_channels: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.train_fraction < 1.0:
+            raise ConfigError(f"critic train_fraction must be in (0, 1), got {self.train_fraction}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ConfigError("critic steps and batch_size must be positive")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What to compute, on which inputs, with which feature network."""
+
+    metrics: tuple[str, ...] = METRICS
+    real_units: str = "model"
+    fake_units: str = "model"
+    normalization: Normalization = field(default_factory=Normalization)
+    resize: tuple[int, int, int] | None = None
+    features: str = "medicalnet"
+    weights: str | None = None
+    seed: int | None = None
+    batch_size: int = 4
+    device: str = "auto"
+    cache_dir: str | None = "~/.cache/prdit/features"
+    memory_budget_gib: float = 4.0
+    progress: bool = True
+    msssim: MSSSIMConfig = field(default_factory=MSSSIMConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown or not self.metrics:
+            raise ConfigError(f"unknown metric(s) {unknown or '(none given)'}; choose from {', '.join(METRICS)}")
+        for name in ("real_units", "fake_units"):
+            if getattr(self, name) not in UNITS:
+                raise ConfigError(f"{name} must be one of {', '.join(UNITS)}, got '{getattr(self, name)}'")
+        if self.features not in FEATURE_KINDS:
+            raise ConfigError(f"unknown feature network '{self.features}'; choose {' or '.join(FEATURE_KINDS)}")
+        if self.resize is not None and (len(self.resize) != 3 or min(self.resize) < 1):
+            raise ConfigError(f"resize must be three positive sizes D,H,W, got {self.resize}")
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be positive")
+        if self.features == "random-init" and self.weights is not None:
+            raise ConfigError("a weights file and random-init features exclude each other; give one")
+        if any(m in FEATURE_METRICS for m in self.metrics):
+            if self.features == "medicalnet" and self.weights is None:
+                raise ConfigError(
+                    "FID and MMD need the MedicalNet ResNet-50 weights (resnet_50_23dataset.pth or "
+                    "resnet_50.pth): pass --weights PATH. For a smoke test only, pass --features "
+                    "random-init --seed S; those numbers are not comparable with published ones")
+            if self.features == "random-init" and self.seed is None:
+                raise ConfigError("random-init features need a seed (--seed S) so the network is reproducible")
+
+    def to_dict(self) -> dict:
+        """Plain dict for the JSON report."""
+        values = asdict(self)
+        values["normalization"] = self.normalization.to_dict()
+        return values

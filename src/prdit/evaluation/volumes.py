@@ -1,0 +1,165 @@
+"""The volume sets being compared: files or in-memory arrays, mapped to the training range.
+
+A ``VolumeSet`` reads lazily (sets of 256^3 volumes do not fit in memory), keeps what fits
+in a memory budget, checks that every volume has one shape and plausible values for the
+stated units, and names its content by a hash so features can be cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from prdit.data.io import is_volume_file, read_volume
+from prdit.data.normalization import Normalization
+from prdit.errors import DataError
+from prdit.evaluation.config import EvaluationConfig
+
+# Model-range volumes may overshoot [-1, 1] a little (samplers do not clip); anything beyond
+# this is almost certainly HU passed as model range.
+MODEL_RANGE_TOLERANCE = 1.5
+
+VolumeSource = str | Path | np.ndarray
+
+
+def list_volume_files(source: str | Path) -> list[Path]:
+    """The files of a set: a directory's volume files (sorted), a text list (one path a line), or one file."""
+    source = Path(source).expanduser()
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.is_file() and is_volume_file(p))
+        if not files:
+            raise DataError(f"{source}: no volume files (.nii.gz, .nii, .nrrd, .mha, .npz, .npy) in this directory")
+        return files
+    if not source.is_file():
+        raise DataError(f"{source}: no such file or directory")
+    if is_volume_file(source):
+        return [source]
+    lines = [line.strip() for line in source.read_text().splitlines()]
+    files = [Path(line).expanduser() for line in lines if line and not line.startswith("#")]
+    files = [f if f.is_absolute() else source.parent / f for f in files]
+    if not files:
+        raise DataError(f"{source}: the list names no volume files")
+    return files
+
+
+class VolumeSet:
+    """An ordered set of volumes; ``set[i]`` is a float32 ``[D, H, W]`` array in the training range."""
+
+    def __init__(self, items: Sequence[VolumeSource] | np.ndarray | str | Path, units: str = "model",
+                 normalization: Normalization | None = None, resize: tuple[int, int, int] | None = None,
+                 memory_budget_gib: float = EvaluationConfig.memory_budget_gib, name: str = "volumes") -> None:
+        if isinstance(items, (str, Path)):
+            items = list_volume_files(items)
+        elif isinstance(items, np.ndarray):
+            if items.ndim != 4:
+                raise DataError(f"{name}: an array of volumes must be [N, D, H, W], got shape {items.shape}")
+            items = list(items)
+        items = [Path(i).expanduser() if isinstance(i, (str, Path)) else np.asarray(i) for i in items]
+        if not items:
+            raise DataError(f"{name}: the set is empty")
+        for item in items:
+            if isinstance(item, np.ndarray) and item.ndim != 3:
+                raise DataError(f"{name}: each volume must be [D, H, W], got shape {item.shape}")
+        self.items = items
+        self.units = units
+        self.normalization = normalization or Normalization()
+        self.resize = tuple(resize) if resize is not None else None
+        self.name = name
+        self._budget = int(memory_budget_gib * 2**30)
+        self._kept: dict[int, np.ndarray] = {}
+        self._shape: tuple[int, int, int] | None = self.resize
+        self._hash: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(D, H, W)`` of every volume in the set (after resizing)."""
+        if self._shape is None:
+            self[0]
+        return self._shape
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if index in self._kept:
+            return self._kept[index]
+        array = self._to_model_range(index)
+        if self.resize is not None and tuple(array.shape) != self.resize:
+            array = _resize(array, self.resize)
+        if self._shape is None:
+            self._shape = tuple(array.shape)
+        elif tuple(array.shape) != self._shape:
+            raise DataError(f"{self._label(index)}: shape {tuple(array.shape)} differs from the set's "
+                            f"{self._shape}; volumes are compared at one size (pass --resize D,H,W to resize)")
+        if (len(self._kept) + 1) * array.nbytes <= self._budget:
+            self._kept[index] = array
+        return array
+
+    def batch(self, indices: Sequence[int]) -> np.ndarray:
+        """Volumes ``indices`` stacked: ``[B, 1, D, H, W]`` float32."""
+        return np.stack([self[i] for i in indices])[:, None]
+
+    def content_hash(self) -> str:
+        """SHA-256 naming the content (file bytes / array values) and how it is mapped to the model range."""
+        if self._hash is None:
+            digest = hashlib.sha256()
+            for item in self.items:
+                digest.update(_item_hash(item).encode())
+            digest.update(json.dumps({"units": self.units, "resize": self.resize,
+                                      "normalization": self.normalization.to_dict() if self.units == "hu" else None},
+                                     sort_keys=True).encode())
+            self._hash = digest.hexdigest()
+        return self._hash
+
+    def describe(self) -> dict:
+        """What the report says about this set."""
+        first = self.items[0]
+        return {"count": len(self), "units": self.units, "shape": list(self.shape), "sha256": self.content_hash(),
+                "source": str(first.parent) if isinstance(first, Path) else "in-memory arrays"}
+
+    def _label(self, index: int) -> str:
+        item = self.items[index]
+        return str(item) if isinstance(item, Path) else f"{self.name}[{index}]"
+
+    def _to_model_range(self, index: int) -> np.ndarray:
+        item = self.items[index]
+        array = read_volume(item).array if isinstance(item, Path) else item
+        array = np.asarray(array, dtype=np.float32)
+        if not np.isfinite(array).all():
+            raise DataError(f"{self._label(index)}: contains NaN or infinite values")
+        low, high = float(array.min()), float(array.max())
+        if self.units == "model":
+            if low < -MODEL_RANGE_TOLERANCE or high > MODEL_RANGE_TOLERANCE:
+                raise DataError(f"{self._label(index)}: values span [{low:.4g}, {high:.4g}], outside the training "
+                                "range [-1, 1]; if these are Hounsfield units, say so (units 'hu')")
+            return array
+        if low >= -MODEL_RANGE_TOLERANCE and high <= MODEL_RANGE_TOLERANCE:
+            raise DataError(f"{self._label(index)}: values span [{low:.4g}, {high:.4g}], which looks like the "
+                            "training range, not Hounsfield units; if so, say so (units 'model')")
+        return self.normalization.to_model(array)
+
+
+def _item_hash(item: Path | np.ndarray) -> str:
+    digest = hashlib.sha256()
+    if isinstance(item, Path):
+        if not item.is_file():
+            raise DataError(f"{item}: no such file")
+        with open(item, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
+    else:
+        digest.update(f"{item.dtype.str}{item.shape}".encode())
+        digest.update(np.ascontiguousarray(item).tobytes())
+    return digest.hexdigest()
+
+
+def _resize(array: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
+    from monai.transforms import Resize
+
+    # Anti-aliasing (a Gaussian before downsampling) keeps a resized volume from aliasing fine texture.
+    resized = Resize(spatial_size=size, mode="trilinear", anti_aliasing=True)(array[None])
+    return np.asarray(resized[0], dtype=np.float32)

@@ -38,6 +38,7 @@ def root(
 # Each module defines ``register(app: typer.Typer) -> None``.
 COMMAND_MODULES = [
     "prdit.models.cli",
+    "prdit.evaluation.cli",
 ]
 
 for _name in COMMAND_MODULES:

@@ -1,0 +1,84 @@
+"""``prdit evaluate``: FID, MMD, MS-SSIM diversity and the Wasserstein estimate, as a table and JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from prdit.data.normalization import Normalization
+from prdit.evaluation.config import METRICS, CriticConfig, EvaluationConfig, MSSSIMConfig
+
+
+def register(app: typer.Typer) -> None:
+    """Add the evaluation command to the CLI."""
+
+    @app.command("evaluate")
+    def evaluate_command(
+        real: Path = typer.Option(..., "--real", help="Real volumes: a directory, a text list (one path a line) "
+                                  "or one file (.nii.gz/.nii/.nrrd/.mha/.npz/.npy)."),
+        fake: Path = typer.Option(..., "--fake", help="Generated volumes, as for --real."),
+        real_units: str = typer.Option(..., "--real-units", help="What the real files hold: 'hu' (mapped "
+                                       "with the normalisation below) or 'model' (training range [-1, 1])."),
+        fake_units: str = typer.Option(..., "--fake-units", help="What the generated files hold: 'hu' or 'model'."),
+        weights: Path = typer.Option(None, "--weights", help="MedicalNet ResNet-50 weights "
+                                     "(resnet_50_23dataset.pth or resnet_50.pth); needed for FID and MMD."),
+        features: str = typer.Option(EvaluationConfig.features, "--features", help="'medicalnet' (with "
+                                     "--weights) or 'random-init' (with --seed; smoke tests only, NOT comparable)."),
+        seed: int = typer.Option(None, "--seed", help="Seed of a random-init feature network."),
+        metrics: str = typer.Option(",".join(METRICS), "--metrics", help="Comma-separated subset of "
+                                    f"{','.join(METRICS)}."),
+        out: Path = typer.Option(None, "--out", help="Write the full report as JSON here."),
+        normalization: str = typer.Option(Normalization.kind, "--normalization", help="HU -> model range: "
+                                          "'window' or 'quantile' (the one the model was trained with)."),
+        hu_min: float = typer.Option(Normalization.hu_min, "--hu-min", help="Lower end of the HU window."),
+        hu_max: float = typer.Option(Normalization.hu_max, "--hu-max", help="Upper end of the HU window."),
+        quantile: float = typer.Option(Normalization.quantile, "--quantile", help="Upper clip quantile "
+                                       "('quantile' normalisation)."),
+        resize: str = typer.Option(None, "--resize", help="Resize every volume to D,H,W first (off by "
+                                   "default: the protocol compares volumes at their generated size)."),
+        batch_size: int = typer.Option(EvaluationConfig.batch_size, "--batch-size", help="Volumes per batch."),
+        device: str = typer.Option(EvaluationConfig.device, "--device", help="'auto', 'cpu', 'cuda', 'cuda:1', ..."),
+        cache_dir: str = typer.Option(EvaluationConfig.cache_dir, "--cache-dir", help="Feature cache folder."),
+        no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write cached features."),
+        msssim_pairs: int = typer.Option(MSSSIMConfig.max_pairs, "--msssim-pairs", help="At most this many "
+                                         "volume pairs per set for MS-SSIM (all pairs if fewer)."),
+        critic_steps: int = typer.Option(CriticConfig.steps, "--critic-steps", help="Critic training steps."),
+        critic_batch_size: int = typer.Option(CriticConfig.batch_size, "--critic-batch-size",
+                                              help="Real and generated volumes per critic step."),
+        critic_train_fraction: float = typer.Option(CriticConfig.train_fraction, "--critic-train-fraction",
+                                                    help="Share of each set the critic trains on; the rest "
+                                                    "gives the estimate."),
+        critic_seed: int = typer.Option(CriticConfig.seed, "--critic-seed", help="Seed of split, critic and batches."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    ) -> None:
+        """Compare generated volumes with real ones: 3D FID (x10^3), MMD, MS-SSIM diversity, Wasserstein."""
+        from rich.console import Console
+
+        from prdit.errors import ConfigError
+        from prdit.evaluation.report import evaluate, report_table, write_report
+
+        size = None
+        if resize is not None:
+            try:
+                size = tuple(int(s) for s in resize.replace("x", ",").split(","))
+            except ValueError:
+                raise ConfigError(f"--resize takes D,H,W (e.g. 64,64,64), got '{resize}'") from None
+            size = size * 3 if len(size) == 1 else size
+        config = EvaluationConfig(
+            metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()),
+            real_units=real_units, fake_units=fake_units,
+            normalization=Normalization(kind=normalization, hu_min=hu_min, hu_max=hu_max, quantile=quantile),
+            resize=size, features=features, weights=None if weights is None else str(weights), seed=seed,
+            batch_size=batch_size, device=device, cache_dir=None if no_cache else cache_dir, progress=not quiet,
+            msssim=MSSSIMConfig(max_pairs=msssim_pairs),
+            critic=CriticConfig(steps=critic_steps, batch_size=critic_batch_size,
+                                train_fraction=critic_train_fraction, seed=critic_seed),
+        )
+        report = evaluate(real, fake, config)
+        console = Console()
+        console.print(report_table(report))
+        for warning in report["warnings"]:
+            console.print(f"[bold yellow]warning:[/] {warning}")
+        if out is not None:
+            console.print(f"report written to {write_report(report, out)}")

@@ -39,6 +39,7 @@ def root(
 COMMAND_MODULES = [
     "prdit.models.cli",
     "prdit.evaluation.cli",
+    "prdit.data.cli",
 ]
 
 for _name in COMMAND_MODULES:

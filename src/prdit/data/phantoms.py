@@ -91,16 +91,23 @@ def generate_phantom_with_labels(
 
 
 def write_phantoms(
-    num: int, size: int, out_dir: str | Path, seed: int = 0, spacing: float | None = None
+    num: int, size: int, out_dir: str | Path, seed: int = 0, spacing: float | None = None, workers: int = 1
 ) -> list[Path]:
     """Write ``num`` phantoms as ``phantom_00000.nii.gz``...; phantom i uses ``phantom_seed(seed, i)``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index in range(int(num)):
-        volume = generate_phantom(size, phantom_seed(seed, index), spacing)
-        paths.append(write_volume(out_dir / phantom_name(index), volume))
-    return paths
+    jobs = [(out_dir / phantom_name(i), size, phantom_seed(seed, i), spacing) for i in range(int(num))]
+    if workers <= 1 or len(jobs) <= 1:
+        return [_write_one(job) for job in jobs]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_write_one, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
+
+
+def _write_one(job: tuple[Path, int, int, float | None]) -> Path:
+    path, size, seed, spacing = job
+    return write_volume(path, generate_phantom(size, seed, spacing))
 
 
 def phantom_name(index: int) -> str:

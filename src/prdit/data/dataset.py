@@ -1,0 +1,203 @@
+"""Training data: volume lists, the train/validation split, and ``VolumeDataset``.
+
+A data source is either a folder of volume files or a list file with one path per line.
+Relative paths in a list file are resolved against, in this order: the ``root`` given by the
+caller, the ``# root: DIR`` line written by :func:`split_volumes` (itself relative to the list
+file), the list file's own folder.
+
+``VolumeDataset`` turns each file into a training tensor ``[1, S, S, S]`` in [-1, 1]: HU are
+normalised at the stored resolution, then average-pooled by an integer factor down to S
+(256 -> 128 -> 64), as the paper does.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from prdit.data.io import is_volume_file, read_volume
+from prdit.data.normalization import Normalization
+from prdit.errors import ConfigError, DataError
+
+ROOT_PREFIX = "# root:"
+
+
+# ---------------------------------------------------------------------------------------
+# Listing volumes
+# ---------------------------------------------------------------------------------------
+
+
+def list_volumes(source: str | Path, root: str | Path | None = None) -> list[Path]:
+    """Volume files of a folder (sorted, recursive) or of a list file (in file order)."""
+    source = Path(source)
+    if source.is_dir():
+        paths = sorted(p for p in source.rglob("*") if p.is_file() and is_volume_file(p)
+                       and not any(part.startswith(".") for part in p.relative_to(source).parts))
+        if not paths:
+            raise DataError(f"{source}: folder holds no volume files (.nii.gz, .npz, .npy)")
+        return paths
+    if not source.is_file():
+        raise DataError(f"{source}: no such file or folder")
+    if is_volume_file(source):
+        return [source]
+    return _read_list_file(source, root)
+
+
+def _read_list_file(path: Path, root: str | Path | None) -> list[Path]:
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot be read as a list of volume paths ({err})") from err
+    base = path.parent
+    entries = []
+    for line in lines:
+        line = line.strip()
+        if line.startswith(ROOT_PREFIX):
+            base = (path.parent / line[len(ROOT_PREFIX):].strip())
+        elif line and not line.startswith("#"):
+            entries.append(line)
+    if root is not None:
+        base = Path(root)
+    if not entries:
+        raise DataError(f"{path}: the list file names no volumes")
+    paths = [Path(entry) if Path(entry).is_absolute() else base / entry for entry in entries]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise DataError(f"{path}: listed volume {missing[0]} does not exist{more} "
+                        f"(relative paths resolve against {base}; pass root= to change that)")
+    return paths
+
+
+# ---------------------------------------------------------------------------------------
+# Train/validation split
+# ---------------------------------------------------------------------------------------
+
+
+def split_volumes(
+    data: str | Path,
+    val_fraction: float = 0.1,
+    seed: int = 42,
+    out_dir: str | Path | None = None,
+    val_count: int | None = None,
+) -> tuple[Path, Path]:
+    """Write ``train.txt``/``val.txt`` (paths relative to ``data``); returns their paths.
+
+    The split is a deterministic shuffle of the sorted file list: the same files and seed
+    always give the same split. ``val_count`` (a fixed number) overrides ``val_fraction``.
+    """
+    data = Path(data)
+    if not data.is_dir():
+        raise DataError(f"{data}: not a folder of volumes")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    names = [p.relative_to(data).as_posix() for p in list_volumes(data)]
+    if val_count is None:
+        val_count = int(round(val_fraction * len(names)))
+        if val_fraction > 0 and len(names) >= 2:
+            val_count = max(val_count, 1)
+    if not 0 <= val_count < len(names):
+        raise ConfigError(f"cannot hold out {val_count} of {len(names)} volumes for validation")
+    order = np.random.default_rng(seed).permutation(len(names))
+    val = sorted(names[i] for i in order[:val_count])
+    train = sorted(names[i] for i in order[val_count:])
+
+    out_dir = Path(out_dir) if out_dir is not None else data
+    out_dir.mkdir(parents=True, exist_ok=True)
+    root_line = f"{ROOT_PREFIX} {Path(os.path.relpath(data.resolve(), out_dir.resolve())).as_posix()}\n"
+    written = []
+    for name, entries in (("train.txt", train), ("val.txt", val)):
+        target = out_dir / name
+        target.write_text(root_line + "".join(f"{entry}\n" for entry in entries))
+        written.append(target)
+    return written[0], written[1]
+
+
+# ---------------------------------------------------------------------------------------
+# Dataset
+# ---------------------------------------------------------------------------------------
+
+
+def pool_factor(shape: tuple[int, ...], size: int, path: str | Path = "volume") -> int:
+    """The integer average-pooling factor taking a cubic ``shape`` down to ``size``."""
+    if len(set(shape)) != 1:
+        raise DataError(f"{path}: stored volume is {tuple(shape)}, not a cube; "
+                        f"preprocess it to a cubic grid (prdit preprocess) first")
+    stored = int(shape[0])
+    if stored < size or stored % size != 0:
+        raise DataError(f"{path}: stored size {stored} cannot be average-pooled to {size} "
+                        f"(it must be an integer multiple of {size})")
+    return stored // size
+
+
+def load_training_array(path: str | Path, size: int, normalization: Normalization) -> np.ndarray:
+    """One file as a float32 array ``[size, size, size]`` in [-1, 1], checked and pooled."""
+    volume = read_volume(path)
+    array = volume.array
+    if array.dtype.kind not in "fiu":
+        raise DataError(f"{path}: voxel type {array.dtype} is not numeric; expected HU as integers or floats")
+    factor = pool_factor(array.shape, size, path)
+    array = np.asarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        bad = int(array.size - np.isfinite(array).sum())
+        raise DataError(f"{path}: {bad} voxel(s) are NaN or infinite")
+    x = normalization.to_model(array)
+    if factor > 1:
+        x = x.reshape(size, factor, size, factor, size, factor).mean(axis=(1, 3, 5), dtype=np.float32)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+class VolumeDataset:
+    """CT volumes as training tensors ``[1, S, S, S]`` in [-1, 1] (a map-style torch dataset).
+
+    ``flip`` mirrors each sample at random along ``flip_axes`` of ``[D, H, W]`` (default: W,
+    the patient's left-right axis). ``cache`` keeps the pooled arrays in memory after the
+    first read. ``normalization`` (an instance or the name ``"window"``/``"quantile"``) is
+    kept on the dataset so generated volumes can be mapped back to HU.
+    """
+
+    def __init__(
+        self,
+        source: str | Path,
+        size: int,
+        normalization: Normalization | str = Normalization(),
+        flip: bool = False,
+        root: str | Path | None = None,
+        flip_axes: tuple[int, ...] = (2,),
+        cache: bool = False,
+    ) -> None:
+        if isinstance(normalization, str):
+            normalization = Normalization(kind=normalization)
+        if int(size) < 1:
+            raise ConfigError(f"training size must be positive, got {size}")
+        if any(axis not in (0, 1, 2) for axis in flip_axes):
+            raise ConfigError(f"flip axes index [D, H, W] and must be 0, 1 or 2, got {flip_axes}")
+        self.source = Path(source)
+        self.size = int(size)
+        self.normalization = normalization
+        self.flip = flip
+        self.flip_axes = tuple(flip_axes)
+        self.paths = list_volumes(source, root)
+        self._cache: dict[int, np.ndarray] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        """Sample ``index`` as a float32 tensor ``[1, S, S, S]``."""
+        import torch
+
+        if self._cache is not None and index in self._cache:
+            array = self._cache[index]
+        else:
+            array = load_training_array(self.paths[index], self.size, self.normalization)
+            if self._cache is not None:
+                self._cache[index] = array
+        x = torch.from_numpy(array.copy() if self._cache is not None else array)[None]
+        if self.flip:
+            axes = [axis + 1 for axis in self.flip_axes if bool(torch.rand(()) < 0.5)]
+            if axes:
+                x = torch.flip(x, axes)
+        return x.contiguous()

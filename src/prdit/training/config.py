@@ -1,0 +1,229 @@
+"""Typed training configuration: the one source of defaults (spec §9), loaded from YAML and
+overridden with ``section.key=value`` pairs; unknown keys and wrong types are errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from prdit.errors import ConfigError
+
+SHIPPED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+@dataclass
+class RunConfig:
+    """Where the run lives: ``{root}/{name}/``."""
+
+    name: str = "prdit"
+    root: str = "runs"
+
+@dataclass
+class ModelConfig:
+    """Registry name and volume size; the stage follows from the depth (0 = stage 1)."""
+
+    name: str = "PRDiT-B/12/0"
+    input_size: int = 128
+    in_channels: int = 1
+    learn_sigma: bool = True
+
+@dataclass
+class DataConfig:
+    """Training/validation volumes (list file or folder) and their intensity normalisation."""
+
+    train: str = ""
+    val: str = ""
+    root: str = ""  # list entries are relative to this (default: the list file's folder)
+    normalization: str = "window"  # window | quantile
+    hu_min: float = -1000.0
+    hu_max: float = 1000.0
+    quantile: float = 0.999
+    flip: bool = False  # random left-right mirroring
+    cache: bool = False  # keep pooled volumes in memory (small data sets)
+    num_workers: int = 2
+
+@dataclass
+class DiffusionConfig:
+    """IaN process settings."""
+
+    num_timesteps: int = 1000
+    noise_std: float = 0.5
+
+@dataclass
+class OptimConfig:
+    """AdamW, gradient clipping and EMA."""
+
+    lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+
+@dataclass
+class TrainConfig:
+    """Length, batch, precision and the stage-2 starting point."""
+
+    steps: int = 104_000
+    global_batch: int = 64
+    seed: int = 0
+    precision: str = "fp32"  # fp32 (TF32 matmuls, bf16 attention on CUDA) | bf16 (autocast everything)
+    tf32: bool = True
+    compile: bool = False
+    grad_checkpointing: bool = False
+    init_from: str = ""  # stage 2: a stage-1 run directory, checkpoint or model folder
+
+@dataclass
+class LogConfig:
+    """How often to log, validate, preview and checkpoint."""
+
+    every: int = 50
+    checkpoint_every: int = 2000
+    keep_last: int = 3
+    milestone_every: int = 20_000
+    val_every: int = 2000
+    val_timesteps: list[int] = field(default_factory=lambda: [100, 500, 900])
+    val_max_volumes: int = 64
+    preview_every: int = 5000
+    preview_steps: int = 100
+    preview_num: int = 2
+    tensorboard: bool = True
+
+@dataclass
+class ExperimentConfig:
+    """A whole training run."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def validate(self) -> None:
+        """Check values that parse but cannot work."""
+        if self.train.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"train.precision must be fp32 or bf16, got '{self.train.precision}'")
+        if self.data.normalization not in ("window", "quantile"):
+            raise ConfigError(f"data.normalization must be window or quantile, got '{self.data.normalization}'")
+        for key, value in (("train.steps", self.train.steps), ("train.global_batch", self.train.global_batch),
+                           ("log.every", self.log.every), ("log.checkpoint_every", self.log.checkpoint_every),
+                           ("log.keep_last", self.log.keep_last)):
+            if value < 1:
+                raise ConfigError(f"{key} must be >= 1, got {value}")
+        if not 0.0 <= self.optim.ema_decay < 1.0:
+            raise ConfigError(f"optim.ema_decay must be in [0, 1), got {self.optim.ema_decay}")
+        if len(self.optim.betas) != 2:
+            raise ConfigError(f"optim.betas needs two values, got {self.optim.betas}")
+        if not self.data.train:
+            raise ConfigError("data.train is empty: give a list file or folder of volumes "
+                              "(e.g. data.train=data/phantoms/train.txt)")
+
+    def to_dict(self) -> dict:
+        """Nested plain dict (YAML/JSON-ready)."""
+        return dataclasses.asdict(self)
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+def _coerce(value, tp, key: str):
+    """Check ``value`` against the field type ``tp`` (ints are accepted for floats)."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item_type,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' needs a list of {_type_name(item_type)}, got {value!r}")
+        return [_coerce(v, item_type, key) for v in value]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-4" (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    if tp is str and value is None:
+        return ""
+    if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"config key '{key}' needs a {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    return value
+
+def _apply(section, values: dict, prefix: str) -> None:
+    hints = typing.get_type_hints(type(section))
+    names = [f.name for f in dataclasses.fields(section)]
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key '{full}'; valid keys here: {', '.join(prefix + n for n in names)}")
+        current = getattr(section, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{full}' is a section; give it a mapping")
+            _apply(current, value, f"{full}.")
+        else:
+            setattr(section, key, _coerce(value, hints[key], full))
+
+def resolve_config_path(config: str | Path) -> Path:
+    """A YAML path, or the name of a shipped config (``prdit train phantoms-tiny-stage1``)."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    shipped = SHIPPED_CONFIGS / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if shipped.is_file():
+        return shipped
+    names = sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml"))
+    raise ConfigError(f"{config}: no such config file, nor a shipped config of that name ({', '.join(names)})")
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """``["optim.lr=1e-4", "train.steps=10"]`` -> nested dict (values parsed as YAML)."""
+    nested: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form section.key=value")
+        dotted, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else ""
+        *parents, leaf = dotted.strip().split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Defaults <- YAML file <- ``key=value`` overrides, validated."""
+    config = ExperimentConfig()
+    if path is not None:
+        resolved = resolve_config_path(path)
+        try:
+            values = yaml.safe_load(resolved.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{resolved}: not valid YAML ({err})") from err
+        if not isinstance(values, dict):
+            raise ConfigError(f"{resolved}: expected a mapping of sections at the top level")
+        _apply(config, values, "")
+    _apply(config, parse_overrides(overrides or []), "")
+    config.validate()
+    return config
+
+def config_from_dict(values: dict) -> ExperimentConfig:
+    """Rebuild a config saved with :meth:`ExperimentConfig.to_dict`."""
+    config = ExperimentConfig()
+    _apply(config, values, "")
+    return config
+
+def diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts."""
+    keys = sorted(set(a) | set(b))
+    out = []
+    for key in keys:
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff_configs(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+    return out
+

@@ -1,0 +1,34 @@
+"""Exponential moving average of the trainable weights (decay every step, spec §9)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class EMA:
+    """``ema ← decay·ema + (1−decay)·weights`` for every trainable parameter; frozen ones are copies."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        names = {name for name, p in model.named_parameters() if p.requires_grad}
+        self._pairs = [(p_ema, p) for (name, p_ema), (_, p) in zip(self.model.named_parameters(),
+                                                                  model.named_parameters()) if name in names]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """One EMA step after an optimiser step."""
+        if self._pairs:
+            ema, live = zip(*self._pairs)
+            torch._foreach_lerp_(list(ema), list(live), 1.0 - self.decay)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The averaged model's state dict."""
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore the averaged weights (strict)."""
+        self.model.load_state_dict(state, strict=True)

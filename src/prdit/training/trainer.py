@@ -1,0 +1,368 @@
+"""The two-stage training loop (spec §9, §12.3–12.5): one explicit loop for both stages, DDP
+through torchrun, EMA, exact resume. The stage follows from the model's depth."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from prdit.data.normalization import Normalization
+from prdit.diffusion import IaNDiffusion
+from prdit.errors import CheckpointError, ConfigError, PRDiTError
+from prdit.models import PRDiT, create_model
+from prdit.training import distributed as D
+from prdit.training.checkpoint import (capture_rng_state, latest_checkpoint, load_checkpoint, prune_checkpoints,
+                                       restore_rng_state, save_atomic, checkpoint_path)
+from prdit.training.config import ExperimentConfig, config_from_dict, diff_configs
+from prdit.training.ema import EMA
+from prdit.training.metrics import MetricsLogger
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_DIR = "checkpoints"
+# Keys that may change when a run is continued (a longer schedule, other logging).
+RESUMABLE_CHANGES = ("train.steps", "log.", "data.num_workers", "train.compile", "train.init_from")
+
+
+@dataclass
+class RunState:
+    """What a finished (or interrupted) call of :func:`train` reports."""
+
+    run_dir: Path
+    step: int
+    last_loss: float
+    checkpoint: Path | None
+
+
+def run_directory(config: ExperimentConfig) -> Path:
+    """``{run.root}/{run.name}``."""
+    return Path(config.run.root) / config.run.name
+
+
+def normalization_of(config: ExperimentConfig) -> Normalization:
+    """The intensity normalisation a config trains with."""
+    d = config.data
+    return Normalization(kind=d.normalization, hu_min=d.hu_min, hu_max=d.hu_max, quantile=d.quantile)
+
+
+def diffusion_of(config: ExperimentConfig) -> IaNDiffusion:
+    """The IaN process a config trains with."""
+    return IaNDiffusion(num_timesteps=config.diffusion.num_timesteps, noise_std=config.diffusion.noise_std)
+
+
+def build_model(config: ExperimentConfig) -> PRDiT:
+    """The network a config describes."""
+    m = config.model
+    return create_model(m.name, input_size=m.input_size, in_channels=m.in_channels, learn_sigma=m.learn_sigma)
+
+
+def load_init_weights(source: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """Weights to start from: a run directory (its newest checkpoint's EMA), a checkpoint
+    ``.pt`` (EMA), a model folder, or a ``.safetensors`` file."""
+    from safetensors.torch import load_file
+
+    path = Path(source)
+    if path.is_dir() and (path / "config.json").is_file():
+        return load_file(str(path / "model.safetensors")), f"model folder {path}"
+    if path.is_dir():
+        ckpt = latest_checkpoint(path / CHECKPOINT_DIR)
+        if ckpt is None:
+            raise CheckpointError(f"{path}: no checkpoints in {path / CHECKPOINT_DIR}; is it a finished stage-1 run?")
+        return load_checkpoint(ckpt)["ema"], f"EMA weights of {ckpt}"
+    if path.suffix == ".safetensors" and path.is_file():
+        return load_file(str(path)), str(path)
+    if path.is_file():
+        state = load_checkpoint(path)
+        return state.get("ema", state.get("model", state)), f"EMA weights of {path}"
+    raise CheckpointError(f"{source}: no such run directory, checkpoint or model folder")
+
+
+def initialise_from(model: PRDiT, source: str | Path) -> str:
+    """Stage 2 from stage 1: copy and (later) freeze the coarse branch. A source that already has a
+    global refiner (or a stage-1 model continuing) loads whole and strictly — the 128³ → 256³
+    scale-up, which works because the positional encoding is fixed, not learned."""
+    state, described = load_init_weights(source)
+    model.load_stage1(state)  # checks width and patch size with a clear message
+    if model.stage == 1 or any(k.startswith("global_refiner.") for k in state):
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise CheckpointError(f"{source}: weights do not fit {model.name}: {str(err).splitlines()[0]}") from err
+        return f"all weights from {described}"
+    return f"stage-1 weights from {described}"
+
+
+def prepare_run_directory(config: ExperimentConfig, resume: bool) -> tuple[Path, Path | None]:
+    """Create the run directory, or check that an existing one holds the same config; return it
+    and the checkpoint to resume from (None for a fresh run)."""
+    run_dir = run_directory(config)
+    saved = run_dir / CONFIG_FILE
+    ckpt = latest_checkpoint(run_dir / CHECKPOINT_DIR)
+    if saved.is_file():
+        previous = yaml.safe_load(saved.read_text()) or {}
+        changes = [c for c in diff_configs(previous, config.to_dict()) if not c.startswith(RESUMABLE_CHANGES)]
+        if changes:
+            raise ConfigError(
+                f"{run_dir} already holds a run with another config ({'; '.join(changes[:5])}). "
+                f"Choose another run name (run.name=...) or delete that directory yourself.")
+    elif run_dir.is_dir() and any(run_dir.iterdir()):
+        raise ConfigError(f"{run_dir} exists and is not a PRDiT run directory (no {CONFIG_FILE}); "
+                          "choose another run name (run.name=...)")
+    if resume and ckpt is None:
+        raise ConfigError(f"--resume: no checkpoint in {run_dir / CHECKPOINT_DIR} to resume from")
+    return run_dir, ckpt
+
+
+def _spacing_of(dataset, input_size: int) -> list[float]:
+    """Voxel spacing of the training volumes after pooling to the training size."""
+    from prdit.data.io import read_volume
+
+    volume = read_volume(dataset.paths[0])
+    factor = volume.array.shape[0] / input_size
+    return [float(s) * factor for s in volume.spacing]
+
+
+def _random_flips(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each volume left-right (the W axis) with probability 1/2, drawn from the trainer's
+    generator so a resumed run flips the same volumes."""
+    chosen = (torch.rand(x.shape[0], generator=generator, device=generator.device) < 0.5).to(x.device)
+    return torch.where(chosen.reshape(-1, 1, 1, 1, 1), x.flip(-1), x)
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, diffusion: IaNDiffusion, dataset, config: ExperimentConfig,
+             dist: D.DistInfo, device: torch.device, batch_size: int) -> dict[str, float]:
+    """x₀-MSE at fixed timesteps on the validation split, each rank its shard, summed over ranks.
+    Noise is seeded by volume index, so the numbers are comparable between evaluations."""
+    count = min(len(dataset), config.log.val_max_volumes)
+    indices = list(range(dist.rank, count, dist.world_size))
+    timesteps = config.log.val_timesteps
+    totals = torch.zeros(len(timesteps) + 1, dtype=torch.float64, device=device)
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start:start + batch_size]
+        x0 = torch.stack([dataset[i] for i in chunk]).to(device)
+        noise = torch.stack([diffusion.sample_noise(x0.shape[1:], generator=torch.Generator().manual_seed(10_000 + i))
+                             for i in chunk]).to(device)
+        for k, t_value in enumerate(timesteps):
+            t = torch.full((len(chunk),), t_value, device=device)
+            x_t = diffusion.q_sample(x0, t, noise)
+            _, x0_hat = diffusion.split_prediction(model(x_t, t).float(), x_t, t)
+            totals[k] += ((x0_hat - x0) ** 2).mean(dim=(1, 2, 3, 4)).sum().double()
+        totals[-1] += len(chunk)
+    D.all_reduce(totals)
+    n = max(totals[-1].item(), 1.0)
+    values = {f"x0_mse_t{t}": totals[k].item() / n for k, t in enumerate(timesteps)}
+    values["x0_mse"] = sum(values.values()) / max(len(timesteps), 1)
+    return values
+
+
+def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
+          stop_after: int | None = None) -> RunState:
+    """Train one stage as ``config`` says; continue from the run's newest checkpoint if it has one.
+
+    ``stop_after`` ends the call after that many steps of this call (the run can be continued).
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    from prdit.data.dataset import VolumeDataset
+
+    dist = D.setup_distributed()
+    device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda" and config.train.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if config.train.global_batch % dist.world_size:
+        raise ConfigError(f"train.global_batch {config.train.global_batch} is not divisible by "
+                          f"{dist.world_size} processes")
+    batch_size = config.train.global_batch // dist.world_size
+
+    run_dir, resume_from = prepare_run_directory(config, resume)
+    D.barrier()
+    if dist.is_main:
+        (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+    seed = config.train.seed
+    random.seed(seed + dist.rank)
+    np.random.seed(seed + dist.rank)
+    torch.manual_seed(seed + dist.rank)
+
+    normalization = normalization_of(config)
+    diffusion = diffusion_of(config)
+    data_root = config.data.root or None
+    train_set = VolumeDataset(config.data.train, size=config.model.input_size, normalization=normalization,
+                              flip=False, root=data_root, cache=config.data.cache)
+    val_set = (VolumeDataset(config.data.val, size=config.model.input_size, normalization=normalization,
+                             flip=False, root=data_root, cache=config.data.cache) if config.data.val else None)
+    spacing = _spacing_of(train_set, config.model.input_size)
+
+    # Identical weights on every rank, before any DDP wrap (spec §12.3).
+    torch.manual_seed(seed)
+    model = build_model(config).to(device)
+    checkpoint = load_checkpoint(resume_from, map_location="cpu") if resume_from else None
+    init_note = ""
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"], strict=True)
+        init_note = f"resumed from {resume_from}"
+    elif model.stage == 2 or config.train.init_from:
+        if not config.train.init_from:
+            raise ConfigError(f"{model.name} is a stage-2 model: give the stage-1 run with --init-from "
+                              f"(or train.init_from=...), e.g. --init-from runs/<stage-1 run>")
+        init_note = initialise_from(model, config.train.init_from)
+    if model.stage == 2:
+        model.freeze_stage1()
+    model.set_grad_checkpointing(config.train.grad_checkpointing)
+    ema = EMA(model, config.optim.ema_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.optim.lr, betas=tuple(config.optim.betas),
+                                  eps=config.optim.eps, weight_decay=config.optim.weight_decay)
+    generator = torch.Generator(device=device).manual_seed(seed * 1000 + dist.rank)
+    start_step = 0
+    if checkpoint is not None:
+        ema.load_state_dict(checkpoint["ema"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        start_step = int(checkpoint["step"])
+        restore_rng_state(checkpoint["rng"])
+        states = checkpoint["generators"]
+        if len(states) == dist.world_size:
+            generator.set_state(states[dist.rank])
+        del checkpoint
+
+    forward_model: torch.nn.Module = model
+    if dist.enabled:
+        forward_model = DistributedDataParallel(model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+    if config.train.compile:
+        forward_model = torch.compile(forward_model)
+
+    total = config.train.steps
+    end = total if stop_after is None else min(total, start_step + stop_after)
+    sampler = D.ShardedBatchSampler(len(train_set), batch_size, dist.rank, dist.world_size, seed, start_step, end)
+    loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=config.data.num_workers,
+                                         pin_memory=device.type == "cuda",
+                                         persistent_workers=False)
+    logger = MetricsLogger(run_dir, start_step, config.log.tensorboard) if dist.is_main else None
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                if device.type == "cuda" and config.train.precision == "bf16" else contextlib.nullcontext())
+
+    def save(step: int) -> Path | None:
+        generators = D.all_gather_objects(generator.get_state())
+        path = None
+        if dist.is_main:
+            path = checkpoint_path(run_dir / CHECKPOINT_DIR, step)
+            save_atomic({
+                "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                "step": step, "rng": capture_rng_state(), "generators": generators,
+                "data_position": sampler.position(step), "config": config.to_dict(),
+                "meta": {"spacing": spacing, "stage": model.stage, "world_size": dist.world_size,
+                         "model_name": model.name},
+            }, path)
+            prune_checkpoints(run_dir / CHECKPOINT_DIR, config.log.keep_last, config.log.milestone_every)
+        D.barrier()
+        return path
+
+    bar = None
+    if dist.is_main and progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=start_step, desc=f"stage {model.stage} {config.run.name}",
+                   unit="step", dynamic_ncols=True)
+        bar.write(f"{model.name} at {config.model.input_size}³, {len(train_set)} training volumes, "
+                  f"global batch {config.train.global_batch} on {dist.world_size} process(es), {device}"
+                  + (f"; {init_note}" if init_note else ""))
+
+    window = torch.zeros(4, dtype=torch.float64, device=device)  # loss, loss_x0, loss_eps, count
+    skipped = 0
+    last_loss = float("nan")
+    last_path = None
+    tick, tick_step = time.perf_counter(), start_step
+    step = start_step
+    try:
+        model.train()
+        for step, x0 in enumerate(loader, start=start_step):
+            x0 = x0.to(device, non_blocking=True)
+            if config.data.flip:
+                x0 = _random_flips(x0, generator)
+            with autocast:
+                losses = diffusion.training_losses(forward_model, x0, generator=generator)
+            loss = losses["loss"]
+            # Skip a non-finite step on every rank together, so no rank waits in all-reduce.
+            finite = D.all_reduce(torch.isfinite(loss.detach()).float().reshape(1), "min").item() > 0
+            optimizer.zero_grad(set_to_none=True)
+            if finite:
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip)
+                if torch.isfinite(grad_norm):
+                    optimizer.step()
+                    ema.update()
+                else:
+                    finite = False
+            if not finite:
+                skipped += 1
+                if bar is not None:
+                    bar.write(f"step {step + 1}: non-finite loss or gradient, step skipped on all ranks")
+            else:
+                window += torch.stack([loss.detach().double(), losses["loss_x0"].detach().double(),
+                                       losses["loss_eps"].detach().double(), torch.ones((), dtype=torch.float64,
+                                                                                        device=device)])
+            done = step + 1
+            if done % config.log.every == 0 or done == end:
+                D.all_reduce(window)
+                count = max(window[3].item(), 1.0)
+                now = time.perf_counter()
+                values = {"loss": window[0].item() / count, "loss_x0": window[1].item() / count,
+                          "loss_eps": window[2].item() / count, "grad_norm": float(grad_norm) if finite else math.nan,
+                          "lr": optimizer.param_groups[0]["lr"], "skipped": skipped,
+                          "steps_per_s": (done - tick_step) / max(now - tick, 1e-9)}
+                last_loss = values["loss"]
+                tick, tick_step, window = now, done, torch.zeros_like(window)
+                if logger is not None:
+                    logger.log(done, "train", values)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{values['loss']:.4f}", x0=f"{values['loss_x0']:.4f}")
+            if val_set is not None and config.log.val_every > 0 and (done % config.log.val_every == 0 or done == total):
+                values = validate(ema.model, diffusion, val_set, config, dist, device, batch_size)
+                if logger is not None:
+                    logger.log(done, "val", values)
+                if bar is not None:
+                    bar.write(f"step {done}: validation x0-MSE {values['x0_mse']:.5f} (EMA)")
+            if (model.stage == 2 and dist.is_main and config.log.preview_every > 0
+                    and (done % config.log.preview_every == 0 or done == total)):
+                from prdit.training.previews import save_training_preview
+
+                save_training_preview(ema.model, diffusion, normalization, run_dir / "previews" / f"step_{done:08d}.png",
+                                      config.log.preview_num, config.log.preview_steps, seed, device)
+            if done % config.log.checkpoint_every == 0 or done == end:
+                last_path = save(done)
+            if bar is not None:
+                bar.update(1)
+        step = end
+    except KeyboardInterrupt:
+        if not dist.enabled and step > start_step:
+            last_path = save(step)
+            raise PRDiTError(f"interrupted; checkpoint saved at step {step} in {last_path}. "
+                             "Run the same command again to continue.") from None
+        raise
+    except torch.cuda.OutOfMemoryError as err:
+        raise PRDiTError(f"out of GPU memory at {config.model.input_size}³ with {batch_size} volumes per GPU: "
+                         "lower train.global_batch, use more GPUs, or set train.grad_checkpointing=true") from err
+    finally:
+        if bar is not None:
+            bar.close()
+        if logger is not None:
+            logger.close()
+    return RunState(run_dir=run_dir, step=end, last_loss=last_loss, checkpoint=last_path)
+
+
+def load_run_config(run_dir: Path) -> ExperimentConfig:
+    """The resolved config a run directory was trained with."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: not a PRDiT run directory (no {CONFIG_FILE})")
+    return config_from_dict(yaml.safe_load(path.read_text()))

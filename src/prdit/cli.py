@@ -40,6 +40,7 @@ COMMAND_MODULES = [
     "prdit.models.cli",
     "prdit.evaluation.cli",
     "prdit.data.cli",
+    "prdit.training.cli",
 ]
 
 for _name in COMMAND_MODULES:

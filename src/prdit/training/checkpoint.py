@@ -53,7 +53,11 @@ def save_atomic(obj: dict, path: Path) -> None:
 
 
 def prune_checkpoints(directory: Path, keep_last: int, milestone_every: int) -> None:
-    """Delete checkpoints older than the newest ``keep_last``, except milestones."""
+    """Delete checkpoints older than the newest ``keep_last``, except milestones, and the partial
+    files of writes that a killed process never finished."""
+    for stale in Path(directory).glob(".step_*.pt.tmp-*"):
+        if not stale.name.endswith(f"-{os.getpid()}"):
+            stale.unlink(missing_ok=True)
     found = list_checkpoints(directory)
     for step, path in found[:-keep_last] if keep_last > 0 else found:
         if milestone_every > 0 and step % milestone_every == 0:

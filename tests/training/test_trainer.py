@@ -40,7 +40,9 @@ def test_stage2_starts_from_stage1_and_keeps_it_frozen(tiny_config):
         train(tiny_config("s2-missing", "PRDiT-T/6/2", 16), progress=False)
     with pytest.raises(CheckpointError, match="same size letter"):
         train(tiny_config("s2-wrong", "PRDiT-XS/6/2", 16, f"train.init_from={stage1.run_dir}"), progress=False)
-    stage2 = train(tiny_config("s2", "PRDiT-T/6/2", 16, f"train.init_from={stage1.run_dir}"), progress=False)
+    stage2 = train(tiny_config("s2", "PRDiT-T/6/2", 16, f"train.init_from={stage1.run_dir}", "log.preview_every=6",
+                               "log.preview_steps=4"), progress=False)
+    assert (stage2.run_dir / "previews" / "step_00000006.png").stat().st_size > 1000
     stage1_ema = load_checkpoint(stage1.checkpoint)["ema"]
     final = load_checkpoint(stage2.checkpoint)
     for key in ("model", "ema"):
@@ -106,3 +108,19 @@ def test_scale_up_loads_strictly_and_continues_from_the_trained_level(tiny_confi
     assert small.last_loss < 0.8 * first_small
     assert scaled.last_loss < scratch.last_loss
     assert scaled.last_loss < 1.5 * small.last_loss
+
+
+def test_the_train_command_line(tiny_config, tmp_path):
+    from typer.testing import CliRunner
+
+    from prdit.cli import app
+
+    config = tiny_config("cli", "PRDiT-T/6/0", 16)
+    args = ["train", "phantoms-tiny-stage1", f"run.root={config.run.root}", "run.name=cli",
+            f"data.train={config.data.train}", f"data.val={config.data.val}", "train.steps=2", "model.input_size=16",
+            "log.val_every=0", "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "step 2" in result.output
+    typo = CliRunner().invoke(app, args[:-1] + ["optim.lrate=1", "--quiet"])
+    assert typo.exit_code != 0 and "unknown config key 'optim.lrate'" in str(typo.exception)

@@ -1,0 +1,1 @@
+"""Rerunnable benchmarks of PRDiT (see README.md)."""

@@ -39,6 +39,7 @@ def root(
 COMMAND_MODULES = [
     "prdit.models.cli",
     "prdit.evaluation.cli",
+    "prdit.generation.cli",
     "prdit.data.cli",
     "prdit.training.cli",
 ]

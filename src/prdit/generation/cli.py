@@ -1,0 +1,92 @@
+"""``prdit sample``: generate CT volumes from a model folder into NIfTI files in Hounsfield units."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from prdit.generation.config import PRECISIONS, PREVIEW_WINDOWS, SamplingConfig
+
+DEFAULTS = SamplingConfig()
+
+
+def register(app: typer.Typer) -> None:
+    """Add the sampling command to the CLI."""
+
+    @app.command("sample")
+    def sample_command(
+        model_dir: Path = typer.Argument(..., help="Model folder (config.json + model.safetensors)."),
+        out: Path = typer.Option(..., "--out", help="Output folder; an existing one is resumed."),
+        num: int = typer.Option(None, "--num", help="Number of volumes, indices 0..N-1 (default 1)."),
+        index: list[int] = typer.Option(None, "--index", help="Generate only volume I of the run (repeatable); "
+                                        "bit-identical to volume I of a full run with the same --seed."),
+        batch: int = typer.Option(DEFAULTS.batch_size, "--batch", help="Volumes sampled together."),
+        steps: int = typer.Option(DEFAULTS.steps, "--steps", help="Network calls per volume."),
+        sampler: str = typer.Option(DEFAULTS.sampler, "--sampler", help="'pc' (predictor-corrector) or 'euler'."),
+        seed: int = typer.Option(DEFAULTS.seed, "--seed", help="Seed of the run; volume i has its own seed "
+                                 "derived from (seed, i), listed in manifest.json."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing volumes (default: skip them)."),
+        save_x0: bool = typer.Option(False, "--save-x0", help="Also keep the final x0 in the model range, "
+                                     "as OUT/x0/sample_*.nii.gz."),
+        previews: bool = typer.Option(True, "--previews/--no-previews", help="PNG mid-slices per volume "
+                                      "(OUT/previews/) and OUT/grid.png."),
+        preview_window: str = typer.Option(DEFAULTS.preview_window, "--preview-window", help=f"CT window of the "
+                                           f"previews: {', '.join(PREVIEW_WINDOWS)} ('full' = the normalisation "
+                                           f"window)."),
+        size: str = typer.Option(None, "--size", help="Sample at another size than trained: D or D,H,W "
+                                 "(e.g. 256 for a 128³ model)."),
+        device: str = typer.Option("auto", "--device", help="'auto', 'cpu', 'cuda', 'cuda:1', ..."),
+        precision: str = typer.Option(DEFAULTS.precision, "--precision", help=f"{', '.join(PRECISIONS)}: 'auto' "
+                                      "samples as trained (CUDA: TF32 matmuls, bf16 attention); 'bf16' runs the "
+                                      "whole network in bf16 (CUDA only); the sampler stays fp32."),
+        exact: bool = typer.Option(DEFAULTS.exact, "--exact/--no-exact", help="One network call per volume, so a "
+                                   "volume is bit-identical in any batch; --no-exact batches the network call "
+                                   "(faster for small volumes, equal up to float rounding)."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    ) -> None:
+        """Generate CT volumes as .nii.gz in Hounsfield units, with a manifest and previews; resumable."""
+        from prdit.errors import ConfigError
+        from prdit.generation.pipeline import PRDiTPipeline
+        from prdit.generation.run import MANIFEST, generate_to_folder
+
+        if index:
+            bad = [i for i in index if i < 0 or (num is not None and i >= num)]
+            if bad:
+                limit = f" and < --num {num}" if num is not None else ""
+                raise ConfigError(f"--index {bad[0]} is not a volume of this run (indices are >= 0{limit})")
+            indices = list(index)
+        else:
+            num = 1 if num is None else num
+            if num < 1:
+                raise ConfigError(f"--num must be >= 1, got {num}")
+            indices = list(range(num))
+        SamplingConfig(steps=steps, sampler=sampler, batch_size=batch, seed=seed, precision=precision,
+                       exact=exact, preview_window=preview_window).validate()
+        input_size = _parse_size(size)
+        pipe = PRDiTPipeline.from_pretrained(model_dir, device=device, input_size=input_size, precision=precision)
+        shape = "x".join(map(str, pipe.volume_shape))
+        typer.echo(f"{pipe.model.name} at {shape} on {pipe.device}: {len(indices)} volume(s), {steps} {sampler} "
+                   f"steps, seed {seed} -> {out}")
+        summary = generate_to_folder(pipe, out, indices, seed=seed, steps=steps, sampler=sampler, batch_size=batch,
+                                     overwrite=overwrite, save_x0=save_x0, previews=previews,
+                                     preview_window=preview_window, exact=exact, progress=not quiet,
+                                     log=lambda line: typer.secho(f"warning: {line}", fg=typer.colors.YELLOW,
+                                                                  err=True))
+        typer.echo(f"generated {len(summary.generated)}, skipped {len(summary.skipped)} existing"
+                   + (" (--overwrite replaces them)" if summary.skipped else ""))
+        typer.echo(f"manifest: {summary.out / MANIFEST}" + (f"  grid: {summary.grid}" if summary.grid else ""))
+
+
+def _parse_size(size: str | None) -> tuple[int, int, int] | None:
+    from prdit.errors import ConfigError
+
+    if size is None:
+        return None
+    try:
+        values = tuple(int(s) for s in size.replace("x", ",").split(","))
+    except ValueError:
+        raise ConfigError(f"--size takes D or D,H,W (e.g. 256), got '{size}'") from None
+    if len(values) not in (1, 3):
+        raise ConfigError(f"--size takes D or D,H,W (e.g. 256), got '{size}'")
+    return values * 3 if len(values) == 1 else values

@@ -1,0 +1,167 @@
+"""``PRDiTPipeline``: a model folder as one callable that returns CT volumes, in the style of a
+diffusers pipeline (``from_pretrained``, ``to``, ``__call__`` with ``generator`` and
+``output_type``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from prdit.data.io import Volume
+from prdit.data.normalization import Normalization
+from prdit.diffusion import IaNDiffusion
+from prdit.errors import ConfigError
+from prdit.generation.config import SamplingConfig
+from prdit.generation.sampling import sample_volumes, volume_generators, volume_seed
+from prdit.models.prdit import PRDiT
+
+OUTPUT_TYPES = ("hu", "model")
+DEFAULTS = SamplingConfig()
+
+
+@dataclass
+class PRDiTPipelineOutput:
+    """``volumes``: HU ``np.ndarray`` ``[N, D, H, W]`` (float32) or model-range ``torch.Tensor``
+    ``[N, C, D, H, W]`` (fp32, CPU); ``seeds``: each volume's seed (None for given generators)."""
+
+    volumes: np.ndarray | torch.Tensor
+    seeds: list[int | None]
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """``auto``/None -> ``cuda`` when available, else ``cpu``; CUDA requested without CUDA is an error."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}' requested but CUDA is not available; use --device cpu")
+    return device
+
+
+class PRDiTPipeline:
+    """A trained PRDiT with its IaN process, normalisation and voxel spacing."""
+
+    def __init__(self, model: PRDiT, diffusion: IaNDiffusion, normalization: Normalization,
+                 spacing: tuple[float, float, float] = (1.0, 1.0, 1.0), device: torch.device | str | None = "auto",
+                 precision: str = DEFAULTS.precision, source: str | Path | None = None) -> None:
+        self.model = model.eval()
+        self.diffusion = diffusion
+        self.normalization = normalization
+        self.spacing = tuple(float(s) for s in spacing)
+        self.precision = precision
+        self.source = None if source is None else Path(source)
+        self.to(device)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: torch.device | str | None = "auto",
+                        input_size: int | tuple[int, int, int] | None = None,
+                        precision: str = DEFAULTS.precision) -> "PRDiTPipeline":
+        """Load a model folder (``config.json`` + ``model.safetensors``); ``input_size`` samples at
+        another size than trained (e.g. a 128³ model at 256³)."""
+        from prdit.models.folder import load_model_folder
+
+        folder = load_model_folder(path, device="cpu", input_size=input_size)
+        return cls(folder.model, folder.diffusion, folder.normalization, folder.spacing, device=device,
+                   precision=precision, source=path)
+
+    def to(self, device: torch.device | str | None) -> "PRDiTPipeline":
+        """Move the network to ``device`` (``auto``: CUDA when available)."""
+        self.device = resolve_device(device)
+        self.model.to(self.device)
+        return self
+
+    @property
+    def volume_shape(self) -> tuple[int, int, int]:
+        """``(D, H, W)`` of a generated volume."""
+        return tuple(self.model.config.input_size)
+
+    def __call__(self, num_volumes: int = 1, steps: int = DEFAULTS.steps, sampler: str = DEFAULTS.sampler,
+                 generator: torch.Generator | Sequence[torch.Generator] | None = None, seed: int | None = None,
+                 indices: Sequence[int] | None = None, batch_size: int = DEFAULTS.batch_size,
+                 output_type: str = "hu", exact: bool = DEFAULTS.exact,
+                 progress: bool | Callable[[int, int], None] = False,
+                 return_dict: bool = True) -> PRDiTPipelineOutput | tuple:
+        """Generate volumes.
+
+        Seeds: with ``seed``, volume ``i`` (of ``range(num_volumes)``, or of ``indices``) gets
+        ``volume_seed(seed, i)``, the rule of ``prdit sample``; one ``generator`` draws the
+        volumes' seeds; a list of generators (one per volume) is used as is; with none of them
+        the base seed is drawn from torch's global generator. ``output_type``: ``hu`` (numpy, in
+        Hounsfield units, clipped to the window) or ``model`` (tensor, model range, unclipped).
+        ``progress``: a tqdm bar, or ``callback(step, steps)`` after each sampler step.
+        """
+        if output_type not in OUTPUT_TYPES:
+            raise ConfigError(f"unknown output_type '{output_type}'; choose one of {', '.join(OUTPUT_TYPES)}")
+        SamplingConfig(steps=steps, sampler=sampler, batch_size=batch_size, seed=seed or 0,
+                       precision=self.precision, exact=exact).validate()
+        if output_type == "hu" and self.model.config.in_channels != 1:
+            raise ConfigError(f"HU output needs a one-channel model, this one has {self.model.config.in_channels}")
+        seeds, generators = self._seeds_and_generators(num_volumes, generator, seed, indices)
+        bar = None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            batches = -(-len(generators) // batch_size)
+            bar = tqdm(total=batches * steps, desc="sampling", unit="step")
+            callback = lambda step, total: bar.update(1)  # noqa: E731
+        else:
+            callback = progress or None
+        chunks = []
+        try:
+            for start in range(0, len(generators), batch_size):
+                result = sample_volumes(self.model, self.diffusion, generators[start:start + batch_size], steps,
+                                        sampler, self.device, self.precision, exact, callback)
+                chunks.append(result.x0.cpu())
+        finally:
+            if bar is not None:
+                bar.close()
+        x0 = torch.cat(chunks)
+        volumes = self.to_hu(x0) if output_type == "hu" else x0
+        if not return_dict:
+            return volumes, seeds
+        return PRDiTPipelineOutput(volumes=volumes, seeds=seeds)
+
+    def to_hu(self, x0: torch.Tensor) -> np.ndarray:
+        """Model-range ``[N, 1, D, H, W]`` -> HU ``[N, D, H, W]`` float32, clipped to the window."""
+        return self.normalization.to_hu(x0[:, 0].detach().float().cpu().numpy())
+
+    def to_volume(self, hu: np.ndarray) -> Volume:
+        """One ``[D, H, W]`` HU array with its geometry: training spacing, identity direction
+        (the ITK/DICOM axial orientation, LPS) and the origin at the volume's centre."""
+        size = np.array(hu.shape[::-1], dtype=np.float64)  # (x, y, z)
+        origin = -(size - 1.0) / 2.0 * np.array(self.spacing)
+        return Volume(array=hu, spacing=self.spacing, origin=tuple(float(o) for o in origin), direction=np.eye(3))
+
+    def _seeds_and_generators(self, num_volumes: int, generator, seed: int | None,
+                              indices: Sequence[int] | None) -> tuple[list[int | None], list[torch.Generator]]:
+        if isinstance(generator, (list, tuple)):
+            if seed is not None or indices is not None:
+                raise ConfigError("pass either a list of generators or seed/indices, not both")
+            if len(generator) != num_volumes:
+                raise ConfigError(f"{len(generator)} generators given for {num_volumes} volumes; pass one per volume")
+            return [None] * num_volumes, list(generator)
+        if indices is not None:
+            indices = [int(i) for i in indices]
+            bad = [i for i in indices if i < 0]
+            if bad:
+                raise ConfigError(f"volume indices must be >= 0, got {bad}")
+            if seed is None:
+                raise ConfigError("indices name volumes of a seeded run; pass seed= as well")
+        else:
+            if num_volumes < 1:
+                raise ConfigError(f"num_volumes must be >= 1, got {num_volumes}")
+            indices = list(range(num_volumes))
+        if generator is not None and seed is not None:
+            raise ConfigError("pass either a generator or a seed, not both")
+        if generator is not None:
+            draws = torch.randint(0, 2**62, (len(indices),), generator=generator, device=generator.device)
+            seeds = [int(s) for s in draws.cpu()]
+        else:
+            if seed is None:
+                seed = int(torch.randint(0, 2**62, (1,)).item())
+            seeds = [volume_seed(seed, i) for i in indices]
+        return seeds, volume_generators(seeds)

@@ -1,0 +1,79 @@
+"""PNG previews of generated CT volumes: three orthogonal mid-slices per volume, and one grid of
+all previews. Drawn with matplotlib's Agg canvas (no display, no global pyplot state)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from prdit.errors import ConfigError
+from prdit.generation.config import PREVIEW_WINDOWS
+GRID_MAX_WIDTH = 4096  # pixels; a grid of many volumes is scaled down to this width
+
+
+def window_range(name: str, hu_range: tuple[float, float]) -> tuple[float, float]:
+    """``(vmin, vmax)`` in HU of a named window; ``full`` gives ``hu_range``."""
+    if name not in PREVIEW_WINDOWS:
+        raise ConfigError(f"unknown preview window '{name}'; choose one of {', '.join(PREVIEW_WINDOWS)}")
+    if PREVIEW_WINDOWS[name] is None:
+        return float(hu_range[0]), float(hu_range[1])
+    level, width = PREVIEW_WINDOWS[name]
+    return level - width / 2, level + width / 2
+
+
+def save_preview(path: str | Path, hu: np.ndarray, spacing: tuple[float, float, float],
+                 window: tuple[float, float], title: str = "") -> Path:
+    """Axial, coronal and sagittal mid-slices of a ``[D, H, W]`` = (z, y, x) HU volume, drawn in
+    radiological convention (patient's right on the left, anterior and superior up) with the
+    voxel spacing as aspect ratio."""
+    from matplotlib.figure import Figure
+
+    sx, sy, sz = spacing
+    d, h, w = hu.shape
+    views = [
+        ("axial", hu[d // 2], sy / sx, "upper"),          # rows y (anterior first), columns x
+        ("coronal", hu[:, h // 2, :], sz / sx, "lower"),  # rows z, superior drawn at the top
+        ("sagittal", hu[:, :, w // 2], sz / sy, "lower"),  # rows z, columns y (anterior left)
+    ]
+    fig = Figure(figsize=(9.0, 3.4), dpi=100)
+    for k, (name, image, aspect, origin) in enumerate(views):
+        ax = fig.add_subplot(1, 3, k + 1)
+        ax.imshow(image, cmap="gray", vmin=window[0], vmax=window[1], aspect=aspect, origin=origin,
+                  interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", facecolor="white")
+    return path
+
+
+def save_grid(path: str | Path, previews: list[str | Path]) -> Path:
+    """Tile the preview PNGs (in the given order) into one near-square image."""
+    from PIL import Image
+
+    if not previews:
+        raise ConfigError("no previews to put in a grid")
+    with Image.open(previews[0]) as first:
+        tile_w, tile_h = first.size
+    n = len(previews)
+    cols = max(1, min(n, round(math.sqrt(n * tile_h / tile_w))))
+    rows = math.ceil(n / cols)
+    scale = min(1.0, GRID_MAX_WIDTH / (cols * tile_w))
+    tw, th = max(1, int(tile_w * scale)), max(1, int(tile_h * scale))
+    grid = Image.new("RGB", (cols * tw, rows * th), "white")
+    for k, preview in enumerate(previews):
+        with Image.open(preview) as image:
+            tile = image.convert("RGB")
+        if tile.size != (tw, th):
+            tile = tile.resize((tw, th), Image.LANCZOS)
+        grid.paste(tile, ((k % cols) * tw, (k // cols) * th))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path, format="PNG")
+    return path

@@ -1,0 +1,284 @@
+"""A generation run written to a folder, resumable and never overwriting.
+
+Layout of ``OUT``::
+
+    manifest.json               run settings and one entry per volume (index, seed, files)
+    sample_00000.nii.gz         volume 0 in Hounsfield units, training spacing, centred origin
+    x0/sample_00000.nii.gz      with ``save_x0``: the final x̂₀ in the model range (float32)
+    previews/sample_00000.png   three orthogonal mid-slices
+    grid.png                    every preview in one image
+
+Volumes in HU and x̂₀ sit in different folders, so ``prdit evaluate --fake OUT`` reads the HU
+volumes only. Each file is written under ``OUT/.partial`` and renamed into place, so a killed
+run never leaves a half-written file that a resumed run would take for done. Existing volumes
+are skipped (their files are not touched) unless ``overwrite``; ``manifest.json`` and
+``grid.png`` are summaries and are brought up to date by every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from prdit.data.io import read_volume, write_volume
+from prdit.data.normalization import Normalization
+from prdit.errors import ConfigError
+from prdit.generation.config import SamplingConfig
+from prdit.generation.pipeline import PRDiTPipeline
+from prdit.generation.previews import save_grid, save_preview, window_range
+from prdit.generation.sampling import SEED_RULE, resolve_precision, volume_seed
+
+MANIFEST = "manifest.json"
+FORMAT = "prdit-samples"
+FORMAT_VERSION = 1
+X0_DIR = "x0"
+PREVIEW_DIR = "previews"
+PARTIAL_DIR = ".partial"
+GRID = "grid.png"
+# Settings that fix what a volume of a given index is; a folder is resumed only if they match.
+RUN_KEYS = ("model.weights_sha256", "model.input_size", "seed", "steps", "sampler", "normalization", "spacing")
+
+
+def sample_name(index: int) -> str:
+    """File stem of volume ``index``: ``sample_00042``."""
+    return f"sample_{index:05d}"
+
+
+@dataclass
+class RunSummary:
+    """What one call of :func:`generate_to_folder` did."""
+
+    out: Path
+    generated: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)  # volume files in OUT that the manifest does not list
+    grid: Path | None = None
+
+
+def weights_digest(model_folder: str | Path) -> str:
+    """SHA-256 of the folder's ``model.safetensors``, which identifies the weights of a run."""
+    from prdit.models.folder import WEIGHTS_FILE
+
+    digest = hashlib.sha256()
+    with open(Path(model_folder) / WEIGHTS_FILE, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hu_file_array(hu: np.ndarray, normalization: Normalization) -> np.ndarray:
+    """HU as stored in the file: rounded int16 like scanner CT when the window allows it, else float32."""
+    lo, hi = normalization.hu_min, normalization.hu_max
+    if float(lo).is_integer() and float(hi).is_integer() and -32768 <= lo and hi <= 32767:
+        return np.clip(np.rint(hu), lo, hi).astype(np.int16)
+    return hu.astype(np.float32)
+
+
+class SampleFolder:
+    """The output folder of a run: file paths, the manifest, and writes by rename."""
+
+    def __init__(self, out: str | Path, settings: dict, overwrite: bool) -> None:
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.manifest = _open_manifest(self.out, settings, overwrite)
+        self.entries: dict[int, dict] = {e["index"]: e for e in self.manifest["volumes"]}
+        self.partial = self.out / PARTIAL_DIR
+        shutil.rmtree(self.partial, ignore_errors=True)  # leftovers of a killed run
+        self.partial.mkdir()
+
+    def hu_path(self, index: int) -> Path:
+        """The volume in HU."""
+        return self.out / f"{sample_name(index)}.nii.gz"
+
+    def x0_path(self, index: int) -> Path:
+        """The final x̂₀ in the model range."""
+        return self.out / X0_DIR / f"{sample_name(index)}.nii.gz"
+
+    def preview_path(self, index: int) -> Path:
+        """The three-slice preview."""
+        return self.out / PREVIEW_DIR / f"{sample_name(index)}.png"
+
+    def write(self, path: Path, writer: Callable[[Path], object]) -> Path:
+        """Write ``path`` through a file of the same name in ``.partial``, then rename it into place."""
+        tmp = self.partial / path.name
+        writer(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, path)
+        return path
+
+    def record(self, index: int, seed: int, save: bool = True, **fields) -> None:
+        """Add or update the manifest entry of a volume, listing the files it has now."""
+        entry = self.entries.setdefault(index, {"index": index, "seed": seed, "file": self.hu_path(index).name,
+                                                "x0_file": None, "preview": None})
+        entry.update(fields)
+        for key, path in (("x0_file", self.x0_path(index)), ("preview", self.preview_path(index))):
+            entry[key] = path.relative_to(self.out).as_posix() if path.is_file() else None
+        if save:
+            self.save_manifest()
+
+    def save_manifest(self) -> None:
+        """Write ``manifest.json``."""
+        self.manifest["volumes"] = [self.entries[k] for k in sorted(self.entries)]
+        self.write(self.out / MANIFEST, lambda tmp: tmp.write_text(json.dumps(self.manifest, indent=2) + "\n"))
+
+    def unlisted(self) -> list[str]:
+        """Volume files in the folder that the manifest does not list."""
+        listed = {e["file"] for e in self.manifest["volumes"]}
+        return sorted(p.name for p in self.out.glob("sample_*.nii.gz") if p.name not in listed)
+
+    def close(self) -> None:
+        """Remove the ``.partial`` folder."""
+        shutil.rmtree(self.partial, ignore_errors=True)
+
+
+def generate_to_folder(pipe: PRDiTPipeline, out: str | Path, indices: Sequence[int], seed: int, steps: int,
+                       sampler: str, batch_size: int = 1, overwrite: bool = False, save_x0: bool = False,
+                       previews: bool = True, preview_window: str = SamplingConfig.preview_window,
+                       exact: bool = True, progress: bool = True,
+                       log: Callable[[str], None] | None = None) -> RunSummary:
+    """Generate volumes ``indices`` of the run seeded ``seed`` into ``out`` (see the module docstring)."""
+    if pipe.source is None:
+        raise ConfigError("a generation folder records its model folder; load the pipeline with from_pretrained")
+    if pipe.model.config.in_channels != 1:
+        raise ConfigError(f"CT volumes in HU need a one-channel model, this one has {pipe.model.config.in_channels}")
+    indices = sorted(set(int(i) for i in indices))
+    if not indices or indices[0] < 0:
+        raise ConfigError(f"volume indices must be >= 0, got {indices[:3]}")
+    window = window_range(preview_window, (pipe.normalization.hu_min, pipe.normalization.hu_max))
+    folder = SampleFolder(out, _run_settings(pipe, seed, steps, sampler), overwrite)
+    try:
+        summary = _generate(pipe, folder, indices, seed, steps, sampler, batch_size, overwrite, save_x0,
+                            previews, window, exact, progress)
+    finally:
+        folder.close()
+    summary.stale = folder.unlisted()
+    if log is not None and summary.stale:
+        log(f"{len(summary.stale)} volume file(s) in {folder.out} are not in its manifest (left by an overwritten "
+            f"or interrupted run), e.g. {summary.stale[0]}; `prdit evaluate --fake {folder.out}` would read them")
+    return summary
+
+
+def _generate(pipe: PRDiTPipeline, folder: SampleFolder, indices: list[int], seed: int, steps: int, sampler: str,
+              batch_size: int, overwrite: bool, save_x0: bool, previews: bool, window: tuple[float, float],
+              exact: bool, progress: bool) -> RunSummary:
+    summary = RunSummary(out=folder.out)
+    generated_on = {"device": str(pipe.device), "precision": resolve_precision(pipe.precision, pipe.device),
+                    "exact": exact}
+
+    def preview(i: int, hu: np.ndarray, seed_of_volume: int) -> None:
+        title = f"{sample_name(i)}  seed {seed_of_volume}  ({window[0]:.0f} to {window[1]:.0f} HU)"
+        folder.write(folder.preview_path(i), lambda tmp: save_preview(tmp, hu, pipe.spacing, window, title))
+
+    todo = [i for i in indices if overwrite or not folder.hu_path(i).is_file()
+            or (save_x0 and not folder.x0_path(i).is_file())]
+    summary.skipped = sorted(set(indices) - set(todo))
+    folder.save_manifest()  # the run's settings are on disk before the first volume
+
+    bar = None
+    if todo and progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=-(-len(todo) // batch_size) * steps, desc=f"sampling {len(todo)} volume(s)", unit="step")
+    try:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            result = pipe(num_volumes=len(batch), steps=steps, sampler=sampler, seed=seed, indices=batch,
+                          batch_size=len(batch), output_type="model", exact=exact,
+                          progress=(lambda step, total: bar.update(1)) if bar is not None else False)
+            for k, i in enumerate(batch):
+                x0 = result.volumes[k:k + 1]
+                hu = hu_file_array(pipe.to_hu(x0)[0], pipe.normalization)
+                fresh = overwrite or not folder.hu_path(i).is_file()  # else only the x̂₀ file was missing
+                if fresh:
+                    volume = pipe.to_volume(hu)
+                    folder.write(folder.hu_path(i), lambda tmp: write_volume(tmp, volume))
+                if save_x0 and (fresh or not folder.x0_path(i).is_file()):
+                    volume = pipe.to_volume(x0[0, 0].numpy().astype(np.float32))
+                    folder.write(folder.x0_path(i), lambda tmp: write_volume(tmp, volume))
+                elif fresh:
+                    folder.x0_path(i).unlink(missing_ok=True)  # an x̂₀ of the replaced volume
+                if previews and (fresh or not folder.preview_path(i).is_file()):
+                    preview(i, hu, result.seeds[k])
+                elif fresh:
+                    folder.preview_path(i).unlink(missing_ok=True)
+                folder.record(i, result.seeds[k], generated_on=generated_on)
+                summary.generated.append(i)
+                if bar is not None:
+                    bar.set_postfix_str(f"{len(summary.generated)}/{len(todo)} volumes written")
+    finally:
+        if bar is not None:
+            bar.close()
+
+    for i in summary.skipped:
+        # Volumes of an interrupted run may lack a preview or a manifest entry.
+        if previews and not folder.preview_path(i).is_file():
+            preview(i, read_volume(folder.hu_path(i)).array, volume_seed(seed, i))
+        folder.record(i, volume_seed(seed, i), save=False)
+    folder.save_manifest()
+    if previews:
+        shown = [folder.out / e["preview"] for e in folder.manifest["volumes"]
+                 if e.get("preview") and (folder.out / e["preview"]).is_file()]
+        if shown:
+            summary.grid = folder.write(folder.out / GRID, lambda tmp: save_grid(tmp, shown))
+    return summary
+
+
+def _run_settings(pipe: PRDiTPipeline, seed: int, steps: int, sampler: str) -> dict:
+    norm = pipe.normalization
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": {"folder": str(Path(pipe.source).resolve()), "name": pipe.model.name,
+                  "input_size": list(pipe.volume_shape), "weights_sha256": weights_digest(pipe.source)},
+        "seed": seed,
+        "seed_rule": SEED_RULE,
+        "steps": steps,
+        "sampler": sampler,
+        "units": "HU",
+        "hu_range": [norm.hu_min, norm.hu_max],
+        "dtype": str(hu_file_array(np.zeros(1, np.float32), norm).dtype),
+        "normalization": norm.to_dict(),
+        "spacing": list(pipe.spacing),
+        "direction": "identity (LPS)",
+        "origin": "volume centre at (0, 0, 0) mm",
+    }
+
+
+def _lookup(config: dict, dotted: str):
+    for part in dotted.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
+
+
+def _open_manifest(out: Path, settings: dict, overwrite: bool) -> dict:
+    """The folder's manifest with this run's settings; a folder of another run is an error
+    unless ``overwrite`` (then its entries are dropped)."""
+    path = out / MANIFEST
+    existing = sorted(p.name for p in out.glob("sample_*.nii.gz"))
+    if not path.is_file():
+        if existing and not overwrite:
+            raise ConfigError(f"{out} holds {len(existing)} sample file(s) but no {MANIFEST}, so they cannot be "
+                              f"checked against this run; choose another --out or pass --overwrite")
+        return {**settings, "volumes": []}
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err}); choose another --out or pass --overwrite") from err
+    if manifest.get("format") != FORMAT:
+        raise ConfigError(f"{path}: not a manifest of `prdit sample` (format {manifest.get('format')!r})")
+    differ = [k for k in RUN_KEYS if _lookup(manifest, k) != _lookup(settings, k)]
+    if differ:
+        if not overwrite:
+            details = "; ".join(f"{k}: folder has {_lookup(manifest, k)!r}, now {_lookup(settings, k)!r}"
+                                for k in differ)
+            raise ConfigError(f"{out} holds volumes of another run ({details}); choose another --out or pass "
+                              f"--overwrite to replace them")
+        return {**settings, "volumes": []}
+    return {**settings, "volumes": manifest.get("volumes", [])}

@@ -1,0 +1,123 @@
+"""Sampling many volumes so that each one depends only on its own seed.
+
+Volume ``i`` of a run with seed ``s`` is drawn from its own generator, seeded with
+:func:`volume_seed` ``(s, i)``: its start noise and every predictor–corrector re-noising come
+from that generator alone. With ``exact`` (the default) the network also sees one volume at
+a time, because batched matrix products are not bit-identical to unbatched ones (on CPU the
+``[B, D]`` conditioning products take another kernel for B = 1). So a volume is bit-identical
+whether it was generated in a batch of 8, alone, or after a resumed run — on the same device
+with the same precision. The sampler itself is :func:`prdit.diffusion.sample`, unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from prdit.diffusion import IaNDiffusion, SampleResult, sample
+from prdit.errors import ConfigError
+from prdit.generation.config import PRECISIONS
+
+SEED_RULE = "seed of volume i = numpy.random.SeedSequence([seed, i]).generate_state(1, numpy.uint64)[0] >> 1"
+
+
+def volume_seed(seed: int, index: int) -> int:
+    """The seed of volume ``index`` of a run seeded with ``seed`` (a 63-bit integer, see ``SEED_RULE``)."""
+    if seed < 0 or index < 0:
+        raise ConfigError(f"seed and volume index must be >= 0, got seed {seed}, index {index}")
+    # SeedSequence hashes (seed, index), so nearby seeds and indices give unrelated streams.
+    state = np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)
+    return int(state[0]) >> 1
+
+
+def volume_generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per volume, so the noise of a seed is the same on every device."""
+    return [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+
+
+@dataclass(frozen=True)
+class PerVolumeNoise(IaNDiffusion):
+    """The IaN process of ``diffusion``, but noise for a batch ``[B, ...]`` is drawn volume by
+    volume, row ``b`` from ``generators[b]``; a single ``generator`` argument is ignored."""
+
+    generators: tuple[torch.Generator, ...] = ()
+
+    @classmethod
+    def of(cls, diffusion: IaNDiffusion, generators: Sequence[torch.Generator]) -> "PerVolumeNoise":
+        """Wrap ``diffusion`` with one generator per volume."""
+        return cls(num_timesteps=diffusion.num_timesteps, noise_std=diffusion.noise_std,
+                   generators=tuple(generators))
+
+    def sample_noise(self, shape: tuple[int, ...] | torch.Size, device: torch.device | str = "cpu",
+                     generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``ε ~ N(0, σ²I)`` of shape ``[B, ...]``, row b from the b-th volume generator."""
+        if shape[0] != len(self.generators):
+            raise ConfigError(f"noise for {shape[0]} volumes requested with {len(self.generators)} generators")
+        return torch.cat([super(PerVolumeNoise, self).sample_noise((1, *shape[1:]), device, g, dtype)
+                          for g in self.generators])
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``tf32`` on CUDA (the training numerics, spec §9), ``fp32`` elsewhere."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and device.type != "cuda":
+        raise ConfigError(f"precision 'bf16' needs a CUDA device, got '{device}'; use 'auto' or 'fp32'")
+    if precision == "auto":
+        return "tf32" if device.type == "cuda" else "fp32"
+    return precision
+
+
+@contextlib.contextmanager
+def numerics(model: torch.nn.Module, precision: str) -> Iterator[None]:
+    """Set the matmul and attention precision of a resolved ``precision`` for the duration.
+
+    ``tf32``: TF32 matmuls, attention in bf16 (as trained). ``fp32``: strict fp32, attention
+    included. ``bf16``: TF32, and the whole network under bf16 autocast (see :func:`denoiser`).
+    """
+    attention = [m for m in model.modules() if hasattr(m, "bf16_on_cuda")]
+    saved_attention = [m.bf16_on_cuda for m in attention]
+    saved_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        for m in attention:
+            m.bf16_on_cuda = precision != "fp32"
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision != "fp32"
+        yield
+    finally:
+        for m, value in zip(attention, saved_attention):
+            m.bf16_on_cuda = value
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved_tf32
+
+
+def denoiser(model: torch.nn.Module, precision: str, exact: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``model`` as the sampler calls it: ``(x [B, C, D, H, W], t [B]) -> fp32 [B, C_out, D, H, W]``.
+
+    ``exact`` calls the network once per volume; ``bf16`` autocasts the network call only, so
+    the sampler's arithmetic stays in fp32.
+    """
+
+    def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            if exact:
+                return torch.cat([model(x[b:b + 1], t[b:b + 1]).float() for b in range(x.shape[0])])
+            return model(x, t).float()
+
+    return call
+
+
+def sample_volumes(model: torch.nn.Module, diffusion: IaNDiffusion, generators: Sequence[torch.Generator],
+                   steps: int, sampler: str, device: torch.device, precision: str = "auto", exact: bool = True,
+                   progress: Callable[[int, int], None] | None = None) -> SampleResult:
+    """Generate one volume per generator, ``[len(generators), C, D, H, W]`` in the model range."""
+    if not generators:
+        raise ConfigError("no volumes to sample")
+    cfg = model.config
+    shape = (len(generators), cfg.in_channels, *cfg.input_size)
+    resolved = resolve_precision(precision, device)
+    with numerics(model, resolved):
+        return sample(denoiser(model, resolved, exact), PerVolumeNoise.of(diffusion, generators), shape,
+                      steps=steps, sampler=sampler, device=device, progress=progress)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import Stack, hu_field, write_ct_series, write_localizer, write_radiograph
+from dicom_fixtures import Stack, hu_field, write_ct_series, write_localizer, write_radiograph
 
 from prdit.data.dicom import find_dicom_files, order_slices, read_series, scan_headers, select_series
 from prdit.data.preprocess import to_canonical_grid

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 import typer
-from conftest import Stack, hu_field, write_ct_series, write_localizer, write_radiograph
+from dicom_fixtures import Stack, hu_field, write_ct_series, write_localizer, write_radiograph
 from typer.testing import CliRunner
 
 from prdit.data.io import read_volume

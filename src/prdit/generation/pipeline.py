@@ -16,7 +16,7 @@ from prdit.data.normalization import Normalization
 from prdit.diffusion import IaNDiffusion
 from prdit.errors import ConfigError
 from prdit.generation.config import SamplingConfig
-from prdit.generation.sampling import sample_volumes, volume_generators, volume_seed
+from prdit.generation.sampling import resolve_precision, sample_volumes, volume_generators, volume_seed
 from prdit.models.prdit import PRDiT
 
 OUTPUT_TYPES = ("hu", "model")
@@ -71,6 +71,7 @@ class PRDiTPipeline:
     def to(self, device: torch.device | str | None) -> "PRDiTPipeline":
         """Move the network to ``device`` (``auto``: CUDA when available)."""
         self.device = resolve_device(device)
+        resolve_precision(self.precision, self.device)
         self.model.to(self.device)
         return self
 

@@ -1,0 +1,134 @@
+import numpy as np
+import pytest
+import torch
+
+from prdit import PRDiTPipeline
+from prdit.diffusion import IaNDiffusion
+from prdit.errors import ConfigError
+from prdit.generation.pipeline import PRDiTPipelineOutput
+from prdit.generation.sampling import PerVolumeNoise, numerics, resolve_precision, volume_generators, volume_seed
+
+STEPS = 4  # the first two are predictor–corrector steps (they draw re-noising), the last two Euler
+
+
+@pytest.fixture(scope="module")
+def pipe(model_dir):
+    return PRDiTPipeline.from_pretrained(model_dir, device="cpu")
+
+
+def test_volume_seeds_are_deterministic_distinct_and_checked():
+    seeds = [volume_seed(0, i) for i in range(100)]
+    assert seeds == [volume_seed(0, i) for i in range(100)]
+    assert len(set(seeds)) == 100 and all(0 <= s < 2**63 for s in seeds)
+    assert volume_seed(1, 0) not in seeds
+    with pytest.raises(ConfigError, match=">= 0"):
+        volume_seed(-1, 0)
+
+
+def test_per_volume_noise_draws_each_row_from_its_own_generator():
+    diffusion = PerVolumeNoise.of(IaNDiffusion(noise_std=0.5), volume_generators([11, 22]))
+    noise = diffusion.sample_noise((2, 1, 4, 4, 4))
+    for row, seed in enumerate([11, 22]):
+        expected = torch.randn((1, 1, 4, 4, 4), generator=torch.Generator().manual_seed(seed)) * 0.5
+        assert torch.equal(noise[row:row + 1], expected)
+    with pytest.raises(ConfigError, match="3 volumes requested with 2 generators"):
+        diffusion.sample_noise((3, 1, 4, 4, 4))
+
+
+def test_returns_numpy_hu_or_model_range_tensor(pipe):
+    hu = pipe(num_volumes=2, steps=STEPS, seed=3)
+    assert isinstance(hu, PRDiTPipelineOutput)
+    assert isinstance(hu.volumes, np.ndarray) and hu.volumes.dtype == np.float32
+    assert hu.volumes.shape == (2, 16, 16, 16)
+    assert hu.seeds == [volume_seed(3, 0), volume_seed(3, 1)]
+    # the perturbed model overshoots [-1, 1]: HU are clipped to the window, both ends reached
+    assert hu.volumes.min() == -1000.0 and hu.volumes.max() == 1000.0
+    model = pipe(num_volumes=2, steps=STEPS, seed=3, output_type="model", batch_size=2)
+    assert isinstance(model.volumes, torch.Tensor) and model.volumes.shape == (2, 1, 16, 16, 16)
+    assert model.volumes.abs().max() > 1.0 and model.volumes.std() > 0.1
+    np.testing.assert_array_equal(hu.volumes, pipe.to_hu(model.volumes))
+    np.testing.assert_allclose(hu.volumes, np.clip(model.volumes[:, 0].numpy(), -1, 1) * 1000.0, atol=1e-3)
+    volumes, seeds = pipe(num_volumes=1, steps=2, seed=3, return_dict=False)
+    assert volumes.shape == (1, 16, 16, 16) and seeds == [volume_seed(3, 0)]
+
+
+@pytest.mark.parametrize("sampler", ["pc", "euler"])
+def test_a_volume_is_bit_identical_in_any_batch(pipe, sampler):
+    full = pipe(num_volumes=3, steps=STEPS, sampler=sampler, seed=7, batch_size=3, output_type="model").volumes
+    alone = pipe(steps=STEPS, sampler=sampler, seed=7, indices=[1], output_type="model").volumes
+    pairs = pipe(num_volumes=3, steps=STEPS, sampler=sampler, seed=7, batch_size=2, output_type="model").volumes
+    assert torch.equal(alone[0], full[1])
+    assert torch.equal(pairs, full)
+    assert not torch.equal(full[0], full[1])
+    # one network call per batch instead: the same volumes up to float rounding
+    batched = pipe(num_volumes=3, steps=STEPS, sampler=sampler, seed=7, batch_size=3, output_type="model",
+                   exact=False).volumes
+    torch.testing.assert_close(batched, full, atol=1e-3, rtol=0)
+
+
+def test_generators_seed_and_global_rng(pipe):
+    def run(**kwargs):
+        return pipe(num_volumes=2, steps=2, output_type="model", **kwargs)
+
+    a = run(generator=torch.Generator().manual_seed(5))
+    b = run(generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a.volumes, b.volumes) and a.seeds == b.seeds
+    # one generator per volume, used as given
+    listed = run(generator=volume_generators(a.seeds))
+    assert torch.equal(listed.volumes, a.volumes) and listed.seeds == [None, None]
+    torch.manual_seed(9)
+    c = run()
+    torch.manual_seed(9)
+    assert torch.equal(run().volumes, c.volumes)
+
+
+def test_pipeline_argument_errors(pipe):
+    with pytest.raises(ConfigError, match="unknown sampler 'ddpm'"):
+        pipe(steps=2, sampler="ddpm")
+    with pytest.raises(ConfigError, match="unknown output_type"):
+        pipe(steps=2, output_type="pil")
+    with pytest.raises(ConfigError, match="indices must be >= 0"):
+        pipe(steps=2, seed=0, indices=[-1])
+    with pytest.raises(ConfigError, match="pass seed= as well"):
+        pipe(steps=2, indices=[1])
+    with pytest.raises(ConfigError, match="3 generators given for 2 volumes"):
+        pipe(num_volumes=2, steps=2, generator=volume_generators([1, 2, 3]))
+    with pytest.raises(ConfigError, match="precision 'bf16' needs a CUDA device"):
+        PRDiTPipeline.from_pretrained(pipe.source, device="cpu", precision="bf16")
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'"):
+        PRDiTPipeline.from_pretrained(pipe.source, device="cpu", precision="fp16")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_a_clear_error(model_dir):
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        PRDiTPipeline.from_pretrained(model_dir, device="cuda")
+
+
+def test_geometry_centres_the_volume_with_the_training_spacing(pipe, spacing):
+    volume = pipe.to_volume(np.zeros((16, 12, 8), np.float32))  # (z, y, x)
+    assert volume.spacing == spacing
+    np.testing.assert_allclose(volume.origin, [-3.5 * 2.0, -5.5 * 1.5, -7.5 * 2.5])
+    np.testing.assert_array_equal(volume.direction, np.eye(3))
+
+
+def test_numerics_restores_the_attention_setting(pipe):
+    attention = [m for m in pipe.model.modules() if hasattr(m, "bf16_on_cuda")]
+    assert attention and all(m.bf16_on_cuda for m in attention)
+    with numerics(pipe.model, "fp32"):
+        assert not any(m.bf16_on_cuda for m in attention)
+        assert not torch.backends.cuda.matmul.allow_tf32
+    assert all(m.bf16_on_cuda for m in attention)
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cuda")) == "tf32"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
+def test_cuda_sampling_matches_cpu_closely(model_dir, precision):
+    cpu = PRDiTPipeline.from_pretrained(model_dir, device="cpu")(num_volumes=2, steps=4, seed=1, output_type="model")
+    cuda = PRDiTPipeline.from_pretrained(model_dir, device="cuda", precision=precision)
+    out = cuda(num_volumes=2, steps=4, seed=1, output_type="model")
+    assert out.volumes.device.type == "cpu" and torch.isfinite(out.volumes).all()
+    tolerance = 0.1 if precision == "bf16" else 0.02
+    assert (out.volumes - cpu.volumes).abs().mean() < tolerance

@@ -18,8 +18,8 @@ if __package__ in (None, ""):
 import torch
 
 from benchmarks.common import (ConfigurationFailed, PeakMemory, add_common_args, autocast, build_prdit, fmt_bytes,
-                               fmt_seconds, memory_note, parameter_count, parse_int_list, precision_note, report,
-                               resolve_device, run_configuration, time_runs)
+                               fmt_seconds, memory_note, parameter_count, parse_int_list, precision_note, prime_libraries, report,
+                               resolve_device, run_configuration, set_threads, time_runs)
 
 NAME = "forward_memory"
 
@@ -28,6 +28,7 @@ def measure_forward(model_name: str, size: int, batch: int, device_name: str, wa
                     budget_s: float) -> dict:
     """Build the model and its input inside the memory measurement, then time no-grad forwards."""
     device = resolve_device(device_name)
+    prime_libraries(device, unet=False)
     torch.manual_seed(0)
     with PeakMemory(device) as memory:
         model = build_prdit(model_name, size, device).eval()
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, action="append", help="volume edge (repeatable); replaces --sizes")
     parser.add_argument("--batch", type=int, default=1)
     args = parser.parse_args(argv)
+    set_threads(args.threads)
     device = resolve_device(args.device)
     model_name = "PRDiT-T/6/1" if args.smoke else args.model
     sizes = [16, 32] if args.smoke else (args.size or parse_int_list(args.sizes))

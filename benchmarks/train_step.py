@@ -24,9 +24,9 @@ if __package__ in (None, ""):
 import torch
 
 from benchmarks.common import (ConfigurationFailed, PeakMemory, UNetSpec, add_common_args, add_unet_args, build_prdit,
-                               build_unet, fmt_bytes, fmt_seconds, memory_note, parameter_count, precision_note,
-                               prdit_train_step, report, resolve_device, run_configuration, time_alternating,
-                               training_volume, unet_spec_from_args, unet_train_step)
+                               build_unet, fmt_bytes, fmt_seconds, memory_note, parameter_count, prdit_train_step,
+                               precision_note, prime_libraries, report, resolve_device, run_configuration, set_threads,
+                               time_alternating, training_volume, unet_spec_from_args, unet_train_step)
 
 NAME = "train_step"
 MEMORY_STEPS = 2  # the second step is the first with the optimizer state already allocated
@@ -46,6 +46,7 @@ def measure_train_memory(model: str | UNetSpec, size: int, batch: int, device_na
     """Peak memory of building a model and running two training steps (weights, gradients,
     optimizer state and activations)."""
     device = resolve_device(device_name)
+    prime_libraries(device, unet=isinstance(model, UNetSpec))
     torch.manual_seed(0)
     with PeakMemory(device) as memory:
         network, step = build_workload(model, size, batch, device)
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=None, help="volume edge (default 64 on CPU, 128 on CUDA)")
     parser.add_argument("--batch", type=int, default=1)
     args = parser.parse_args(argv)
+    set_threads(args.threads)
     device = resolve_device(args.device)
     size = 16 if args.smoke else args.size or (128 if device.type == "cuda" else 64)
     names = ["PRDiT-T/6/0", "PRDiT-T/6/1"] if args.smoke else [n for n in args.models.split(",") if n]

@@ -105,6 +105,9 @@ def test_resume_skips_existing_volumes_without_touching_them(full_run, model_dir
     (out / "previews" / "sample_00002.png").unlink()  # ... or before volume 2's preview
     (out / ".partial").mkdir()
     (out / ".partial" / "sample_00001.nii.gz").write_bytes(b"half a file")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["volumes"] = [v for v in manifest["volumes"] if v["index"] != 0]  # written, not yet recorded
+    (out / "manifest.json").write_text(json.dumps(manifest))
     kept = [p for p in age(out) if "00001" not in p.name and p.name not in ("manifest.json", "grid.png")]
     result = ok(sample(model_dir, "--out", out, "--num", 4, "--batch", 2, "--seed", 4, "--save-x0"))
     assert "generated 2, skipped 2 existing" in result.output
@@ -113,8 +116,8 @@ def test_resume_skips_existing_volumes_without_touching_them(full_run, model_dir
     for name in ("sample_00001.nii.gz", "x0/sample_00001.nii.gz"):
         np.testing.assert_array_equal(arrays(out, name), arrays(full_run, name))
     manifest = json.loads((out / "manifest.json").read_text())
-    assert [v["index"] for v in manifest["volumes"]] == [0, 1, 2, 3]
-    assert all(v["preview"] for v in manifest["volumes"])
+    assert [(v["index"], v["seed"]) for v in manifest["volumes"]] == [(i, volume_seed(4, i)) for i in range(4)]
+    assert all(v["preview"] and v["x0_file"] for v in manifest["volumes"])
 
 
 def test_overwrite_replaces_existing_volumes(full_run, model_dir, tmp_path):
@@ -148,6 +151,14 @@ def test_a_folder_of_another_run_is_not_mixed_in(full_run, model_dir, make_model
     (out / "manifest.json").unlink()
     result = sample(model_dir, "--out", out, "--num", 1, "--seed", 5)
     assert isinstance(result.exception, ConfigError) and "no manifest.json" in str(result.exception)
+
+
+def test_size_samples_a_model_at_another_resolution(model_dir, tmp_path, spacing):
+    ok(sample(model_dir, "--out", tmp_path, "--size", 32, "--no-previews"))
+    volume = read_volume(tmp_path / "sample_00000.nii.gz")
+    assert volume.array.shape == (32, 32, 32) and volume.spacing == spacing
+    assert json.loads((tmp_path / "manifest.json").read_text())["model"]["input_size"] == [32, 32, 32]
+    assert not (tmp_path / "previews").exists() and not (tmp_path / "grid.png").exists()
 
 
 def test_bad_arguments_name_the_problem(model_dir, tmp_path):

@@ -94,6 +94,7 @@ class PRDiTPipeline:
         the base seed is drawn from torch's global generator. ``output_type``: ``hu`` (numpy, in
         Hounsfield units, clipped to the window) or ``model`` (tensor, model range, unclipped).
         ``progress``: a tqdm bar, or ``callback(step, steps)`` after each sampler step.
+        All volumes are returned at once; ``prdit sample`` writes many volumes one by one instead.
         """
         if output_type not in OUTPUT_TYPES:
             raise ConfigError(f"unknown output_type '{output_type}'; choose one of {', '.join(OUTPUT_TYPES)}")
@@ -102,15 +103,12 @@ class PRDiTPipeline:
         if output_type == "hu" and self.model.config.in_channels != 1:
             raise ConfigError(f"HU output needs a one-channel model, this one has {self.model.config.in_channels}")
         seeds, generators = self._seeds_and_generators(num_volumes, generator, seed, indices)
-        bar = None
+        bar, callback = None, progress or None
         if progress is True:
             from tqdm.auto import tqdm
 
-            batches = -(-len(generators) // batch_size)
-            bar = tqdm(total=batches * steps, desc="sampling", unit="step")
-            callback = lambda step, total: bar.update(1)  # noqa: E731
-        else:
-            callback = progress or None
+            bar = tqdm(total=-(-len(generators) // batch_size) * steps, desc="sampling", unit="step")
+            callback = lambda step, total: bar.update(1)  # noqa: E731 (the bar is closed below)
         chunks = []
         try:
             for start in range(0, len(generators), batch_size):

@@ -37,7 +37,7 @@ class CriticConfig:
     lr: float = 1e-4
     betas: tuple[float, float] = (0.0, 0.9)
     gp_weight: float = 10.0
-    train_fraction: float = 0.7
+    train_fraction: float = 0.5
     base_channels: int = 16
     max_channels: int = 128
     seed: int = 0

@@ -122,6 +122,7 @@ def report_table(report: dict):
     if "wasserstein" in report:
         entry = report["wasserstein"]
         table.add_row("Wasserstein (critic)", f"{entry['value']:.4f}",
+                      f"± {entry['standard_error']:.2g} (s.e.); "
                       f"held out {entry['split']['real']['held_out']}+{entry['split']['fake']['held_out']}, "
                       f"{entry['steps']} steps, seed {entry['seed']}")
     return table

@@ -22,7 +22,7 @@ if __package__ in (None, ""):
 import torch
 
 from benchmarks.common import (GiB, ConfigurationFailed, PeakMemory, add_common_args, available_memory, fmt_bytes,
-                               fmt_seconds, memory_note, parse_int_list, precision_note, prime_libraries, report,
+                               fmt_number, memory_note, parse_int_list, precision_note, prime_libraries, report,
                                resolve_device, run_configuration, set_threads, time_runs)
 from prdit.models.global_refiner import Attention, DiTBlock
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     set_threads(args.threads)
     device = resolve_device(args.device)
     width, heads = (64, 4) if args.smoke else (args.width, args.heads)
-    token_counts = [64, 512] if args.smoke else parse_int_list(args.tokens)
+    token_counts = [64] if args.smoke else parse_int_list(args.tokens)
     implementations = [i for i in args.implementations.split(",") if i]
     if set(implementations) - set(IMPLEMENTATIONS):
         raise SystemExit(f"--implementations: choose among {', '.join(IMPLEMENTATIONS)}")
@@ -128,20 +128,21 @@ def main(argv: list[str] | None = None) -> None:
             print(f"block: {tokens} tokens, {implementation} …", file=sys.stderr, flush=True)
             try:
                 r = run_configuration(device, measure_block, width, heads, tokens, args.batch, implementation,
-                                      args.backward, device.type, args.warmup, args.repeats, args.time_budget)
+                                      args.backward, device.type, args.warmup, args.repeats, args.time_budget,
+                                      same_process=args.same_process)
             except ConfigurationFailed as error:
                 status = "out of memory" if error.out_of_memory else "failed: " + str(error).splitlines()[0]
                 results.append({**entry, "status": status, "error": str(error)})
                 rows.append(row + ["-", "-", status])
                 continue
             results.append({**entry, "status": "ok", **r})
-            rows.append(row + [fmt_bytes(r["peak_bytes"]), fmt_seconds(r["median_s"]), "ok"])
+            rows.append(row + [fmt_bytes(r["peak_bytes"]), fmt_number(r["median_s"]), "ok"])
     mode = "forward + backward" if args.backward else "no-grad forward"
     notes = [f"one DiT block, width {width}, {heads} heads, batch {args.batch}, {mode}, {precision_note(device)}",
              f"N×N fp32 matrix for batch·heads: {heads}·N²·4 bytes per copy "
              f"({heads * 32768**2 * 4 / GiB:.0f} GiB at 32,768 tokens); the estimate counts "
              f"{4 if args.backward else 2} copies for explicit attention, plus weights and token activations",
-             memory_note(device) + "; the peak includes the block's weights"]
+             memory_note(device, args.same_process) + "; the peak includes the block's weights"]
     report(NAME, device, args, f"Attention scaling: one DiT block, SDPA vs explicit ({device.type})", notes,
            ["tokens", "attention", "estimate GiB", "peak MiB", "time s", "status"], rows, results)
 

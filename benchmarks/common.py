@@ -56,6 +56,9 @@ def add_common_args(parser: argparse.ArgumentParser, repeats: int = 3) -> None:
     parser.add_argument("--json", type=Path, default=None,
                         help="where to write the results (default benchmarks/results/<name>-<device>.json)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: all cores)")
+    parser.add_argument("--same-process", action="store_true",
+                        help="on CPU, measure every configuration in this process (faster to start; memory freed "
+                             "by an earlier configuration may then be reused unseen)")
 
 
 def parse_int_list(text: str) -> list[int]:
@@ -257,10 +260,13 @@ def available_memory(device: torch.device) -> int:
     return available
 
 
-def memory_note(device: torch.device) -> str:
+def memory_note(device: torch.device, same_process: bool = False) -> str:
     """What the memory column means on this device."""
     if device.type == "cuda":
         return "memory: torch.cuda.max_memory_allocated above the start of the measurement (tensors only)"
+    if same_process:
+        return ("memory: peak resident-set growth within one process for all configurations (--same-process): "
+                "memory freed by an earlier configuration may be reused unseen, so later peaks can read low")
     return ("memory: peak resident-set growth of a fresh process (VmHWM - VmRSS at the start), "
             "after priming the libraries with a tiny model; includes allocator slack, not tensor bytes")
 
@@ -326,11 +332,12 @@ def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None
         conn.close()
 
 
-def run_configuration(device: torch.device, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``fn(*args, **kwargs)``: on CPU in a fresh process (``fn`` must be a module-level function),
-    on CUDA in this one. Raises :class:`ConfigurationFailed` when it errs, runs out of memory or is
-    killed (e.g. by the kernel's OOM killer)."""
-    if device.type == "cuda":
+def run_configuration(device: torch.device, fn: Callable[..., Any], *args: Any, same_process: bool = False,
+                      **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``: on CPU in a fresh process (``fn`` must be a module-level function)
+    unless ``same_process``, on CUDA in this one. Raises :class:`ConfigurationFailed` when it errs,
+    runs out of memory or is killed (e.g. by the kernel's OOM killer)."""
+    if device.type == "cuda" or same_process:
         try:
             return fn(*args, **kwargs)
         except Exception as error:
@@ -339,7 +346,8 @@ def run_configuration(device: torch.device, fn: Callable[..., Any], *args: Any, 
             raise
         finally:
             gc.collect()
-            torch.cuda.empty_cache()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     process = context.Process(target=_child, args=(send, fn, args, kwargs))
@@ -527,11 +535,11 @@ def fmt_bytes(n: float | None, unit: int = MiB) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}" if value >= 1 else f"{value:.2f}"
 
 
-def fmt_seconds(s: float | None) -> str:
-    """Seconds with three significant digits; ``-`` for missing."""
-    if s is None:
+def fmt_number(value: float | None) -> str:
+    """Three significant digits (whole numbers from 1,000 on); ``-`` for missing."""
+    if value is None:
         return "-"
-    return f"{s:.3g}" if s < 1000 else f"{s:,.0f}"
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
 def report(name: str, device: torch.device, args: argparse.Namespace, title: str, notes: Sequence[str],

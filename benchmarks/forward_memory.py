@@ -18,7 +18,7 @@ if __package__ in (None, ""):
 import torch
 
 from benchmarks.common import (ConfigurationFailed, PeakMemory, add_common_args, autocast, build_prdit, fmt_bytes,
-                               fmt_seconds, memory_note, parameter_count, parse_int_list, precision_note, prime_libraries, report,
+                               fmt_number, memory_note, parameter_count, parse_int_list, precision_note, prime_libraries, report,
                                resolve_device, run_configuration, set_threads, time_runs)
 
 NAME = "forward_memory"
@@ -58,13 +58,13 @@ def main(argv: list[str] | None = None) -> None:
     set_threads(args.threads)
     device = resolve_device(args.device)
     model_name = "PRDiT-T/6/1" if args.smoke else args.model
-    sizes = [16, 32] if args.smoke else (args.size or parse_int_list(args.sizes))
+    sizes = [16] if args.smoke else (args.size or parse_int_list(args.sizes))
 
     results, rows = [], []
     for size in sizes:
         try:
             r = run_configuration(device, measure_forward, model_name, size, args.batch, device.type, args.warmup,
-                                  args.repeats, args.time_budget)
+                                  args.repeats, args.time_budget, same_process=args.same_process)
         except ConfigurationFailed as error:
             reason = "out of memory" if error.out_of_memory else "failed"
             print(f"{model_name} at {size}³: {reason}: {str(error).splitlines()[0]}", file=sys.stderr)
@@ -74,10 +74,10 @@ def main(argv: list[str] | None = None) -> None:
         results.append(r)
         rows.append([model_name, f"{size}³", f"{r['tokens']:,}", f"{r['parameters'] / 1e6:.1f}",
                      fmt_bytes(r["weights_bytes"]), fmt_bytes(r["peak_bytes"]),
-                     fmt_bytes(r["peak_bytes"] - r["weights_bytes"]), fmt_seconds(r["median_s"]), r["runs"]])
+                     fmt_bytes(r["peak_bytes"] - r["weights_bytes"]), fmt_number(r["median_s"]), r["runs"]])
     notes = [f"one no-grad forward, batch {args.batch}, {precision_note(device)}; "
              f"median of the timed runs after {args.warmup} warm-up run(s)",
-             memory_note(device) + "; the peak includes the weights and the input"]
+             memory_note(device, args.same_process) + "; the peak includes the weights and the input"]
     report(NAME, device, args, f"PRDiT forward pass: peak memory and time ({device.type})", notes,
            ["model", "size", "tokens", "params M", "weights MiB", "peak MiB", "peak-weights MiB", "time s", "runs"],
            rows, results)

@@ -23,7 +23,7 @@ if __package__ in (None, ""):
 import torch
 
 from benchmarks.common import (ConfigurationFailed, PeakMemory, UNetSpec, add_common_args, add_unet_args, autocast,
-                               build_prdit, build_unet, fmt_bytes, fmt_seconds, memory_note, parameter_count,
+                               build_prdit, build_unet, fmt_bytes, fmt_number, memory_note, parameter_count,
                                parse_int_list, precision_note, prime_libraries, report, resolve_device,
                                run_configuration, set_threads, synchronize, unet_spec_from_args)
 
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     if args.smoke:
-        model_name, sizes, unet_size = "PRDiT-T/6/1", [16, 32], 16
+        model_name, sizes, unet_size = "PRDiT-T/6/1", [8], 8
     else:
         model_name = args.model
         sizes = parse_int_list(args.sizes) if args.sizes else ([64, 128, 256] if cuda else [64, 128])
@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         label = "U-Net DDPM (DDIM)" if isinstance(model, UNetSpec) else f"{model} (PC)"
         print(f"sampling: {label} at {size}³ …", file=sys.stderr, flush=True)
         try:
-            r = run_configuration(device, measure_sampling, model, size, args.batch, steps, args.warmup, device.type)
+            r = run_configuration(device, measure_sampling, model, size, args.batch, steps, args.warmup, device.type,
+                                  same_process=args.same_process)
         except ConfigurationFailed as error:
             reason = "out of memory" if error.out_of_memory else "failed"
             print(f"{label} at {size}³: {str(error).splitlines()[0]}", file=sys.stderr)
@@ -133,11 +134,11 @@ def main(argv: list[str] | None = None) -> None:
         per_volume = r["median_step_s"] * args.target_steps / args.batch
         results.append({"model": label, "size": size, "batch": args.batch, "steps_run": steps,
                         "target_steps": args.target_steps, "seconds_per_volume": per_volume, **r})
-        rows.append([label, f"{size}³", f"{r['parameters'] / 1e6:.1f}", fmt_seconds(r["median_step_s"]),
-                     fmt_seconds(per_volume), fmt_bytes(r["peak_bytes"]), len(r["step_times_s"])])
+        rows.append([label, f"{size}³", f"{r['parameters'] / 1e6:.1f}", fmt_number(r["median_step_s"]),
+                     fmt_number(per_volume), fmt_bytes(r["peak_bytes"]), len(r["step_times_s"])])
     notes = [f"batch {args.batch}, {precision_note(device)}; {steps} sampler steps run, the first {args.warmup} "
              f"untimed; s/volume = median step time x {args.target_steps} steps / batch",
-             memory_note(device) + "; peak over building the model and sampling, incl. weights"]
+             memory_note(device, args.same_process) + "; peak over building the model and sampling, incl. weights"]
     if unet:
         notes.insert(1, f"U-Net DDPM: {unet.describe()}; MONAI DDIM scheduler (eta 0)")
     report(NAME, device, args, f"Sampling: seconds and peak memory per generated volume ({device.type})", notes,

@@ -24,7 +24,7 @@ if __package__ in (None, ""):
 import torch
 
 from benchmarks.common import (ConfigurationFailed, PeakMemory, UNetSpec, add_common_args, add_unet_args, build_prdit,
-                               build_unet, fmt_bytes, fmt_seconds, memory_note, parameter_count, prdit_train_step,
+                               build_unet, fmt_bytes, fmt_number, memory_note, parameter_count, prdit_train_step,
                                precision_note, prime_libraries, report, resolve_device, run_configuration, set_threads,
                                time_alternating, training_volume, unet_spec_from_args, unet_train_step)
 
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     set_threads(args.threads)
     device = resolve_device(args.device)
-    size = 16 if args.smoke else args.size or (128 if device.type == "cuda" else 64)
-    names = ["PRDiT-T/6/0", "PRDiT-T/6/1"] if args.smoke else [n for n in args.models.split(",") if n]
+    size = 8 if args.smoke else args.size or (128 if device.type == "cuda" else 64)
+    names = ["PRDiT-T/6/1"] if args.smoke else [n for n in args.models.split(",") if n]
     unet = None if args.no_unet else unet_spec_from_args(args)
     workloads: list[str | UNetSpec] = names + ([unet] if unet else [])
 
@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     for model in workloads:
         print(f"memory: {label(model)} at {size}³ …", file=sys.stderr, flush=True)
         try:
-            memory[label(model)] = run_configuration(device, measure_train_memory, model, size, args.batch, device.type)
+            memory[label(model)] = run_configuration(device, measure_train_memory, model, size, args.batch, device.type,
+                                                   same_process=args.same_process)
         except ConfigurationFailed as error:
             print(f"{label(model)}: {str(error).splitlines()[0]}", file=sys.stderr)
             memory[label(model)] = {"error": str(error), "out_of_memory": error.out_of_memory}
@@ -110,14 +111,14 @@ def main(argv: list[str] | None = None) -> None:
         timing = timings[key]
         total, trainable = parameters[key]
         ratio = unet_time / timing.median if unet_time else None
-        rows.append([key, f"{total / 1e6:.1f}", f"{trainable / 1e6:.1f}", fmt_seconds(timing.median),
+        rows.append([key, f"{total / 1e6:.1f}", f"{trainable / 1e6:.1f}", fmt_number(timing.median),
                      f"{voxels / timing.median:,.0f}", fmt_bytes(mem["peak_bytes"]),
                      f"{ratio:.2f}" if ratio else "-", timing.to_dict()["runs"]])
         results.append({"model": key, "size": size, "batch": args.batch, "parameters": total, "trainable": trainable,
                         "voxels_per_s": voxels / timing.median, "unet_time_ratio": ratio, **mem, **timing.to_dict()})
     notes = [f"{size}³, batch {args.batch}, {precision_note(device)}; forward + backward + clip + AdamW; "
              f"median of alternating rounds after {args.warmup} warm-up round(s)",
-             memory_note(device) + f"; peak over {MEMORY_STEPS} steps incl. weights, gradients, AdamW state",
+             memory_note(device, args.same_process) + f"; peak over {MEMORY_STEPS} steps incl. weights, gradients, AdamW state",
              "speed-up = U-Net step time / this model's step time (from the same rounds)"]
     if unet:
         notes.insert(1, f"U-Net DDPM: {unet.describe()}; epsilon-prediction MSE, linear 1,000-step schedule")

@@ -163,4 +163,4 @@ class PRDiTPipeline:
             if seed is None:
                 seed = int(torch.randint(0, 2**62, (1,)).item())
             seeds = [volume_seed(seed, i) for i in indices]
-        return seeds, volume_generators(seeds)
+        return seeds, volume_generators(seeds, self.device)

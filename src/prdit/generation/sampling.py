@@ -5,8 +5,9 @@ Volume ``i`` of a run with seed ``s`` is drawn from its own generator, seeded wi
 from that generator alone. With ``exact`` (the default) the network also sees one volume at
 a time, because batched matrix products are not bit-identical to unbatched ones (on CPU the
 ``[B, D]`` conditioning products take another kernel for B = 1). So a volume is bit-identical
-whether it was generated in a batch of 8, alone, or after a resumed run — on the same device
-with the same precision. The sampler itself is :func:`prdit.diffusion.sample`, unchanged.
+whether it was generated in a batch of 8, alone, or after a resumed run — on the same kind of
+device with the same precision (CPU and CUDA generators give different noise for one seed).
+The sampler itself is :func:`prdit.diffusion.sample`, unchanged.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ def volume_seed(seed: int, index: int) -> int:
     return int(state[0]) >> 1
 
 
-def volume_generators(seeds: Sequence[int]) -> list[torch.Generator]:
-    """One CPU generator per volume, so the noise of a seed is the same on every device."""
-    return [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+def volume_generators(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
+    """One generator per volume on ``device``, where its noise is drawn (on CUDA, drawing 256³
+    noise on the CPU each step would cost a noticeable share of the step)."""
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
 
 @dataclass(frozen=True)

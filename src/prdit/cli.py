@@ -42,6 +42,7 @@ COMMAND_MODULES = [
     "prdit.generation.cli",
     "prdit.data.cli",
     "prdit.training.cli",
+    "prdit.demo.cli",
 ]
 
 for _name in COMMAND_MODULES:

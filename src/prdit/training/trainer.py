@@ -164,11 +164,14 @@ def validate(model: torch.nn.Module, diffusion: IaNDiffusion, dataset, config: E
 
 
 def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
-          stop_after: int | None = None) -> RunState:
+          stop_after: int | None = None, time_limit_s: float | None = None) -> RunState:
     """Train one stage as ``config`` says; continue from the run's newest checkpoint if it has one.
 
-    ``stop_after`` ends the call after that many steps of this call (the run can be continued).
+    ``stop_after`` ends the call after that many steps of this call, ``time_limit_s`` after the
+    first step that ends past that many seconds; either way a checkpoint is written and the run
+    can be continued later.
     """
+    started = time.perf_counter()
     from torch.nn.parallel import DistributedDataParallel
 
     from prdit.data.dataset import VolumeDataset
@@ -312,7 +315,10 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
                                        losses["loss_eps"].detach().double(), torch.ones((), dtype=torch.float64,
                                                                                         device=device)])
             done = step + 1
-            if done % config.log.every == 0 or done == end:
+            out_of_time = time_limit_s is not None and D.all_reduce(torch.tensor(
+                [float(time.perf_counter() - started > time_limit_s)], device=device), "max").item() > 0
+            last = done == end or out_of_time  # the last step of this call: log, validate, preview, save
+            if done % config.log.every == 0 or last:
                 D.all_reduce(window)
                 count = max(window[3].item(), 1.0)
                 now = time.perf_counter()
@@ -326,22 +332,27 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
                     logger.log(done, "train", values)
                 if bar is not None:
                     bar.set_postfix(loss=f"{values['loss']:.4f}", x0=f"{values['loss_x0']:.4f}")
-            if val_set is not None and config.log.val_every > 0 and (done % config.log.val_every == 0 or done == total):
+            if val_set is not None and config.log.val_every > 0 and (done % config.log.val_every == 0 or last):
                 values = validate(ema.model, diffusion, val_set, config, dist, device, batch_size)
                 if logger is not None:
                     logger.log(done, "val", values)
                 if bar is not None:
                     bar.write(f"step {done}: validation x0-MSE {values['x0_mse']:.5f} (EMA)")
             if (model.stage == 2 and dist.is_main and config.log.preview_every > 0
-                    and (done % config.log.preview_every == 0 or done == total)):
+                    and (done % config.log.preview_every == 0 or last)):
                 from prdit.training.previews import save_training_preview
 
                 save_training_preview(ema.model, diffusion, normalization, run_dir / "previews" / f"step_{done:08d}.png",
                                       config.log.preview_num, config.log.preview_steps, seed, device)
-            if done % config.log.checkpoint_every == 0 or done == end:
+            if done % config.log.checkpoint_every == 0 or last:
                 last_path = save(done)
             if bar is not None:
                 bar.update(1)
+            if out_of_time:
+                end = done
+                if bar is not None:
+                    bar.write(f"time limit of {time_limit_s:.0f} s reached at step {done}; checkpoint saved")
+                break
         step = end
     except KeyboardInterrupt:
         if not dist.enabled and step > start_step:

@@ -1,0 +1,23 @@
+"""``prdit demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the demo command to the CLI."""
+
+    @app.command("demo")
+    def demo_command(
+        out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for data, runs, samples and the report."),
+        minutes: float = typer.Option(15.0, "--minutes", help="Time budget; each training stage stops early "
+                                      "(with a checkpoint) to stay within it."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    ) -> None:
+        """Phantoms -> stage 1 -> stage 2 -> samples -> metrics -> report, on the CPU in minutes."""
+        from prdit.demo.run import run_demo
+
+        run_demo(out, minutes, progress=not quiet)

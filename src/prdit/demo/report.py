@@ -1,0 +1,159 @@
+"""The demo report: figures (PNG) and one page (HTML and Markdown) that show what PRDiT does."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+
+from prdit.visualization import CT_WINDOW
+
+SET_LABELS = {"real": "real phantoms", "stage1": "stage 1 only (local denoiser)",
+              "prdit": "PRDiT (local denoiser + global residual DiT)"}
+
+
+def _load_sets(data: Path, samples: dict[str, Path], count: int) -> dict[str, list[np.ndarray]]:
+    from prdit.data.dataset import list_volumes
+    from prdit.data.io import read_volume
+
+    sets = {"real": [read_volume(p).array for p in list_volumes(data / "val.txt")[:count]]}
+    for name, folder in samples.items():
+        sets[name] = [read_volume(p).array for p in sorted(folder.glob("sample_*.nii.gz"))[:count]]
+    return sets
+
+
+def _comparison_figure(sets: dict[str, list[np.ndarray]], path: Path, view: str) -> Path:
+    """Rows: real / stage 1 / PRDiT; columns: volumes; one mid-slice each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from prdit.visualization import orthogonal_slices
+
+    which = {"axial": 0, "coronal": 1, "sagittal": 2}[view]
+    columns = max(len(v) for v in sets.values())
+    fig, axes = plt.subplots(len(sets), columns, figsize=(1.6 * columns, 1.8 * len(sets)), squeeze=False)
+    level, width = CT_WINDOW
+    for r, (name, volumes) in enumerate(sets.items()):
+        for c in range(columns):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(volumes):
+                ax.imshow(orthogonal_slices(volumes[c])[which], cmap="gray", vmin=level - width / 2,
+                          vmax=level + width / 2, interpolation="nearest")
+        axes[r][0].set_ylabel(SET_LABELS[name].split(" (")[0], fontsize=9)
+    fig.suptitle(f"{view} mid-slices (window level {level:.0f} HU, width {width:.0f} HU)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _histogram_figure(sets: dict[str, list[np.ndarray]], path: Path) -> Path:
+    """HU histograms (density, log scale) of every set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    bins = np.linspace(-1000, 1000, 101)
+    for name, volumes in sets.items():
+        values = np.concatenate([v.ravel() for v in volumes])
+        ax.hist(values, bins=bins, density=True, histtype="step", linewidth=1.5, label=SET_LABELS[name])
+    ax.set_yscale("log")
+    ax.set_xlabel("Hounsfield units")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _metric_rows(reports: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["model", "FID ×10³ ↓", "MMD ↓", "MS-SSIM generated", "MS-SSIM real", "Wasserstein ↓", "samples"]
+    rows = []
+    for name, report in reports.items():
+        rows.append([
+            SET_LABELS[name],
+            f"{report['fid']['value_x1e3']:.2f}",
+            f"{report['mmd']['value']:.4f}",
+            f"{report['msssim']['fake']['mean']:.4f}",
+            f"{report['msssim']['real']['mean']:.4f}",
+            f"{report['wasserstein']['value']:.4f}",
+            f"{report['samples']['fake']} vs {report['samples']['real']} real",
+        ])
+    return header, rows
+
+
+def write_report(out: Path, data: Path, runs: list[Path], samples: dict[str, Path],
+                 reports: dict[str, dict]) -> Path:
+    """Write ``out/report.html`` and ``out/report.md`` with their figures in ``out/figures``."""
+    from prdit.training.plot import plot_runs
+    from prdit.visualization import save_slices_figure
+
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    sets = _load_sets(data, samples, 6)
+    images = {
+        "coronal": _comparison_figure(sets, figures / "coronal.png", "coronal"),
+        "axial": _comparison_figure(sets, figures / "axial.png", "axial"),
+        "views": save_slices_figure([v[0] for v in sets.values()], figures / "views.png",
+                                    titles=[SET_LABELS[n].split(" (")[0] for n in sets]),
+        "loss": plot_runs(runs, figures / "loss.png"),
+        "histogram": _histogram_figure({n: v for n, v in sets.items()}, figures / "histogram.png"),
+    }
+    header, rows = _metric_rows(reports)
+    network = next(iter(reports.values())).get("feature_network", {})
+    caveat = ("FID and MMD use a randomly initialised MedicalNet ResNet-50 (seed "
+              f"{network.get('seed', '?')}): they rank the two models on the same footing, but are NOT "
+              "comparable with published numbers, which use pretrained MedicalNet weights "
+              "(`prdit evaluate --weights resnet_50_23dataset.pth`).")
+    sections = [
+        ("Real phantoms and generated volumes", "Coronal and axial mid-slices. Top: validation phantoms. Middle: "
+         "the local denoiser alone (stage 1). Bottom: full PRDiT, the same starting noise as the middle row. The "
+         "local denoiser sees one patch at a time and gets the coarse anatomy; the global residual DiT attends "
+         "over the whole volume and adds the detail that needs context.", ["coronal", "axial"]),
+        ("Three orthogonal views", "One volume of each kind: axial, coronal and sagittal mid-slices.", ["views"]),
+        ("Training", "Loss of both stages (total, and its x₀ and ε terms) and the validation x₀-MSE at fixed "
+         "timesteps (EMA weights).", ["loss"]),
+        ("Hounsfield units", "Histograms of every voxel: air, lung, fat, soft tissue and bone peaks of the real "
+         "phantoms against those of the generated volumes.", ["histogram"]),
+    ]
+    _write_markdown(out / "report.md", sections, images, header, rows, caveat)
+    return _write_html(out / "report.html", sections, images, header, rows, caveat)
+
+
+def _write_markdown(path: Path, sections, images, header, rows, caveat) -> Path:
+    lines = ["# PRDiT demo report", ""]
+    for title, text, names in sections:
+        lines += [f"## {title}", "", text, ""] + [f"![{n}]({images[n].relative_to(path.parent)})" for n in names] + [""]
+    lines += ["## Metrics", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", f"*{caveat}* MS-SSIM: mean over pairs of volumes of one set (lower = more diverse); the real "
+              "set's value is the reference.", ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _write_html(path: Path, sections, images, header, rows, caveat) -> Path:
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>PRDiT demo report</title><style>",
+             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}",
+             "img{max-width:100%;border:1px solid #ddd;margin:.5em 0}table{border-collapse:collapse}",
+             "td,th{border:1px solid #ccc;padding:.3em .7em;text-align:right}td:first-child{text-align:left}",
+             ".note{background:#fff6d5;padding:.6em;border-left:4px solid #e0b000}</style></head><body>",
+             "<h1>PRDiT demo report</h1>"]
+    for title, text, names in sections:
+        parts.append(f"<h2>{html.escape(title)}</h2><p>{html.escape(text)}</p>")
+        parts += [f"<img src='{images[n].relative_to(path.parent)}' alt='{n}'>" for n in names]
+    parts.append("<h2>Metrics</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+    parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows]
+    parts.append(f"</table><p class='note'>{html.escape(caveat)}</p><p>MS-SSIM: mean over pairs of volumes of one "
+                 "set (lower = more diverse); the real set's value is the reference.</p></body></html>")
+    path.write_text("\n".join(parts))
+    return path

@@ -1,0 +1,152 @@
+"""The demo as a thin orchestration of the commands a user runs: ``prdit phantoms``, ``split``,
+``train`` (both stages, the shipped ``phantoms-tiny-stage1/2`` configs), ``export``, ``sample``
+and ``evaluate`` — then a report. Every step skips work that is already done, so an
+interrupted demo continues where it stopped."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+STAGE_CONFIGS = ("phantoms-tiny-stage1", "phantoms-tiny-stage2")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of the demo; the training settings are those of the shipped configs."""
+
+    num_phantoms: int = 72
+    size: int = 32
+    seed: int = 0
+    num_samples: int = 16
+    sample_steps: int = 100
+    sampler: str = "pc"
+    critic_steps: int = 300
+    # Shares of the time budget that each training stage may use at most.
+    stage1_share: float = 0.3
+    stage2_share: float = 0.4
+
+
+def _say(text: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"\n== {text}")
+
+
+def _stage(out: Path, index: int, data: Path, settings: DemoSettings, init_from: Path | None,
+           time_limit_s: float, progress: bool):
+    from prdit.training.config import load_config
+    from prdit.training.trainer import train
+
+    overrides = [f"run.root={out / 'runs'}", f"data.train={data / 'train.txt'}", f"data.val={data / 'val.txt'}",
+                 f"model.input_size={settings.size}"]
+    if init_from is not None:
+        overrides.append(f"train.init_from={init_from}")
+    config = load_config(STAGE_CONFIGS[index], overrides)
+    run_dir = out / "runs" / config.run.name
+    done_marker = run_dir / "demo-stage-done"
+    if done_marker.is_file():
+        _say(f"stage {index + 1}: already trained ({run_dir})")
+        return run_dir
+    _say(f"stage {index + 1}: training {config.model.name} for up to {config.train.steps} steps "
+         f"(at most {time_limit_s / 60:.1f} min)")
+    train(config, progress=progress, time_limit_s=time_limit_s)
+    done_marker.write_text("done\n")
+    return run_dir
+
+
+def _export(run_dir: Path, out: Path) -> Path:
+    from prdit.training.checkpoint import latest_checkpoint
+    from prdit.training.export import export_run
+
+    config_path = out / "config.json"
+    newest = latest_checkpoint(run_dir / "checkpoints")
+    if config_path.is_file() and json.loads(config_path.read_text())["training"]["checkpoint"] == newest.name:
+        return out
+    return export_run(run_dir, out, overwrite=True)
+
+
+def _sample(model_dir: Path, out: Path, settings: DemoSettings, progress: bool) -> Path:
+    from prdit.generation.pipeline import PRDiTPipeline
+    from prdit.generation.run import generate_to_folder
+
+    pipe = PRDiTPipeline.from_pretrained(model_dir, device="auto")
+    generate_to_folder(pipe, out, range(settings.num_samples), seed=settings.seed, steps=settings.sample_steps,
+                       sampler=settings.sampler, batch_size=settings.num_samples, exact=False, progress=progress,
+                       preview_window="full")
+    return out
+
+
+def _evaluate(real: Path, fake: Path, out: Path, settings: DemoSettings, progress: bool) -> dict:
+    from prdit.evaluation.config import CriticConfig, EvaluationConfig
+    from prdit.evaluation.report import evaluate, write_report
+
+    if out.is_file():
+        return json.loads(out.read_text())
+    config = EvaluationConfig(real_units="hu", fake_units="hu", features="random-init", seed=settings.seed,
+                              cache_dir=str(out.parent / "feature-cache"), progress=progress,
+                              critic=CriticConfig(steps=settings.critic_steps, seed=settings.seed))
+    report = evaluate(real, fake, config)
+    write_report(report, out)
+    return report
+
+
+def run_demo(out: str | Path = "demo_out", minutes: float = 15.0, settings: DemoSettings = DemoSettings(),
+             progress: bool = True, log: Callable[[str], None] = _say) -> Path:
+    """Run every step of the demo into ``out`` within about ``minutes``; returns the report path."""
+    from prdit.data.dataset import split_volumes
+    from prdit.data.phantoms import write_phantoms
+    from prdit.demo.report import write_report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    budget = minutes * 60.0
+    timings: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> None:
+        timings[name] = round(time.perf_counter() - since, 1)
+
+    t = time.perf_counter()
+    data = out / "data" / f"phantoms-{settings.size}"
+    if len(list(data.glob("phantom_*.nii.gz"))) < settings.num_phantoms:
+        log(f"phantoms: writing {settings.num_phantoms} synthetic chest CTs of {settings.size}³ to {data}")
+        write_phantoms(settings.num_phantoms, settings.size, data, seed=settings.seed)
+    if not (data / "train.txt").is_file():
+        split_volumes(data, val_fraction=0.25, seed=42, out_dir=data)
+    lap("phantoms", t)
+
+    t = time.perf_counter()
+    stage1 = _stage(out, 0, data, settings, None, settings.stage1_share * budget, progress)
+    lap("stage 1 training", t)
+    t = time.perf_counter()
+    stage2 = _stage(out, 1, data, settings, stage1, settings.stage2_share * budget, progress)
+    lap("stage 2 training", t)
+
+    t = time.perf_counter()
+    models = {"stage1": _export(stage1, out / "models" / "stage1"), "prdit": _export(stage2, out / "models" / "prdit")}
+    samples = {}
+    for name, model_dir in models.items():
+        log(f"sampling: {settings.num_samples} volumes from the {name} model, "
+            f"{settings.sample_steps} {settings.sampler} steps")
+        samples[name] = _sample(model_dir, out / "samples" / name, settings, progress)
+    lap("sampling", t)
+
+    t = time.perf_counter()
+    reports = {}
+    for name, fake in samples.items():
+        log(f"evaluating the {name} samples against the validation phantoms")
+        reports[name] = _evaluate(data / "val.txt", fake, out / "metrics" / f"{name}.json", settings, progress)
+    lap("evaluation", t)
+
+    t = time.perf_counter()
+    report = write_report(out, data, [stage1, stage2], samples, reports)
+    lap("report", t)
+    timings["total (this call)"] = round(time.perf_counter() - started, 1)
+    (out / "timings.json").write_text(json.dumps({"settings": asdict(settings), "minutes": minutes,
+                                                  "seconds": timings}, indent=2) + "\n")
+    log(f"done in {timings['total (this call)'] / 60:.1f} min: open {report}")
+    return report

@@ -34,11 +34,11 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def make_model_folder(tmp_path_factory):
-    """``make_model_folder(name)``: a model folder of another tiny model."""
+    """``make_model_folder(name, normalization)``: a model folder of another tiny model."""
 
-    def make(name: str = "PRDiT-T/6/2"):
+    def make(name: str = "PRDiT-T/6/2", normalization: Normalization = Normalization()):
         path = tmp_path_factory.mktemp("model")
-        save_model_folder(path, tiny_model(name), IaNDiffusion(), Normalization(), spacing=SPACING)
+        save_model_folder(path, tiny_model(name), IaNDiffusion(), normalization, spacing=SPACING)
         return path
 
     return make

@@ -161,6 +161,14 @@ def test_size_samples_a_model_at_another_resolution(model_dir, tmp_path, spacing
     assert not (tmp_path / "previews").exists() and not (tmp_path / "grid.png").exists()
 
 
+def test_a_quantile_model_writes_nominal_hu_with_a_warning(make_model_folder, tmp_path):
+    folder = make_model_folder(normalization=Normalization(kind="quantile", hu_min=-1024, hu_max=2000))
+    result = ok(sample(folder, "--out", tmp_path, "--no-previews"))
+    assert "HU are nominal" in result.output
+    hu = read_volume(tmp_path / "sample_00000.nii.gz").array
+    assert hu.dtype == np.int16 and hu.min() >= -1024 and hu.max() <= 2000
+
+
 def test_bad_arguments_name_the_problem(model_dir, tmp_path):
     cases = [
         (["--index", -1], "--index -1 is not a volume of this run"),

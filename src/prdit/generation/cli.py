@@ -65,6 +65,10 @@ def register(app: typer.Typer) -> None:
                        exact=exact, preview_window=preview_window).validate()
         input_size = _parse_size(size)
         pipe = PRDiTPipeline.from_pretrained(model_dir, device=device, input_size=input_size, precision=precision)
+        if pipe.normalization.kind == "quantile":
+            typer.secho(f"warning: the model was trained with per-volume quantile normalisation, so HU are nominal "
+                        f"(model range mapped onto [{pipe.normalization.hu_min:g}, {pipe.normalization.hu_max:g}])",
+                        fg=typer.colors.YELLOW, err=True)
         shape = "x".join(map(str, pipe.volume_shape))
         typer.echo(f"{pipe.model.name} at {shape} on {pipe.device}: {len(indices)} volume(s), {steps} {sampler} "
                    f"steps, seed {seed} -> {out}")

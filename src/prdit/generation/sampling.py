@@ -95,7 +95,10 @@ def numerics(model: torch.nn.Module, precision: str) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved_tf32
 
 
-def denoiser(model: torch.nn.Module, precision: str, exact: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def denoiser(model: torch.nn.Module, precision: str, exact: bool) -> Denoiser:
     """``model`` as the sampler calls it: ``(x [B, C, D, H, W], t [B]) -> fp32 [B, C_out, D, H, W]``.
 
     ``exact`` calls the network once per volume; ``bf16`` autocasts the network call only, so

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from prdit.diffusion import IaNDiffusion, SampleResult, sample
+from prdit.diffusion.samplers import Denoiser
 from prdit.errors import ConfigError
 from prdit.generation.config import PRECISIONS
 
@@ -93,9 +94,6 @@ def numerics(model: torch.nn.Module, precision: str) -> Iterator[None]:
         for m, value in zip(attention, saved_attention):
             m.bf16_on_cuda = value
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved_tf32
-
-
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def denoiser(model: torch.nn.Module, precision: str, exact: bool) -> Denoiser:

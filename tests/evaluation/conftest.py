@@ -15,6 +15,17 @@ def phantom_set(size: int, count: int, first_seed: int = 0) -> np.ndarray:
     return np.stack([norm.to_model(generate_phantom(size, seed=first_seed + i).array) for i in range(count)])
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tensors here are tiny: one thread is as fast, and immune to oversubscribed CPUs."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def phantoms16() -> np.ndarray:
     """128 phantoms of 16^3 (two sets of 64 for the critic)."""

@@ -34,8 +34,9 @@ def msssim_settings(shape: Sequence[int], config: MSSSIMConfig = MSSSIMConfig())
     for scales in scale_options:
         if not 1 <= scales <= len(STANDARD_WEIGHTS):
             raise ConfigError(f"MS-SSIM scales must be 1..{len(STANDARD_WEIGHTS)}, got {scales}")
-        # MONAI's rule: side // (scales - 1)^2 must exceed kernel_size - 1.
-        largest = min(MAX_KERNEL, side // max(1, scales - 1) ** 2)
+        # MONAI's rule (side // (scales - 1)^2 must exceed kernel_size - 1), and the window must
+        # fit inside the coarsest scale.
+        largest = min(MAX_KERNEL, side // max(1, scales - 1) ** 2, side // 2 ** (scales - 1))
         kernel = config.kernel_size if config.kernel_size is not None else largest - (1 - largest % 2)
         if 3 <= kernel <= largest:
             weights = np.asarray(STANDARD_WEIGHTS[:scales])

@@ -1,0 +1,60 @@
+"""MS-SSIM diversity: settings that fit small volumes, identities, and ordering by diversity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from prdit.errors import ConfigError, DataError
+from prdit.evaluation.config import MSSSIMConfig
+from prdit.evaluation.msssim import STANDARD_WEIGHTS, ms_ssim, msssim_diversity, msssim_settings, sample_pairs
+from prdit.evaluation.volumes import VolumeSet
+
+
+@pytest.mark.parametrize("side, scales, kernel", [(16, 3, 3), (32, 4, 3), (64, 5, 3), (128, 5, 7), (256, 5, 11)])
+def test_settings_fit_the_volume_size(side, scales, kernel):
+    settings = msssim_settings((side, side, side))
+    assert (settings["scales"], settings["kernel_size"]) == (scales, kernel)
+    assert sum(settings["weights"]) == pytest.approx(1.0)
+    assert len(settings["weights"]) == scales
+
+
+def test_standard_setting_at_256_and_errors_for_impossible_ones():
+    assert msssim_settings((256, 256, 256))["weights"] == pytest.approx(STANDARD_WEIGHTS, rel=1e-3)
+    assert msssim_settings((8, 8, 8))["scales"] == 2
+    with pytest.raises(ConfigError):
+        msssim_settings((2, 2, 2))
+    with pytest.raises(ConfigError):
+        msssim_settings((32, 32, 32), MSSSIMConfig(kernel_size=11, scales=5))
+
+
+def test_ms_ssim_is_one_for_identical_volumes_and_falls_with_noise(phantoms16):
+    settings = msssim_settings((16, 16, 16))
+    a = torch.from_numpy(phantoms16[:2, None])
+    assert ms_ssim(a, a, settings) == pytest.approx(torch.ones(2), abs=1e-5)
+    noise = torch.randn(a.shape, generator=torch.Generator().manual_seed(0))
+    values = [float(ms_ssim(a, a + level * noise, settings).mean()) for level in (0.05, 0.1, 0.3)]
+    assert values[0] > values[1] > values[2]
+
+
+def test_diversity_orders_sets(phantoms16, phantoms32):
+    config = MSSSIMConfig(max_pairs=20)
+    copies = msssim_diversity(VolumeSet(np.repeat(phantoms16[:1], 4, axis=0)), config, progress=False)
+    phantoms = msssim_diversity(VolumeSet(phantoms16[:8]), config, progress=False)
+    noisy = np.clip(phantoms16[:8] + 0.3 * np.random.default_rng(0).standard_normal(phantoms16[:8].shape), -1, 1)
+    noise_set = msssim_diversity(VolumeSet(noisy.astype(np.float32)), config, progress=False)
+    assert copies["mean"] == pytest.approx(1.0, abs=1e-5)
+    assert phantoms["mean"] < 0.99 and noise_set["mean"] < phantoms["mean"]
+    assert phantoms["pairs"] == 20 and copies["pairs"] == 6
+    at32 = msssim_diversity(VolumeSet(phantoms32[:4]), config, progress=False)
+    assert 0.0 < at32["mean"] < 1.0 and at32["scales"] == 4
+
+
+def test_pairs_are_all_pairs_or_a_seeded_sample():
+    assert sample_pairs(4, 100).tolist() == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]
+    drawn = sample_pairs(100, 50, seed=1)
+    assert len({tuple(p) for p in drawn}) == 50 and (drawn[:, 0] < drawn[:, 1]).all()
+    assert np.array_equal(drawn, sample_pairs(100, 50, seed=1))
+    with pytest.raises(DataError):
+        sample_pairs(1, 10)

@@ -6,7 +6,7 @@ from prdit import PRDiTPipeline
 from prdit.diffusion import IaNDiffusion
 from prdit.errors import ConfigError
 from prdit.generation.pipeline import PRDiTPipelineOutput
-from prdit.generation.sampling import PerVolumeNoise, numerics, resolve_precision, volume_generators, volume_seed
+from prdit.generation.sampling import numerics, resolve_precision, volume_generators, volume_seed
 
 STEPS = 4  # the first two are predictor–corrector steps (they draw re-noising), the last two Euler
 
@@ -26,13 +26,13 @@ def test_volume_seeds_are_deterministic_distinct_and_checked():
 
 
 def test_per_volume_noise_draws_each_row_from_its_own_generator():
-    diffusion = PerVolumeNoise.of(IaNDiffusion(noise_std=0.5), volume_generators([11, 22]))
-    noise = diffusion.sample_noise((2, 1, 4, 4, 4))
+    diffusion = IaNDiffusion(noise_std=0.5)
+    noise = diffusion.sample_noise((2, 1, 4, 4, 4), generator=volume_generators([11, 22]))
     for row, seed in enumerate([11, 22]):
         expected = torch.randn((1, 1, 4, 4, 4), generator=torch.Generator().manual_seed(seed)) * 0.5
         assert torch.equal(noise[row:row + 1], expected)
     with pytest.raises(ConfigError, match="3 volumes requested with 2 generators"):
-        diffusion.sample_noise((3, 1, 4, 4, 4))
+        diffusion.sample_noise((3, 1, 4, 4, 4), generator=volume_generators([11, 22]))
 
 
 def test_returns_numpy_hu_or_model_range_tensor(pipe):

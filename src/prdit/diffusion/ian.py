@@ -5,6 +5,7 @@ the samplers use this object."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -36,8 +37,14 @@ class IaNDiffusion:
                              device=generator.device if generator is not None else device).to(device)
 
     def sample_noise(self, shape: tuple[int, ...] | torch.Size, device: torch.device | str = "cpu",
-                     generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """``ε ~ N(0, σ²I)``."""
+                     generator: torch.Generator | Sequence[torch.Generator] | None = None,
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``ε ~ N(0, σ²I)``. A sequence of generators, one per volume, draws row b of ``[B, ...]``
+        from generator b alone, so a volume's noise does not depend on the batch it is in."""
+        if generator is not None and not isinstance(generator, torch.Generator):
+            if len(generator) != shape[0]:
+                raise ConfigError(f"noise for {shape[0]} volumes requested with {len(generator)} generators")
+            return torch.cat([self.sample_noise((1, *shape[1:]), device, g, dtype) for g in generator])
         gen_device = generator.device if generator is not None else device
         return (torch.randn(shape, generator=generator, device=gen_device, dtype=dtype) * self.noise_std).to(device)
 

@@ -4,7 +4,7 @@ predictor–corrector ("hot") sampler. Both start from pure noise ``σ·z`` at e
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,11 +35,12 @@ def euler_step(diffusion: IaNDiffusion, x: torch.Tensor, t_from: float, t_to: fl
 
 @torch.no_grad()
 def sample(model: Denoiser, diffusion: IaNDiffusion, shape: tuple[int, ...], steps: int = 1000,
-           sampler: str = "pc", device: torch.device | str = "cpu", generator: torch.Generator | None = None,
+           sampler: str = "pc", device: torch.device | str = "cpu",
+           generator: torch.Generator | Sequence[torch.Generator] | None = None,
            noise: torch.Tensor | None = None, progress: Callable[[int, int], None] | None = None) -> SampleResult:
     """Generate ``shape`` = ``[B, C, D, H, W]`` volumes in the model range with ``steps`` network calls.
 
-    ``generator`` (on any device) makes the run reproducible; ``noise`` fixes the start ``x_T``
+    ``generator`` (on any device; or one per volume) makes the run reproducible; ``noise`` fixes the start ``x_T``
     (it must already be scaled by σ). ``progress(i, steps)`` is called after each step.
     """
     if sampler not in SAMPLERS:

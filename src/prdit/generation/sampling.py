@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -40,28 +39,6 @@ def volume_generators(seeds: Sequence[int], device: torch.device | str = "cpu") 
     """One generator per volume on ``device``, where its noise is drawn (on CUDA, drawing 256³
     noise on the CPU each step would cost a noticeable share of the step)."""
     return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-
-
-@dataclass(frozen=True)
-class PerVolumeNoise(IaNDiffusion):
-    """The IaN process of ``diffusion``, but noise for a batch ``[B, ...]`` is drawn volume by
-    volume, row ``b`` from ``generators[b]``; a single ``generator`` argument is ignored."""
-
-    generators: tuple[torch.Generator, ...] = ()
-
-    @classmethod
-    def of(cls, diffusion: IaNDiffusion, generators: Sequence[torch.Generator]) -> "PerVolumeNoise":
-        """Wrap ``diffusion`` with one generator per volume."""
-        return cls(num_timesteps=diffusion.num_timesteps, noise_std=diffusion.noise_std,
-                   generators=tuple(generators))
-
-    def sample_noise(self, shape: tuple[int, ...] | torch.Size, device: torch.device | str = "cpu",
-                     generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """``ε ~ N(0, σ²I)`` of shape ``[B, ...]``, row b from the b-th volume generator."""
-        if shape[0] != len(self.generators):
-            raise ConfigError(f"noise for {shape[0]} volumes requested with {len(self.generators)} generators")
-        return torch.cat([super(PerVolumeNoise, self).sample_noise((1, *shape[1:]), device, g, dtype)
-                          for g in self.generators])
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -122,5 +99,5 @@ def sample_volumes(model: torch.nn.Module, diffusion: IaNDiffusion, generators: 
     shape = (len(generators), cfg.in_channels, *cfg.input_size)
     resolved = resolve_precision(precision, device)
     with numerics(model, resolved):
-        return sample(denoiser(model, resolved, exact), PerVolumeNoise.of(diffusion, generators), shape,
-                      steps=steps, sampler=sampler, device=device, progress=progress)
+        return sample(denoiser(model, resolved, exact), diffusion, shape, steps=steps, sampler=sampler,
+                      device=device, generator=list(generators), progress=progress)

@@ -1,0 +1,108 @@
+"""evaluate() and ``prdit evaluate``: the report's contents, refusals, and the command line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from prdit.data.io import Volume, write_volume
+from prdit.data.normalization import Normalization
+from prdit.errors import ConfigError, DataError
+from prdit.evaluation.cli import register
+from prdit.evaluation.config import CriticConfig, EvaluationConfig, MSSSIMConfig
+from prdit.evaluation.medicalnet import random_medicalnet
+from prdit.evaluation.report import evaluate, report_table
+
+QUICK = dict(critic=CriticConfig(steps=3, batch_size=2), msssim=MSSSIMConfig(max_pairs=3), progress=False)
+
+
+@pytest.fixture()
+def folders(tmp_path, phantoms16):
+    """Real phantoms in HU as NIfTI, 'generated' ones (other phantoms, noisier) in the model range as .npy."""
+    hu = Normalization().to_hu(phantoms16[:6])
+    for i, volume in enumerate(hu):
+        write_volume(tmp_path / "real" / f"{i}.nii.gz", Volume(volume))
+    noisy = np.clip(phantoms16[6:12] + 0.1 * np.random.default_rng(0).standard_normal((6, 16, 16, 16)), -1, 1)
+    for i, volume in enumerate(noisy.astype(np.float32)):
+        write_volume(tmp_path / "fake" / f"{i}.npy", Volume(volume))
+    return tmp_path / "real", tmp_path / "fake"
+
+
+def test_full_report_with_random_features_says_not_comparable(folders, tmp_path):
+    config = EvaluationConfig(real_units="hu", features="random-init", seed=0, cache_dir=str(tmp_path / "c"), **QUICK)
+    with pytest.warns(UserWarning, match="N=6"):
+        report = evaluate(*folders, config)
+    json.dumps(report)  # JSON-ready
+    assert report["samples"] == {"real": 6, "fake": 6} and report["input_size"] == [16, 16, 16]
+    assert report["real"]["units"] == "hu" and report["normalization"]["hu_min"] == -1000.0
+    assert report["fid"]["value_x1e3"] == pytest.approx(1e3 * report["fid"]["value"])
+    assert report["fid"]["value"] > 0 and "N=6" in report["fid"]["warning"]
+    assert report["mmd"]["value"] >= 0 and report["mmd"]["bandwidth"] > 0
+    network = report["feature_network"]
+    assert network["comparable_with_published"] is False and network["random_init_seed"] == 0
+    assert report["fid"]["comparable_with_published"] is False and report["mmd"]["comparable_with_published"] is False
+    assert any("NOT comparable" in w for w in report["warnings"])
+    assert report["msssim"]["fake"]["pairs"] == 3 and report["msssim"]["real"]["kernel_size"] == 3
+    assert report["wasserstein"]["steps"] == 3 and report["wasserstein"]["split"]["real"]["held_out"] == 3
+    assert set(report["timings_s"]) == {"features", "msssim", "wasserstein"}
+    report_table(report)
+
+
+def test_fid_and_mmd_refuse_without_weights_other_metrics_do_not(folders):
+    with pytest.raises(ConfigError, match="--weights.*random-init"):
+        EvaluationConfig(real_units="hu")
+    with pytest.raises(ConfigError, match="seed"):
+        EvaluationConfig(features="random-init", metrics=("fid",))
+    report = evaluate(*folders, EvaluationConfig(real_units="hu", metrics=("msssim",), **QUICK))
+    assert "fid" not in report and "feature_network" not in report and "msssim" in report
+
+
+def test_sets_of_different_sizes_are_an_error(phantoms16, phantoms32):
+    config = EvaluationConfig(metrics=("msssim",), **QUICK)
+    with pytest.raises(DataError, match="resize"):
+        evaluate(phantoms16[:3], phantoms32[:3], config)
+    resized = EvaluationConfig(metrics=("msssim",), resize=(16, 16, 16), **QUICK)
+    assert evaluate(phantoms16[:3], phantoms32[:3], resized)["input_size"] == [16, 16, 16]
+
+
+def run_cli(args: list[str]):
+    app = typer.Typer()
+
+    @app.callback()
+    def root() -> None:
+        """Test app."""
+
+    register(app)
+    return CliRunner().invoke(app, ["evaluate", *args])
+
+
+def test_command_line_with_medicalnet_weights_writes_the_report(folders, tmp_path):
+    model = random_medicalnet(seed=7)
+    weights = tmp_path / "resnet_50_23dataset.pth"
+    torch.save({"state_dict": OrderedDict((f"module.{k}", v) for k, v in model.state_dict().items()
+                                          if not k.endswith("num_batches_tracked"))}, weights)
+    out = tmp_path / "report.json"
+    with pytest.warns(UserWarning, match="N=6"):
+        result = run_cli(["--real", str(folders[0]), "--fake", str(folders[1]), "--real-units", "hu",
+                          "--fake-units", "model", "--weights", str(weights), "--metrics", "fid,mmd",
+                          "--out", str(out), "--no-cache", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "FID x10^3" in result.output and "MMD" in result.output and "N=6" in result.output
+    report = json.loads(out.read_text())
+    network = report["feature_network"]
+    assert network["comparable_with_published"] is True and network["weights"] == str(weights)
+    assert network["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert report["metrics"] == ["fid", "mmd"] and "wasserstein" not in report
+
+
+def test_command_line_refuses_fid_without_weights(folders):
+    result = run_cli(["--real", str(folders[0]), "--fake", str(folders[1]), "--real-units", "hu",
+                      "--fake-units", "model", "--quiet"])
+    assert result.exit_code != 0 and isinstance(result.exception, ConfigError)

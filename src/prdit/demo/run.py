@@ -37,7 +37,7 @@ def _say(text: str) -> None:
 
 
 def _stage(out: Path, index: int, data: Path, settings: DemoSettings, init_from: Path | None,
-           time_limit_s: float, progress: bool):
+           time_limit_s: float, progress: bool, extra: list[str]) -> Path:
     from prdit.training.config import load_config
     from prdit.training.trainer import train
 
@@ -45,7 +45,7 @@ def _stage(out: Path, index: int, data: Path, settings: DemoSettings, init_from:
                  f"model.input_size={settings.size}"]
     if init_from is not None:
         overrides.append(f"train.init_from={init_from}")
-    config = load_config(STAGE_CONFIGS[index], overrides)
+    config = load_config(STAGE_CONFIGS[index], overrides + extra)
     run_dir = out / "runs" / config.run.name
     done_marker = run_dir / "demo-stage-done"
     if done_marker.is_file():
@@ -95,8 +95,11 @@ def _evaluate(real: Path, fake: Path, out: Path, settings: DemoSettings, progres
 
 
 def run_demo(out: str | Path = "demo_out", minutes: float = 15.0, settings: DemoSettings = DemoSettings(),
-             progress: bool = True, log: Callable[[str], None] = _say) -> Path:
-    """Run every step of the demo into ``out`` within about ``minutes``; returns the report path."""
+             progress: bool = True, log: Callable[[str], None] = _say, overrides: list[str] | None = None) -> Path:
+    """Run every step of the demo into ``out`` within about ``minutes``; returns the report path.
+
+    ``overrides`` (``section.key=value``) apply to both stages' training configs.
+    """
     from prdit.data.dataset import split_volumes
     from prdit.data.phantoms import write_phantoms
     from prdit.demo.report import write_report
@@ -120,10 +123,10 @@ def run_demo(out: str | Path = "demo_out", minutes: float = 15.0, settings: Demo
     lap("phantoms", t)
 
     t = time.perf_counter()
-    stage1 = _stage(out, 0, data, settings, None, settings.stage1_share * budget, progress)
+    stage1 = _stage(out, 0, data, settings, None, settings.stage1_share * budget, progress, list(overrides or []))
     lap("stage 1 training", t)
     t = time.perf_counter()
-    stage2 = _stage(out, 1, data, settings, stage1, settings.stage2_share * budget, progress)
+    stage2 = _stage(out, 1, data, settings, stage1, settings.stage2_share * budget, progress, list(overrides or []))
     lap("stage 2 training", t)
 
     t = time.perf_counter()

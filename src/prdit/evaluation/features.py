@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,21 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+@contextmanager
+def full_fp32():
+    """Turn TF32 off (PyTorch enables it for cuDNN convolutions by default) and restore it afterwards.
+
+    TF32 keeps 10 mantissa bits, and published 3D FIDs are of order 1e-3, so features are
+    computed in true fp32 on every device rather than risk device-dependent numbers.
+    """
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @dataclass
 class FeatureNetwork:
     """The feature network together with what identifies it in reports and cache keys."""
@@ -49,8 +65,9 @@ class FeatureNetwork:
 
     def describe(self) -> dict:
         """What the report says about the network."""
-        info = {"name": NAME, "feature_dim": FEATURE_DIM, "weights": self.weights,
-                "weights_sha256": self.weights_sha256, "comparable_with_published": self.comparable}
+        info = {"name": NAME, "feature_dim": FEATURE_DIM, "precision": "fp32 (TF32 off)",
+                "weights": self.weights, "weights_sha256": self.weights_sha256,
+                "comparable_with_published": self.comparable}
         if not self.comparable:
             info["random_init_seed"] = self.seed
             info["warning"] = ("randomly initialised feature network: FID and MMD are NOT comparable with "
@@ -88,11 +105,12 @@ def extract_features(volumes: VolumeSet, network: FeatureNetwork, batch_size: in
     model = network.model.to(device).eval()
     chunks = []
     bar = tqdm(total=len(volumes), desc=f"features ({volumes.name})", unit="vol", disable=not progress)
-    for start in range(0, len(volumes), batch_size):
-        indices = range(start, min(start + batch_size, len(volumes)))
-        batch = torch.from_numpy(volumes.batch(indices)).to(device)
-        chunks.append(model(batch).float().cpu().numpy())
-        bar.update(len(indices))
+    with full_fp32():
+        for start in range(0, len(volumes), batch_size):
+            indices = range(start, min(start + batch_size, len(volumes)))
+            batch = torch.from_numpy(volumes.batch(indices)).to(device)
+            chunks.append(model(batch).float().cpu().numpy())
+            bar.update(len(indices))
     bar.close()
     features = np.concatenate(chunks).astype(np.float32)
     if cache_file is not None:

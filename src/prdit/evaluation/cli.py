@@ -53,6 +53,8 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     ) -> None:
         """Compare generated volumes with real ones: 3D FID (x10^3), MMD, MS-SSIM diversity, Wasserstein."""
+        import warnings
+
         from rich.console import Console
 
         from prdit.errors import ConfigError
@@ -75,7 +77,10 @@ def register(app: typer.Typer) -> None:
             critic=CriticConfig(steps=critic_steps, batch_size=critic_batch_size,
                                 train_fraction=critic_train_fraction, seed=critic_seed),
         )
-        report = evaluate(real, fake, config)
+        with warnings.catch_warnings():
+            # The report's warnings are printed below, once, after the table.
+            warnings.simplefilter("ignore", UserWarning)
+            report = evaluate(real, fake, config)
         console = Console()
         console.print(report_table(report))
         for warning in report["warnings"]:

@@ -91,7 +91,7 @@ def wasserstein_estimate(real: VolumeSet, fake: VolumeSet, config: CriticConfig 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        bar.set_postfix(gap=f"{gap.item():.3g}")
+        bar.set_postfix(gap=f"{gap.item():.3g}", refresh=False)
     bar.close()
 
     critic.eval()

@@ -27,23 +27,17 @@ VolumeSource = str | Path | np.ndarray
 
 
 def list_volume_files(source: str | Path) -> list[Path]:
-    """The files of a set: a directory's volume files (sorted), a text list (one path a line), or one file."""
+    """The files of a set: a directory's volume files (sorted, not recursive: a generation folder
+    keeps x̂₀ volumes in a subfolder), a list file (read as training lists are), or one file."""
+    from prdit.data.dataset import list_volumes
+
     source = Path(source).expanduser()
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.is_file() and is_volume_file(p))
         if not files:
             raise DataError(f"{source}: no volume files (.nii.gz, .nii, .nrrd, .mha, .npz, .npy) in this directory")
         return files
-    if not source.is_file():
-        raise DataError(f"{source}: no such file or directory")
-    if is_volume_file(source):
-        return [source]
-    lines = [line.strip() for line in source.read_text().splitlines()]
-    files = [Path(line).expanduser() for line in lines if line and not line.startswith("#")]
-    files = [f if f.is_absolute() else source.parent / f for f in files]
-    if not files:
-        raise DataError(f"{source}: the list names no volume files")
-    return files
+    return list_volumes(source)
 
 
 class VolumeSet:

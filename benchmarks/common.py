@@ -459,18 +459,21 @@ def prime_libraries(device: torch.device, unet: bool = False) -> None:
     synchronize(device)
 
 
-def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters, with the training settings of spec §9."""
+def make_optimizer(model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters, with the training settings of spec §9 (``fused``: one
+    kernel for the whole update instead of torch's default multi-tensor one)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    return torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                             fused=True if fused else None)
 
 
-def prdit_train_step(model: torch.nn.Module, x0: torch.Tensor, device: torch.device) -> Callable[[], None]:
+def prdit_train_step(model: torch.nn.Module, x0: torch.Tensor, device: torch.device,
+                     fused_adamw: bool = False) -> Callable[[], None]:
     """One training step of a PRDiT: IaN loss, backward, gradient clip 1.0, AdamW."""
     from prdit.diffusion import IaNDiffusion
 
     diffusion = IaNDiffusion()
-    optimizer = make_optimizer(model)
+    optimizer = make_optimizer(model, fused_adamw)
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step() -> None:
@@ -484,13 +487,14 @@ def prdit_train_step(model: torch.nn.Module, x0: torch.Tensor, device: torch.dev
     return step
 
 
-def unet_train_step(model: torch.nn.Module, x0: torch.Tensor, device: torch.device) -> Callable[[], None]:
+def unet_train_step(model: torch.nn.Module, x0: torch.Tensor, device: torch.device,
+                    fused_adamw: bool = False) -> Callable[[], None]:
     """One training step of the DDPM U-Net: epsilon-prediction MSE at a random timestep of the
     linear 1,000-step schedule, backward, gradient clip 1.0, AdamW."""
     from monai.networks.schedulers import DDPMScheduler
 
     scheduler = DDPMScheduler(num_train_timesteps=1000)
-    optimizer = make_optimizer(model)
+    optimizer = make_optimizer(model, fused_adamw)
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step() -> None:
@@ -558,7 +562,7 @@ def report(name: str, device: torch.device, args: argparse.Namespace, title: str
                "machine": machine, "arguments": arguments, "notes": list(notes),
                "table": {"columns": list(columns), "rows": [[str(v) for v in r] for r in rows]},
                "results": results}
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"\nwritten {path}")
     return path
 

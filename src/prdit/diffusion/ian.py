@@ -92,9 +92,8 @@ class IaNDiffusion:
         """JSON-ready settings."""
         return asdict(self)
 
-    def _cos_sin(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        beta = self.beta(t.detach().to("cpu") if isinstance(t, torch.Tensor) else t)
+    def _cos_sin(self, t: torch.Tensor | float, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # On t's own device: no host round trip (and no CUDA sync) per training step.
+        beta = torch.as_tensor(t, device=like.device).to(torch.float64) * (math.pi / 2 / self.num_timesteps)
         shape = (-1,) + (1,) * (like.ndim - 1)
-        cos = torch.cos(beta).reshape(shape).to(like.device, like.dtype)
-        sin = torch.sin(beta).reshape(shape).to(like.device, like.dtype)
-        return cos, sin
+        return torch.cos(beta).reshape(shape).to(like.dtype), torch.sin(beta).reshape(shape).to(like.dtype)

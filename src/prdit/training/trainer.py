@@ -225,7 +225,7 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
     ema = EMA(model, config.optim.ema_decay)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.optim.lr, betas=tuple(config.optim.betas),
-                                  eps=config.optim.eps, weight_decay=config.optim.weight_decay)
+                                  eps=config.optim.eps, weight_decay=config.optim.weight_decay, fused=True)
     generator = torch.Generator(device=device).manual_seed(seed * 1000 + dist.rank)
     start_step = 0
     if checkpoint is not None:

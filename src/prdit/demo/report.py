@@ -111,7 +111,7 @@ def write_report(out: Path, data: Path, runs: list[Path], samples: dict[str, Pat
     header, rows = _metric_rows(reports)
     network = next(iter(reports.values())).get("feature_network", {})
     caveat = ("FID and MMD use a randomly initialised MedicalNet ResNet-50 (seed "
-              f"{network.get('seed', '?')}): they rank the two models on the same footing, but are NOT "
+              f"{network.get('random_init_seed')}): they rank the two models on the same footing, but are NOT "
               "comparable with published numbers, which use pretrained MedicalNet weights "
               "(`prdit evaluate --weights resnet_50_23dataset.pth`).")
     sections = [

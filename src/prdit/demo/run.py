@@ -27,7 +27,7 @@ class DemoSettings:
     critic_steps: int = 300
     # Shares of the time budget that each training stage may use at most.
     stage1_share: float = 0.3
-    stage2_share: float = 0.4
+    stage2_share: float = 0.45
 
 
 def _say(text: str) -> None:

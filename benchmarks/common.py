@@ -459,16 +459,16 @@ def prime_libraries(device: torch.device, unet: bool = False) -> None:
     synchronize(device)
 
 
-def make_optimizer(model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters, with the training settings of spec §9 (``fused``: one
-    kernel for the whole update instead of torch's default multi-tensor one)."""
+def make_optimizer(model: torch.nn.Module, fused: bool = True) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters, with the training settings of spec §9; ``fused`` (one
+    kernel for the whole update, as ``prdit train`` uses) or torch's default multi-tensor one."""
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                              fused=True if fused else None)
 
 
 def prdit_train_step(model: torch.nn.Module, x0: torch.Tensor, device: torch.device,
-                     fused_adamw: bool = False) -> Callable[[], None]:
+                     fused_adamw: bool = True) -> Callable[[], None]:
     """One training step of a PRDiT: IaN loss, backward, gradient clip 1.0, AdamW."""
     from prdit.diffusion import IaNDiffusion
 
@@ -488,7 +488,7 @@ def prdit_train_step(model: torch.nn.Module, x0: torch.Tensor, device: torch.dev
 
 
 def unet_train_step(model: torch.nn.Module, x0: torch.Tensor, device: torch.device,
-                    fused_adamw: bool = False) -> Callable[[], None]:
+                    fused_adamw: bool = True) -> Callable[[], None]:
     """One training step of the DDPM U-Net: epsilon-prediction MSE at a random timestep of the
     linear 1,000-step schedule, backward, gradient clip 1.0, AdamW."""
     from monai.networks.schedulers import DDPMScheduler

@@ -8,9 +8,9 @@ from prdit.training.config import load_config
 
 @pytest.fixture(scope="session")
 def phantom_lists(tmp_path_factory) -> tuple[Path, Path]:
-    """Ten 32³ phantoms split 8 / 2: (train.txt, val.txt)."""
+    """Ten 64³ phantoms split 8 / 2: (train.txt, val.txt); runs pool them to 16³–64³."""
     root = tmp_path_factory.mktemp("phantoms")
-    paths = write_phantoms(10, 32, root, seed=3)
+    paths = write_phantoms(10, 64, root, seed=3)
     (root / "train.txt").write_text("".join(f"{p.name}\n" for p in paths[:8]))
     (root / "val.txt").write_text("".join(f"{p.name}\n" for p in paths[8:]))
     return root / "train.txt", root / "val.txt"

@@ -28,7 +28,7 @@ def test_stage1_trains_validates_checkpoints_and_exports(tiny_config, tmp_path):
     ema = load_checkpoint(ckpts[-1][1])["ema"]
     for name, value in loaded.model.state_dict().items():
         assert torch.equal(value, ema[name])
-    assert loaded.spacing == pytest.approx((380.0 / 32 * 2,) * 3)  # phantom spacing, pooled 32³ -> 16³
+    assert loaded.spacing == pytest.approx((380.0 / 64 * 4,) * 3)  # phantom spacing, pooled 64³ -> 16³
     with pytest.raises(CheckpointError, match="--overwrite"):
         export_run(state.run_dir, folder)
     assert plot_runs([state.run_dir], tmp_path / "loss.png").stat().st_size > 1000
@@ -98,11 +98,12 @@ def test_ranks_get_disjoint_shards_from_one_shared_seed():
 
 
 def test_scale_up_loads_strictly_and_continues_from_the_trained_level(tiny_config):
-    small = train(tiny_config("small", "PRDiT-T/6/0", 16, "train.steps=40", "log.every=10",
+    # trained at 32³, continued at 64³ (the 128³ -> 256³ scale-up in small)
+    small = train(tiny_config("small", "PRDiT-T/6/0", 32, "train.steps=40", "log.every=10",
                               "log.checkpoint_every=40", "log.val_every=0"), progress=False)
-    scratch = train(tiny_config("scratch", "PRDiT-T/6/0", 32, "train.steps=4", "log.every=4",
+    scratch = train(tiny_config("scratch", "PRDiT-T/6/0", 64, "train.steps=4", "log.every=4",
                                 "log.val_every=0"), progress=False)
-    scaled = train(tiny_config("scaled", "PRDiT-T/6/0", 32, "train.steps=4", "log.every=4", "log.val_every=0",
+    scaled = train(tiny_config("scaled", "PRDiT-T/6/0", 64, "train.steps=4", "log.every=4", "log.val_every=0",
                                f"train.init_from={small.run_dir}"), progress=False)
     first_small = [r["loss"] for r in read_metrics(small.run_dir) if r["split"] == "train"][0]
     assert small.last_loss < 0.8 * first_small

@@ -33,7 +33,8 @@ DEMO_REAL = Path("demo_out/data/phantoms-32/val.txt")
 
 
 def smoke_inputs(folder: Path) -> tuple[Path, Path]:
-    """A tiny untrained model folder and four 16³ phantoms (for the tests)."""
+    """A tiny untrained model folder and four 16³ phantoms (for the tests); the zero-initialised
+    output layer gets random weights so the volumes are not all one value."""
     from prdit.data.normalization import Normalization
     from prdit.data.phantoms import write_phantoms
     from prdit.diffusion import IaNDiffusion
@@ -42,6 +43,7 @@ def smoke_inputs(folder: Path) -> tuple[Path, Path]:
 
     torch.manual_seed(0)
     model = create_model("PRDiT-T/6/1", input_size=16)
+    torch.nn.init.normal_(model.local_denoiser.output.weight, std=0.1)
     save_model_folder(folder / "model", model, IaNDiffusion(), Normalization())
     write_phantoms(4, 16, folder / "real", seed=1)
     return folder / "model", folder / "real"

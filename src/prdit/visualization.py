@@ -10,10 +10,18 @@ import numpy as np
 CT_WINDOW = (-300.0, 1600.0)
 
 
-def orthogonal_slices(volume: np.ndarray) -> list[np.ndarray]:
-    """Axial, coronal and sagittal mid-slices of a ``[D, H, W]`` volume (superior up in the last two)."""
+def orthogonal_views(volume: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+                     ) -> list[tuple[str, np.ndarray, float, str]]:
+    """Axial, coronal and sagittal mid-slices of a ``[D, H, W]`` = (z, y, x) volume as
+    ``(name, image, aspect, origin)`` for ``imshow``: radiological convention (patient's right on
+    the left, anterior and superior up), the voxel spacing ``(x, y, z)`` as aspect ratio."""
+    sx, sy, sz = spacing
     d, h, w = volume.shape
-    return [volume[d // 2], np.flipud(volume[:, h // 2, :]), np.flipud(volume[:, :, w // 2])]
+    return [
+        ("axial", volume[d // 2], sy / sx, "upper"),          # rows y (anterior first), columns x
+        ("coronal", volume[:, h // 2, :], sz / sx, "lower"),  # rows z, superior drawn at the top
+        ("sagittal", volume[:, :, w // 2], sz / sy, "lower"),  # rows z, columns y (anterior left)
+    ]
 
 
 def save_slices_figure(volumes: list[np.ndarray], path: str | Path, titles: list[str] | None = None,
@@ -30,9 +38,10 @@ def save_slices_figure(volumes: list[np.ndarray], path: str | Path, titles: list
     rows = max(len(volumes), 1)
     fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows), squeeze=False)
     for r, volume in enumerate(volumes):
-        for c, (image, view) in enumerate(zip(orthogonal_slices(np.asarray(volume)), ("axial", "coronal", "sagittal"))):
+        for c, (view, image, aspect, origin) in enumerate(orthogonal_views(np.asarray(volume))):
             ax = axes[r][c]
-            ax.imshow(image, cmap="gray", vmin=level - width / 2, vmax=level + width / 2, interpolation="nearest")
+            ax.imshow(image, cmap="gray", vmin=level - width / 2, vmax=level + width / 2, aspect=aspect,
+                      origin=origin, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:

@@ -30,7 +30,7 @@ def _comparison_figure(sets: dict[str, list[np.ndarray]], path: Path, view: str)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from prdit.visualization import orthogonal_slices
+    from prdit.visualization import orthogonal_views
 
     which = {"axial": 0, "coronal": 1, "sagittal": 2}[view]
     columns = max(len(v) for v in sets.values())
@@ -42,8 +42,9 @@ def _comparison_figure(sets: dict[str, list[np.ndarray]], path: Path, view: str)
             ax.set_xticks([])
             ax.set_yticks([])
             if c < len(volumes):
-                ax.imshow(orthogonal_slices(volumes[c])[which], cmap="gray", vmin=level - width / 2,
-                          vmax=level + width / 2, interpolation="nearest")
+                _, image, aspect, origin = orthogonal_views(volumes[c])[which]
+                ax.imshow(image, cmap="gray", vmin=level - width / 2, vmax=level + width / 2, aspect=aspect,
+                          origin=origin, interpolation="nearest")
         axes[r][0].set_ylabel(SET_LABELS[name].split(" (")[0], fontsize=9)
     fig.suptitle(f"{view} mid-slices (window level {level:.0f} HU, width {width:.0f} HU)", fontsize=10)
     fig.tight_layout()

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from prdit.device import resolve_device
 from prdit.errors import CheckpointError
 from prdit.evaluation.medicalnet import (FEATURE_DIM, NAME, MedicalNetResNet50, file_sha256, load_medicalnet,
                                          random_medicalnet)
@@ -25,13 +26,6 @@ from prdit.evaluation.volumes import VolumeSet
 
 # Bump when anything that changes feature values changes (architecture, pooling, input mapping).
 FEATURES_VERSION = 1
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @contextmanager

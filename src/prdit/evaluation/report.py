@@ -30,7 +30,8 @@ def evaluate(real: VolumeInput, fake: VolumeInput, config: EvaluationConfig) -> 
     ``real``/``fake``: a directory, a text list of files, a list of paths or ``[D, H, W]``
     arrays, an ``[N, D, H, W]`` array, or a ``VolumeSet``.
     """
-    from prdit.evaluation.features import extract_features, feature_network, resolve_device
+    from prdit.device import resolve_device
+    from prdit.evaluation.features import extract_features, feature_network
 
     real_set = _volume_set(real, config.real_units, config, "real")
     fake_set = _volume_set(fake, config.fake_units, config, "generated")

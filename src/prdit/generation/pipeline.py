@@ -14,6 +14,7 @@ import torch
 from prdit.data.io import Volume
 from prdit.data.normalization import Normalization
 from prdit.diffusion import IaNDiffusion
+from prdit.device import resolve_device
 from prdit.errors import ConfigError
 from prdit.generation.config import SamplingConfig
 from prdit.generation.sampling import resolve_precision, sample_volumes, volume_generators, volume_seed
@@ -30,16 +31,6 @@ class PRDiTPipelineOutput:
 
     volumes: np.ndarray | torch.Tensor
     seeds: list[int | None]
-
-
-def resolve_device(device: torch.device | str | None) -> torch.device:
-    """``auto``/None -> ``cuda`` when available, else ``cpu``; CUDA requested without CUDA is an error."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}' requested but CUDA is not available; use --device cpu")
-    return device
 
 
 class PRDiTPipeline:

@@ -10,6 +10,8 @@ import numpy as np
 
 from prdit.errors import ConfigError
 from prdit.generation.config import PREVIEW_WINDOWS
+from prdit.visualization import orthogonal_views
+
 GRID_MAX_WIDTH = 4096  # pixels; a grid of many volumes is scaled down to this width
 
 
@@ -30,15 +32,8 @@ def save_preview(path: str | Path, hu: np.ndarray, spacing: tuple[float, float, 
     voxel spacing as aspect ratio."""
     from matplotlib.figure import Figure
 
-    sx, sy, sz = spacing
-    d, h, w = hu.shape
-    views = [
-        ("axial", hu[d // 2], sy / sx, "upper"),          # rows y (anterior first), columns x
-        ("coronal", hu[:, h // 2, :], sz / sx, "lower"),  # rows z, superior drawn at the top
-        ("sagittal", hu[:, :, w // 2], sz / sy, "lower"),  # rows z, columns y (anterior left)
-    ]
     fig = Figure(figsize=(9.0, 3.4), dpi=100)
-    for k, (name, image, aspect, origin) in enumerate(views):
+    for k, (name, image, aspect, origin) in enumerate(orthogonal_views(hu, spacing)):
         ax = fig.add_subplot(1, 3, k + 1)
         ax.imshow(image, cmap="gray", vmin=window[0], vmax=window[1], aspect=aspect, origin=origin,
                   interpolation="nearest")

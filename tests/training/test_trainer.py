@@ -37,7 +37,10 @@ def test_stage1_trains_validates_checkpoints_and_exports(tiny_config, tmp_path):
 def test_stage2_starts_from_stage1_and_keeps_it_frozen(tiny_config):
     stage1 = train(tiny_config("s1", "PRDiT-T/6/0", 16), progress=False)
     with pytest.raises(ConfigError, match="--init-from"):
-        train(tiny_config("s2-missing", "PRDiT-T/6/2", 16), progress=False)
+        train(tiny_config("s2-retry", "PRDiT-T/6/2", 16), progress=False)
+    # the failed start left nothing behind: the corrected command runs in the same directory
+    train(tiny_config("s2-retry", "PRDiT-T/6/2", 16, f"train.init_from={stage1.run_dir}", "optim.lr=2e-3"),
+          progress=False)
     with pytest.raises(CheckpointError, match="same size letter"):
         train(tiny_config("s2-wrong", "PRDiT-XS/6/2", 16, f"train.init_from={stage1.run_dir}"), progress=False)
     stage2 = train(tiny_config("s2", "PRDiT-T/6/2", 16, f"train.init_from={stage1.run_dir}", "log.preview_every=6",

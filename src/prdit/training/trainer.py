@@ -187,10 +187,6 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
     batch_size = config.train.global_batch // dist.world_size
 
     run_dir, resume_from = prepare_run_directory(config, resume)
-    D.barrier()
-    if dist.is_main:
-        (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
     seed = config.train.seed
     random.seed(seed + dist.rank)
@@ -237,6 +233,12 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
         if len(states) == dist.world_size:
             generator.set_state(states[dist.rank])
         del checkpoint
+    # Written only once data and weights are in place, so a failed start leaves no run behind
+    # that would block the corrected command.
+    D.barrier()
+    if dist.is_main:
+        (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
     forward_model: torch.nn.Module = model
     if dist.enabled:

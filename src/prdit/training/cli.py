@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -31,8 +32,9 @@ def register(app: typer.Typer) -> None:
         if init_from:
             items.append(f"train.init_from={init_from}")
         state = train(load_config(config, items), resume=resume, progress=not quiet)
-        typer.echo(f"run {state.run_dir}: step {state.step}, loss {state.last_loss:.5f}, "
-                   f"checkpoint {state.checkpoint}")
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary line
+            typer.echo(f"run {state.run_dir}: step {state.step}, loss {state.last_loss:.5f}, "
+                       f"checkpoint {state.checkpoint}")
 
     @app.command("export")
     def export_command(

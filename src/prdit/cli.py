@@ -36,12 +36,12 @@ def root(
 
 
 # Each module defines ``register(app: typer.Typer) -> None``.
-COMMAND_MODULES = [
-    "prdit.models.cli",
-    "prdit.evaluation.cli",
-    "prdit.generation.cli",
+COMMAND_MODULES = [  # in the order of the workflow, as `prdit --help` lists them
     "prdit.data.cli",
+    "prdit.models.cli",
     "prdit.training.cli",
+    "prdit.generation.cli",
+    "prdit.evaluation.cli",
     "prdit.demo.cli",
 ]
 

@@ -22,7 +22,7 @@ if __package__ in (None, ""):
 import torch
 from torch.utils import flop_counter
 
-from benchmarks.common import (add_common_args, autocast, build_prdit, fmt_number, parameter_count, precision_note,
+from benchmarks.common import (add_common_args, build_prdit, fmt_number, parameter_count, precision_note,
                                prdit_train_step, report, resolve_device, set_threads, synchronize, time_alternating,
                                training_volume)
 

@@ -7,6 +7,7 @@ nibabel-style RAS affine of the same image for users who want one.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,6 +112,15 @@ def write_volume(path: str | Path, volume: Volume) -> Path:
     else:
         raise DataError(f"{path}: unknown volume format; expected one of {', '.join(VOLUME_SUFFIXES)}")
     return path
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks (identifies weights and volume files)."""
+    digest = hashlib.sha256()
+    with open(Path(path).expanduser(), "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _check_3d(array: np.ndarray, path: Path) -> np.ndarray:

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from prdit.data.io import file_sha256
 from prdit.device import resolve_device
 from prdit.errors import CheckpointError
-from prdit.evaluation.medicalnet import (FEATURE_DIM, NAME, MedicalNetResNet50, file_sha256, load_medicalnet,
+from prdit.evaluation.medicalnet import (FEATURE_DIM, NAME, MedicalNetResNet50, load_medicalnet,
                                          random_medicalnet)
 from prdit.evaluation.volumes import VolumeSet
 

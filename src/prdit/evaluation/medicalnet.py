@@ -15,7 +15,6 @@ files need: ``num_batches_tracked`` buffers (absent in checkpoints from old PyTo
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -147,15 +146,6 @@ def backbone_state_dict(checkpoint: object, model: MedicalNetResNet50, source: s
         raise CheckpointError(f"{source} is not a MedicalNet ResNet-50 checkpoint ({'; '.join(problems)}); "
                               "use resnet_50_23dataset.pth or resnet_50.pth from MedicalNet")
     return state
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(Path(path).expanduser(), "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _some(names: list[str], limit: int = 8) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prdit.data.io import is_volume_file, read_volume
+from prdit.data.io import file_sha256, is_volume_file, read_volume
 from prdit.data.normalization import Normalization
 from prdit.errors import DataError
 from prdit.evaluation.config import EvaluationConfig
@@ -138,16 +138,13 @@ class VolumeSet:
 
 
 def _item_hash(item: Path | np.ndarray) -> str:
-    digest = hashlib.sha256()
     if isinstance(item, Path):
         if not item.is_file():
             raise DataError(f"{item}: no such file")
-        with open(item, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(chunk)
-    else:
-        digest.update(f"{item.dtype.str}{item.shape}".encode())
-        digest.update(np.ascontiguousarray(item).tobytes())
+        return file_sha256(item)
+    digest = hashlib.sha256()
+    digest.update(f"{item.dtype.str}{item.shape}".encode())
+    digest.update(np.ascontiguousarray(item).tobytes())
     return digest.hexdigest()
 
 

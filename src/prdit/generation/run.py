@@ -17,7 +17,6 @@ are skipped (their files are not touched) unless ``overwrite``; ``manifest.json`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prdit.data.io import read_volume, write_volume
+from prdit.data.io import file_sha256, read_volume, write_volume
 from prdit.data.normalization import Normalization
 from prdit.errors import ConfigError
 from prdit.generation.config import SamplingConfig
@@ -66,11 +65,7 @@ def weights_digest(model_folder: str | Path) -> str:
     """SHA-256 of the folder's ``model.safetensors``, which identifies the weights of a run."""
     from prdit.models.folder import WEIGHTS_FILE
 
-    digest = hashlib.sha256()
-    with open(Path(model_folder) / WEIGHTS_FILE, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 24), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(Path(model_folder) / WEIGHTS_FILE)
 
 
 def hu_file_array(hu: np.ndarray, normalization: Normalization) -> np.ndarray:

@@ -74,12 +74,14 @@ def set_threads(threads: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is an error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is visible to PyTorch")
-    device = torch.device(name)
+    """The project's device choice (``auto``: CUDA when available), with TF32 matmuls on CUDA."""
+    from prdit.device import resolve_device as choose_device
+    from prdit.errors import ConfigError
+
+    try:
+        device = choose_device(name)
+    except ConfigError as error:
+        raise SystemExit(f"--device: {error}") from None
     if device.type == "cuda":
         # Spec §9: fp32 weights with TF32 matmuls on GPU.
         torch.backends.cuda.matmul.allow_tf32 = True

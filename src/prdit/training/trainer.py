@@ -148,8 +148,8 @@ def validate(model: torch.nn.Module, diffusion: IaNDiffusion, dataset, config: E
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
         x0 = torch.stack([dataset[i] for i in chunk]).to(device)
-        noise = torch.stack([diffusion.sample_noise(x0.shape[1:], generator=torch.Generator().manual_seed(10_000 + i))
-                             for i in chunk]).to(device)
+        generators = [torch.Generator().manual_seed(10_000 + i) for i in chunk]
+        noise = diffusion.sample_noise(x0.shape, generator=generators).to(device)
         for k, t_value in enumerate(timesteps):
             t = torch.full((len(chunk),), t_value, device=device)
             x_t = diffusion.q_sample(x0, t, noise)

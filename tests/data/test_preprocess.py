@@ -153,3 +153,15 @@ def test_rad_chestct_resampled_spacing(tmp_path):
     volume = read_volume(tmp_path / "out" / "a.nii.gz")
     assert volume.spacing == (2.0, 2.0, 2.0)
     assert (volume.array[2:6, 2:6, 2:6] == 40).all()
+
+
+def test_rerun_redoes_a_damaged_earlier_output(lidc_tree, tmp_path):
+    src, _ = lidc_tree
+    out = tmp_path / "out"
+    preprocess_lidc(src, out, size=16, spacing=2.0)
+    good = read_volume(out / "LIDC-0001.nii.gz").array
+    data = (out / "LIDC-0001.nii.gz").read_bytes()
+    (out / "LIDC-0001.nii.gz").write_bytes(data[: len(data) // 2])  # a half-copied output
+    again = {r.case: r for r in preprocess_lidc(src, out, size=16, spacing=2.0)}
+    assert again["LIDC-0001"].status == "done" and "kept" not in again["LIDC-0001"].reason
+    np.testing.assert_array_equal(read_volume(out / "LIDC-0001.nii.gz").array, good)

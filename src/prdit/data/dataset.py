@@ -134,15 +134,8 @@ def pool_factor(shape: tuple[int, ...], size: int, path: str | Path = "volume") 
 
 def load_training_array(path: str | Path, size: int, normalization: Normalization) -> np.ndarray:
     """One file as a float32 array ``[size, size, size]`` in [-1, 1], checked and pooled."""
-    volume = read_volume(path)
-    array = volume.array
-    if array.dtype.kind not in "fiu":
-        raise DataError(f"{path}: voxel type {array.dtype} is not numeric; expected HU as integers or floats")
+    array = read_volume(path).array  # finite numbers, 3D, or a DataError naming the file
     factor = pool_factor(array.shape, size, path)
-    array = np.asarray(array, dtype=np.float32)
-    if not np.isfinite(array).all():
-        bad = int(array.size - np.isfinite(array).sum())
-        raise DataError(f"{path}: {bad} voxel(s) are NaN or infinite")
     x = normalization.to_model(array)
     if factor > 1:
         x = x.reshape(size, factor, size, factor, size, factor).mean(axis=(1, 3, 5), dtype=np.float32)

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from prdit.data.io import Volume, write_volume
+from prdit.data.io import Volume, read_volume, write_volume
 from prdit.errors import DataError
 
 AIR_HU = -1000.0
@@ -163,7 +163,7 @@ def run_cases(
     results: dict[str, CaseResult] = {}
     todo = []
     for job in jobs:
-        if job.output.exists() and not overwrite:
+        if job.output.exists() and not overwrite and _readable(job.output):
             kept = previous.get(job.case)
             if kept is None or kept.status != "done":
                 kept = CaseResult(job.case, "done", output=job.output.name)
@@ -199,6 +199,15 @@ def run_cases(
                     job = futures[future]
                     finish(CaseResult(job.case, "failed", reason=f"worker process failed: {type(err).__name__}: {err}"))
     return [results[job.case] for job in jobs]
+
+
+def _readable(output: Path) -> bool:
+    """Whether an earlier run's output reads whole (a damaged one is redone, not kept)."""
+    try:
+        read_volume(output)
+    except DataError:
+        return False
+    return True
 
 
 def _safe_process(process: Callable[[CaseJob], CaseResult], job: CaseJob) -> CaseResult:

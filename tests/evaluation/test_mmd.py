@@ -1,4 +1,4 @@
-"""MMD: RBF kernel with the median bandwidth, unbiased MMD^2, sqrt(max(., 0)) reported."""
+"""MMD: the published V-statistic with the all-pairs median γ, and the unbiased estimate beside it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,39 @@ import numpy as np
 import pytest
 
 from prdit.errors import DataError
-from prdit.evaluation.mmd import median_bandwidth, mmd, mmd_squared
+from prdit.evaluation.mmd import (median_bandwidth, mmd, mmd_squared, mmd_squared_biased, mmd_unbiased,
+                                  published_gamma)
+
+
+def test_published_mmd_against_a_hand_computation():
+    # Real features 0, 1, 3 and generated 1, 2 on a line. Squared distances among the real ones over
+    # all 9 ordered pairs: 0, 0, 0, 1, 1, 4, 4, 9, 9 -> median 1 -> gamma = 1/2.
+    real, fake = np.array([[0.0], [1.0], [3.0]]), np.array([[1.0], [2.0]])
+    assert published_gamma(real) == pytest.approx(0.5)
+    e = np.exp
+    k_rr = (3 + 2 * e(-0.5) + 2 * e(-2.0) + 2 * e(-4.5)) / 9
+    k_ff = (2 + 2 * e(-0.5)) / 4
+    k_rf = (e(-0.5) + e(-2.0) + 1 + e(-0.5) + e(-2.0) + e(-0.5)) / 6
+    expected = k_rr + k_ff - 2 * k_rf
+    value, gamma = mmd_squared_biased(real, fake)
+    assert gamma == pytest.approx(0.5)
+    assert value == pytest.approx(expected, rel=1e-12)
+    assert mmd(real, fake) == pytest.approx(np.sqrt(expected), rel=1e-12)
+    # The unbiased estimate of the same sets, by hand: bandwidth = median of 1, 3, 2 (distinct pairs) = 2.
+    g = 1 / 8
+    unbiased = (2 * (e(-g) + e(-9 * g) + e(-4 * g)) / 6 + 2 * e(-g) / 2
+                - 2 * (e(-g) + e(-4 * g) + 1 + e(-g) + e(-4 * g) + e(-g)) / 6)
+    assert mmd_squared(real, fake)[0] == pytest.approx(unbiased, rel=1e-12)
+    assert mmd_unbiased(real, fake) == pytest.approx(np.sqrt(max(unbiased, 0.0)), rel=1e-12)
+
+
+def test_published_estimate_is_never_below_zero_and_exceeds_the_unbiased_one():
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        x, y = rng.standard_normal((20, 4)), rng.standard_normal((20, 4))
+        biased, gamma = mmd_squared_biased(x, y)
+        assert biased >= 0.0  # a V-statistic is a squared norm of mean embeddings
+        assert biased > mmd_squared(x, y, bandwidth=np.sqrt(1 / (2 * gamma)))[0]
 
 
 def test_median_bandwidth_is_median_pairwise_distance():
@@ -30,14 +62,15 @@ def test_unbiased_mmd_squared_matches_direct_sums():
     assert value == pytest.approx(xx + yy - 2 * xy, rel=1e-12)
 
 
-def test_two_halves_of_one_distribution_give_about_zero_shifted_give_clearly_more():
+@pytest.mark.parametrize("estimate", [mmd, mmd_unbiased])
+def test_two_halves_of_one_distribution_give_about_zero_shifted_give_clearly_more(estimate):
     rng = np.random.default_rng(1)
     sample = rng.standard_normal((400, 16))
-    same = mmd(sample[:200], sample[200:])
-    shifted = mmd(sample[:200], sample[200:] + 0.5)
-    assert same < 0.05
+    same = estimate(sample[:200], sample[200:])
+    shifted = estimate(sample[:200], sample[200:] + 0.5)
+    assert same < 0.1
     assert shifted > 0.2
-    assert mmd(sample[:200], sample[200:] + 1.0) > shifted
+    assert estimate(sample[:200], sample[200:] + 1.0) > shifted
 
 
 def test_negative_unbiased_estimate_reports_zero():
@@ -45,9 +78,11 @@ def test_negative_unbiased_estimate_reports_zero():
     pairs = [(rng.standard_normal((30, 4)), rng.standard_normal((30, 4))) for _ in range(20)]
     negative = [(x, y) for x, y in pairs if mmd_squared(x, y)[0] < 0.0]
     assert negative, "the unbiased estimate goes below zero for samples of one distribution"
-    assert all(mmd(x, y) == 0.0 for x, y in negative)
+    assert all(mmd_unbiased(x, y) == 0.0 for x, y in negative)
 
 
 def test_too_few_samples_is_an_error():
     with pytest.raises(DataError):
         mmd(np.zeros((1, 3)), np.zeros((4, 3)))
+    with pytest.raises(DataError):
+        mmd_unbiased(np.zeros((4, 3)), np.zeros((1, 3)))

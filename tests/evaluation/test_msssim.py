@@ -12,16 +12,26 @@ from prdit.evaluation.msssim import STANDARD_WEIGHTS, ms_ssim, msssim_diversity,
 from prdit.evaluation.volumes import VolumeSet
 
 
-@pytest.mark.parametrize("side, scales, kernel", [(16, 3, 3), (32, 4, 3), (64, 5, 3), (128, 5, 7), (256, 5, 11)])
-def test_settings_fit_the_volume_size(side, scales, kernel):
+@pytest.mark.parametrize("side", [48, 64, 128, 256])
+def test_default_is_the_published_setting_where_it_fits(side):
     settings = msssim_settings((side, side, side))
-    assert (settings["scales"], settings["kernel_size"]) == (scales, kernel)
+    assert (settings["scales"], settings["kernel_size"], settings["kernel_sigma"]) == (5, 3, 1.5)
+    assert settings["weights"] == pytest.approx(STANDARD_WEIGHTS, rel=1e-3)
+    assert settings["published_setting"] is True
+
+
+@pytest.mark.parametrize("side, scales", [(16, 3), (32, 4), (47, 4)])
+def test_small_volumes_get_fewer_scales_labelled_as_not_published(side, scales):
+    settings = msssim_settings((side, side, side))
+    assert (settings["scales"], settings["kernel_size"]) == (scales, 3)
     assert sum(settings["weights"]) == pytest.approx(1.0)
     assert len(settings["weights"]) == scales
+    assert settings["published_setting"] is False
 
 
-def test_standard_setting_at_256_and_errors_for_impossible_ones():
-    assert msssim_settings((256, 256, 256))["weights"] == pytest.approx(STANDARD_WEIGHTS, rel=1e-3)
+def test_other_settings_are_labelled_and_impossible_ones_are_errors():
+    assert msssim_settings((128,) * 3, MSSSIMConfig(kernel_size=7))["published_setting"] is False
+    assert msssim_settings((128,) * 3, MSSSIMConfig(kernel_sigma=1.0))["published_setting"] is False
     assert msssim_settings((8, 8, 8))["scales"] == 2
     with pytest.raises(ConfigError):
         msssim_settings((2, 2, 2))

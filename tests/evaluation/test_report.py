@@ -44,7 +44,12 @@ def test_full_report_with_random_features_says_not_comparable(folders, tmp_path)
     assert report["real"]["units"] == "hu" and report["normalization"]["hu_min"] == -1000.0
     assert report["fid"]["value_x1e3"] == pytest.approx(1e3 * report["fid"]["value"])
     assert report["fid"]["value"] > 0 and "N=6" in report["fid"]["warning"]
-    assert report["mmd"]["value"] >= 0 and report["mmd"]["bandwidth"] > 0
+    assert report["mmd"]["value"] >= 0 and report["mmd"]["gamma"] > 0
+    assert report["mmd"]["unbiased"]["value"] >= 0 and report["mmd"]["unbiased"]["bandwidth"] > 0
+    assert report["protocol"]["fid"] == {"published": False, "why_not": [
+        "feature network is not MedicalNet ResNet-50 with its published weights"]}
+    assert report["protocol"]["msssim"]["published"] is False  # 16³ is too small for five scales
+    assert report["protocol"]["wasserstein"]["published"] is False
     network = report["feature_network"]
     assert network["comparable_with_published"] is False and network["random_init_seed"] == 0
     assert report["fid"]["comparable_with_published"] is False and report["mmd"]["comparable_with_published"] is False
@@ -64,10 +69,12 @@ def test_fid_and_mmd_refuse_without_weights_other_metrics_do_not(folders):
     assert "fid" not in report and "feature_network" not in report and "msssim" in report
 
 
-def test_sets_of_different_sizes_are_an_error(phantoms16, phantoms32):
+def test_real_sets_smaller_than_generated_or_of_a_non_integer_ratio_are_an_error(phantoms16, phantoms32):
     config = EvaluationConfig(metrics=("msssim",), **QUICK)
-    with pytest.raises(DataError, match="resize"):
+    with pytest.raises(DataError, match="only ever pooled down"):
         evaluate(phantoms16[:3], phantoms32[:3], config)
+    with pytest.raises(DataError, match="integer multiple"):
+        evaluate(phantoms32[:3, :24, :24, :24], phantoms16[:3], config)
     resized = EvaluationConfig(metrics=("msssim",), resize=(16, 16, 16), **QUICK)
     assert evaluate(phantoms16[:3], phantoms32[:3], resized)["input_size"] == [16, 16, 16]
 

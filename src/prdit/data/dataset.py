@@ -132,14 +132,27 @@ def pool_factor(shape: tuple[int, ...], size: int, path: str | Path = "volume") 
     return stored // size
 
 
-def load_training_array(path: str | Path, size: int, normalization: Normalization) -> np.ndarray:
-    """One file as a float32 array ``[size, size, size]`` in [-1, 1], checked and pooled."""
-    array = read_volume(path).array  # finite numbers, 3D, or a DataError naming the file
-    factor = pool_factor(array.shape, size, path)
-    x = normalization.to_model(array)
-    if factor > 1:
-        x = x.reshape(size, factor, size, factor, size, factor).mean(axis=(1, 3, 5), dtype=np.float32)
+def block_average(x: np.ndarray, shape: tuple[int, int, int], path: str | Path = "volume") -> np.ndarray:
+    """Average-pool ``[D, H, W]`` by integer factors per axis down to ``shape`` (the paper's 256 -> 128 -> 64).
+
+    Never a smoothing resize: that would make the volumes blurrier than what the model learns from.
+    """
+    shape = tuple(int(s) for s in shape)
+    if any(s < 1 or stored < s or stored % s for stored, s in zip(x.shape, shape)):
+        raise DataError(f"{path}: stored size {tuple(x.shape)} cannot be average-pooled to {shape} "
+                        f"(each side must be an integer multiple of the target)")
+    factors = [stored // s for stored, s in zip(x.shape, shape)]
+    if max(factors) > 1:
+        x = x.reshape(shape[0], factors[0], shape[1], factors[1], shape[2], factors[2]).mean(
+            axis=(1, 3, 5), dtype=np.float32)
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def load_training_array(path: str | Path, size: int, normalization: Normalization) -> np.ndarray:
+    """One file as a float32 array ``[size, size, size]`` in [-1, 1]: normalised at the stored size, then pooled."""
+    array = read_volume(path).array  # finite numbers, 3D, or a DataError naming the file
+    pool_factor(array.shape, size, path)
+    return block_average(normalization.to_model(array), (size, size, size), path)
 
 
 class VolumeDataset:

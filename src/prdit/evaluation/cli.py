@@ -15,12 +15,21 @@ def register(app: typer.Typer) -> None:
 
     @app.command("evaluate")
     def evaluate_command(
-        real: Path = typer.Option(..., "--real", help="Real volumes: a directory, a text list (one path a line) "
-                                  "or one file (.nii.gz/.nii/.nrrd/.mha/.npz/.npy)."),
-        fake: Path = typer.Option(..., "--fake", help="Generated volumes, as for --real."),
-        real_units: str = typer.Option(..., "--real-units", help="What the real files hold: 'hu' (mapped "
-                                       "with the normalisation below) or 'model' (training range [-1, 1])."),
-        fake_units: str = typer.Option(..., "--fake-units", help="What the generated files hold: 'hu' or 'model'."),
+        fake: Path = typer.Option(..., "--fake", help="Generated volumes: a directory, a text list (one path a "
+                                  "line) or one file (.nii.gz/.nii/.nrrd/.mha/.npz/.npy)."),
+        real: Path = typer.Option(None, "--real", help="Real volumes, as for --fake. Stored larger than the "
+                                  "generated ones (256³ data, 128³ samples), they are normalised at the stored size "
+                                  "and block-averaged, exactly as for training. May be left out when --real-stats "
+                                  "names an existing file (FID and MMD only)."),
+        model: Path = typer.Option(None, "--model", help="The model folder the volumes were generated with: "
+                                   "its normalisation maps HU to the model range (instead of the flags below)."),
+        real_units: str = typer.Option(EvaluationConfig.real_units, "--real-units", help="What the real files "
+                                       "hold: 'hu', 'model' (training range [-1, 1]) or 'auto' (read off the values)."),
+        fake_units: str = typer.Option(EvaluationConfig.fake_units, "--fake-units", help="As --real-units, for the "
+                                       "generated files."),
+        real_stats: Path = typer.Option(None, "--real-stats", help="Reference statistics of the real set (.npz): "
+                                        "written from --real on the first run, reused afterwards (checked against "
+                                        "the feature network's weights digest)."),
         weights: Path = typer.Option(None, "--weights", help="MedicalNet ResNet-50 weights "
                                      "(resnet_50_23dataset.pth or resnet_50.pth); needed for FID and MMD."),
         features: str = typer.Option(EvaluationConfig.features, "--features", help="'medicalnet' (with "
@@ -29,14 +38,16 @@ def register(app: typer.Typer) -> None:
         metrics: str = typer.Option(",".join(METRICS), "--metrics", help="Comma-separated subset of "
                                     f"{','.join(METRICS)}."),
         out: Path = typer.Option(None, "--out", help="Write the full report as JSON here."),
-        normalization: str = typer.Option(Normalization.kind, "--normalization", help="HU -> model range: "
-                                          "'window' or 'quantile' (the one the model was trained with)."),
-        hu_min: float = typer.Option(Normalization.hu_min, "--hu-min", help="Lower end of the HU window."),
-        hu_max: float = typer.Option(Normalization.hu_max, "--hu-max", help="Upper end of the HU window."),
-        quantile: float = typer.Option(Normalization.quantile, "--quantile", help="Upper clip quantile "
-                                       "('quantile' normalisation)."),
-        resize: str = typer.Option(None, "--resize", help="Resize every volume to D,H,W first (off by "
-                                   "default: the protocol compares volumes at their generated size)."),
+        normalization: str = typer.Option(None, "--normalization", help="HU -> model range without --model: "
+                                          f"'window' or 'quantile' (default {Normalization.kind})."),
+        hu_min: float = typer.Option(None, "--hu-min", help=f"Lower end of the HU window (default "
+                                     f"{Normalization.hu_min:g})."),
+        hu_max: float = typer.Option(None, "--hu-max", help=f"Upper end of the HU window (default "
+                                     f"{Normalization.hu_max:g})."),
+        quantile: float = typer.Option(None, "--quantile", help="Upper clip quantile ('quantile' normalisation)."),
+        resize: str = typer.Option(None, "--resize", help="Resample every volume to D,H,W with an anti-aliased "
+                                   "resize (off by default, and not the published protocol, which block-averages "
+                                   "real volumes to the generated size)."),
         batch_size: int = typer.Option(EvaluationConfig.batch_size, "--batch-size", help="Volumes per batch."),
         device: str = typer.Option(EvaluationConfig.device, "--device", help="'auto', 'cpu', 'cuda', 'cuda:1', ..."),
         cache_dir: str = typer.Option(EvaluationConfig.cache_dir, "--cache-dir", help="Feature cache folder."),
@@ -60,6 +71,7 @@ def register(app: typer.Typer) -> None:
         from prdit.errors import ConfigError
         from prdit.evaluation.report import evaluate, report_table, write_report
 
+        norm = _normalization(model, normalization, hu_min, hu_max, quantile)
         size = None
         if resize is not None:
             try:
@@ -69,8 +81,8 @@ def register(app: typer.Typer) -> None:
             size = size * 3 if len(size) == 1 else size
         config = EvaluationConfig(
             metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()),
-            real_units=real_units, fake_units=fake_units,
-            normalization=Normalization(kind=normalization, hu_min=hu_min, hu_max=hu_max, quantile=quantile),
+            real_units=real_units, fake_units=fake_units, normalization=norm,
+            real_stats=None if real_stats is None else str(real_stats),
             resize=size, features=features, weights=None if weights is None else str(weights), seed=seed,
             batch_size=batch_size, device=device, cache_dir=None if no_cache else cache_dir, progress=not quiet,
             msssim=MSSSIMConfig(max_pairs=msssim_pairs),
@@ -87,3 +99,18 @@ def register(app: typer.Typer) -> None:
             console.print(f"[bold yellow]warning:[/] {warning}")
         if out is not None:
             console.print(f"report written to {write_report(report, out)}")
+
+
+def _normalization(model: Path | None, kind: str | None, hu_min: float | None, hu_max: float | None,
+                   quantile: float | None) -> Normalization:
+    """The model folder's normalisation, or the one the flags describe (never both)."""
+    flags = {k: v for k, v in (("kind", kind), ("hu_min", hu_min), ("hu_max", hu_max), ("quantile", quantile))
+             if v is not None}
+    if model is None:
+        return Normalization(**flags)
+    from prdit.errors import ConfigError
+    from prdit.models.folder import read_model_config
+
+    if flags:
+        raise ConfigError("--model gives the normalisation; leave out --normalization/--hu-min/--hu-max/--quantile")
+    return Normalization.from_dict(read_model_config(model)["normalization"])

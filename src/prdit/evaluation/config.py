@@ -13,16 +13,17 @@ from prdit.errors import ConfigError
 
 METRICS = ("fid", "mmd", "msssim", "wasserstein")
 FEATURE_METRICS = ("fid", "mmd")
-UNITS = ("model", "hu")
+UNITS = ("auto", "model", "hu")
 FEATURE_KINDS = ("medicalnet", "random-init")
 
 
 @dataclass(frozen=True)
 class MSSSIMConfig:
-    """Pairwise 3D MS-SSIM diversity; ``None`` picks the kernel and scale count from the volume size."""
+    """Pairwise 3D MS-SSIM diversity; the defaults are the published setting (``scales=None``: five, or
+    the most that fit a small volume)."""
 
     max_pairs: int = 1000
-    kernel_size: int | None = None
+    kernel_size: int = 3
     kernel_sigma: float = 1.5
     scales: int | None = None
     seed: int = 0
@@ -54,8 +55,8 @@ class EvaluationConfig:
     """What to compute, on which inputs, with which feature network."""
 
     metrics: tuple[str, ...] = METRICS
-    real_units: str = "model"
-    fake_units: str = "model"
+    real_units: str = "auto"
+    fake_units: str = "auto"
     normalization: Normalization = field(default_factory=Normalization)
     resize: tuple[int, int, int] | None = None
     features: str = "medicalnet"
@@ -64,6 +65,7 @@ class EvaluationConfig:
     batch_size: int = 4
     device: str = "auto"
     cache_dir: str | None = "~/.cache/prdit/features"
+    real_stats: str | None = None
     memory_budget_gib: float = 4.0
     progress: bool = True
     msssim: MSSSIMConfig = field(default_factory=MSSSIMConfig)

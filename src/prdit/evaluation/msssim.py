@@ -1,14 +1,11 @@
 """MS-SSIM diversity: mean 3D MS-SSIM over pairs of volumes of one set (lower = more diverse).
 
-MS-SSIM itself is MONAI's ``compute_ms_ssim``. Its standard setting (11^3 Gaussian window,
-five scales) needs about 160 voxels per side, so smaller volumes use fewer scales and a
-smaller window: the most scales (up to five) at which a window of at least 3 still fits
-MONAI's size rule, with the largest odd window up to 11 at that scale count, and the
-standard scale weights (Wang et al., 2003) truncated and renormalised. 256^3 gets the
-standard setting, 128^3 five scales with a 7^3 window, 64^3 five scales with 3^3, 32^3 four
-scales with 3^3, 16^3 three scales with 3^3. The report states which was used; values are
-comparable only between equal settings. Volumes are mapped from [-1, 1] to [0, 1]
-(data range 1).
+MS-SSIM itself is MONAI's ``compute_ms_ssim``. The default is the published setting: 3D, a
+3^3 Gaussian window (sigma 1.5), five scales with the standard weights (Wang et al., 2003),
+volumes mapped from [-1, 1] to [0, 1] (data range 1). MONAI's size rule needs at least 48
+voxels per side for five scales; smaller volumes (the 32^3 demo) get the most scales that fit
+with the standard weights truncated and renormalised, and the report says the setting is not
+the published one. Values are comparable only between equal settings.
 """
 
 from __future__ import annotations
@@ -24,26 +21,28 @@ from prdit.evaluation.config import MSSSIMConfig
 from prdit.evaluation.volumes import VolumeSet
 
 STANDARD_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-MAX_KERNEL = 11
+PUBLISHED = {"kernel_size": 3, "kernel_sigma": 1.5, "scales": 5}
 
 
 def msssim_settings(shape: Sequence[int], config: MSSSIMConfig = MSSSIMConfig()) -> dict:
-    """Kernel size, sigma, scale count and weights for volumes of ``shape`` ``(D, H, W)``."""
+    """Kernel size, sigma, scale count and weights for volumes of ``shape`` ``(D, H, W)``, and whether
+    that is the published setting."""
     side = min(shape)
+    kernel = config.kernel_size
     scale_options = [config.scales] if config.scales is not None else range(len(STANDARD_WEIGHTS), 0, -1)
     for scales in scale_options:
         if not 1 <= scales <= len(STANDARD_WEIGHTS):
             raise ConfigError(f"MS-SSIM scales must be 1..{len(STANDARD_WEIGHTS)}, got {scales}")
         # MONAI's rule (side // (scales - 1)^2 must exceed kernel_size - 1), and the window must
         # fit inside the coarsest scale.
-        largest = min(MAX_KERNEL, side // max(1, scales - 1) ** 2, side // 2 ** (scales - 1))
-        kernel = config.kernel_size if config.kernel_size is not None else largest - (1 - largest % 2)
-        if 3 <= kernel <= largest:
+        largest = min(side // max(1, scales - 1) ** 2, side // 2 ** (scales - 1))
+        if kernel >= 3 and kernel % 2 == 1 and kernel <= largest:
             weights = np.asarray(STANDARD_WEIGHTS[:scales])
-            return {"kernel_size": int(kernel), "kernel_sigma": config.kernel_sigma, "scales": int(scales),
-                    "weights": [float(w) for w in weights / weights.sum()]}
-    raise ConfigError(f"volumes of shape {tuple(shape)} are too small for MS-SSIM with "
-                      f"kernel {config.kernel_size or 'auto'} and {config.scales or 'auto'} scales")
+            settings = {"kernel_size": int(kernel), "kernel_sigma": config.kernel_sigma, "scales": int(scales)}
+            return {**settings, "weights": [float(w) for w in weights / weights.sum()],
+                    "published_setting": settings == PUBLISHED}
+    raise ConfigError(f"volumes of shape {tuple(shape)} are too small for MS-SSIM with an odd kernel of "
+                      f"{kernel} (at least 3) and {config.scales or 'any number of'} scales")
 
 
 def sample_pairs(n: int, max_pairs: int, seed: int = 0) -> np.ndarray:

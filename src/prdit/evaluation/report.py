@@ -24,58 +24,61 @@ from prdit.evaluation.volumes import VolumeSet, VolumeSource
 VolumeInput = Sequence[VolumeSource] | np.ndarray | str | Path | VolumeSet
 
 
-def evaluate(real: VolumeInput, fake: VolumeInput, config: EvaluationConfig) -> dict:
+def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConfig) -> dict:
     """Compute the configured metrics of generated volumes ``fake`` against ``real``; returns the report dict.
 
     ``real``/``fake``: a directory, a text list of files, a list of paths or ``[D, H, W]``
-    arrays, an ``[N, D, H, W]`` array, or a ``VolumeSet``.
+    arrays, an ``[N, D, H, W]`` array, or a ``VolumeSet``. Real volumes stored larger than the
+    generated ones are block-averaged to the generated size as training data are. With
+    ``config.real_stats`` naming an existing file, FID and MMD use its real features and
+    ``real`` may be None (then MS-SSIM is computed for the generated set only, and the
+    Wasserstein estimate, which needs real volumes, is an error).
     """
     from prdit.device import resolve_device
-    from prdit.evaluation.features import extract_features, feature_network
 
-    real_set = _volume_set(real, config.real_units, config, "real")
     fake_set = _volume_set(fake, config.fake_units, config, "generated")
-    if real_set.shape != fake_set.shape:
+    stats_file = Path(config.real_stats).expanduser() if config.real_stats else None
+    reuse_stats = stats_file is not None and stats_file.is_file()
+    if real is None and not reuse_stats:
+        raise DataError("no real volumes: give the real set" + (f" (--real-stats {stats_file} does not exist yet; "
+                        "it is written from the real set on the first run)" if stats_file else ""))
+    if real is None and "wasserstein" in config.metrics:
+        raise DataError("the Wasserstein estimate trains a critic on real volumes: give the real set, or leave "
+                        "wasserstein out of the metrics")
+    real_set = None if real is None else _volume_set(real, config.real_units, config, "real",
+                                                     size=None if config.resize else fake_set.shape)
+    if real_set is not None and real_set.shape != fake_set.shape:
         raise DataError(f"real volumes are {real_set.shape} but generated volumes are {fake_set.shape}; metrics "
-                        "compare volumes at one size (pass resize=(D, H, W) / --resize D,H,W to resize both)")
+                        "compare volumes at one size")
     device = resolve_device(config.device)
     report: dict = {"prdit_version": __version__, "metrics": list(config.metrics),
-                    "samples": {"real": len(real_set), "fake": len(fake_set)},
-                    "input_size": list(real_set.shape), "real": real_set.describe(), "fake": fake_set.describe(),
+                    "samples": {"real": len(real_set) if real_set is not None else None, "fake": len(fake_set)},
+                    "input_size": list(fake_set.shape), "fake": fake_set.describe(),
+                    "real": real_set.describe() if real_set is not None else None,
                     "device": str(device), "warnings": [], "timings_s": {}}
-    if "hu" in (config.real_units, config.fake_units):
+    if "hu" in (fake_set.units, real_set.units if real_set is not None else None):
         report["normalization"] = config.normalization.to_dict()
 
     if any(m in FEATURE_METRICS for m in config.metrics):
         start = time.perf_counter()
-        network = feature_network(config.weights, config.seed)
-        report["feature_network"] = network.describe()
-        if not network.comparable:
-            report["warnings"].append(network.describe()["warning"])
-        kwargs = dict(network=network, batch_size=config.batch_size, device=device,
-                      cache_dir=config.cache_dir, progress=config.progress)
-        real_features = extract_features(real_set, **kwargs)
-        fake_features = extract_features(fake_set, **kwargs)
+        network, real_features, fake_features = _features(real_set, fake_set, stats_file, reuse_stats, config,
+                                                          device, report)
+        report["samples"]["real"] = len(real_features)
         report["timings_s"]["features"] = time.perf_counter() - start
         if "fid" in config.metrics:
             report["fid"] = _fid(real_features, fake_features, network.comparable, report["warnings"])
         if "mmd" in config.metrics:
-            from prdit.evaluation.mmd import mmd_squared
-
-            squared, bandwidth = mmd_squared(real_features, fake_features)
-            report["mmd"] = {"value": float(np.sqrt(max(squared, 0.0))), "mmd_squared": squared,
-                             "bandwidth": bandwidth, "kernel": "RBF, bandwidth = median pairwise distance of "
-                             "real features, unbiased MMD^2, reported sqrt(max(MMD^2, 0))",
-                             "comparable_with_published": network.comparable}
+            report["mmd"] = _mmd(real_features, fake_features, network.comparable)
 
     if "msssim" in config.metrics:
         from prdit.evaluation.msssim import msssim_diversity
 
         start = time.perf_counter()
-        report["msssim"] = {
-            "fake": msssim_diversity(fake_set, config.msssim, config.batch_size, device, config.progress),
-            "real": msssim_diversity(real_set, config.msssim, config.batch_size, device, config.progress),
-        }
+        report["msssim"] = {"fake": msssim_diversity(fake_set, config.msssim, config.batch_size, device,
+                                                     config.progress)}
+        if real_set is not None:
+            report["msssim"]["real"] = msssim_diversity(real_set, config.msssim, config.batch_size, device,
+                                                        config.progress)
         report["timings_s"]["msssim"] = time.perf_counter() - start
 
     if "wasserstein" in config.metrics:
@@ -85,6 +88,7 @@ def evaluate(real: VolumeInput, fake: VolumeInput, config: EvaluationConfig) -> 
         report["wasserstein"] = wasserstein_estimate(real_set, fake_set, config.critic, device, config.progress)
         report["timings_s"]["wasserstein"] = time.perf_counter() - start
 
+    report["protocol"] = _protocol(report, real_set, fake_set, config)
     report["config"] = config.to_dict()
     return report
 
@@ -102,27 +106,36 @@ def report_table(report: dict):
     from rich.table import Table
 
     n_real, n_fake = report["samples"]["real"], report["samples"]["fake"]
+    if report.get("reference_stats"):
+        n_real = f"{n_real} (from {report['reference_stats']['path']})"
     table = Table(title=f"PRDiT evaluation: {n_fake} generated vs {n_real} real, "
                         f"{'x'.join(map(str, report['input_size']))}")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    table.add_column("published way")
     table.add_column("notes")
     network = report.get("feature_network", {})
     features_note = ("random-init features: NOT comparable" if network and not network["comparable_with_published"]
                      else "MedicalNet ResNet-50")
     if "fid" in report:
         fid = report["fid"]
-        table.add_row("FID x10^3", f"{fid['value_x1e3']:.4f}", f"{features_note}; raw {fid['value']:.6g}")
+        table.add_row("FID x10^3", f"{fid['value_x1e3']:.4f}", _published(report, "fid"), f"{features_note}; raw {fid['value']:.6g}")
     if "mmd" in report:
-        table.add_row("MMD", f"{report['mmd']['value']:.4f}", f"{features_note}; RBF, median bandwidth")
+        table.add_row("MMD", f"{report['mmd']['value']:.4f}", _published(report, "mmd"), f"{features_note}; biased V-statistic, "
+                      f"all-pairs median (published)")
+        table.add_row("MMD (unbiased)", f"{report['mmd']['unbiased']['value']:.4f}", "no", "U-statistic, distinct-pair "
+                      "median; not the published estimator")
     if "msssim" in report:
         for which, label in (("fake", "generated"), ("real", "real")):
+            if which not in report["msssim"]:
+                continue
             entry = report["msssim"][which]
-            table.add_row(f"MS-SSIM ({label})", f"{entry['mean']:.4f}",
-                          f"{entry['pairs']} pairs, kernel {entry['kernel_size']}, {entry['scales']} scales")
+            setting = "published setting" if entry["published_setting"] else "NOT the published setting"
+            table.add_row(f"MS-SSIM ({label})", f"{entry['mean']:.4f}", "yes" if entry["published_setting"] else "no",
+                          f"{entry['pairs']} pairs, kernel {entry['kernel_size']}, {entry['scales']} scales: {setting}")
     if "wasserstein" in report:
         entry = report["wasserstein"]
-        table.add_row("Wasserstein (critic)", f"{entry['value']:.4f}",
+        table.add_row("Wasserstein (critic)", f"{entry['value']:.4f}", _published(report, "wasserstein"),
                       f"± {entry['standard_error']:.2g} (s.e.); "
                       f"held out {entry['split']['real']['held_out']}+{entry['split']['fake']['held_out']}, "
                       f"{entry['steps']} steps, seed {entry['seed']}")
@@ -143,8 +156,87 @@ def _fid(real_features: np.ndarray, fake_features: np.ndarray, comparable: bool,
     return entry
 
 
-def _volume_set(source: VolumeInput, units: str, config: EvaluationConfig, name: str) -> VolumeSet:
+def _published(report: dict, metric: str) -> str:
+    entry = report["protocol"][metric]
+    return "yes" if entry["published"] else "no"
+
+
+def _features(real_set: VolumeSet | None, fake_set: VolumeSet, stats_file: Path | None, reuse_stats: bool,
+              config: EvaluationConfig, device, report: dict):
+    """The feature network and both feature sets; real features from (or saved to) the stats file."""
+    from prdit.evaluation.features import FEATURES_VERSION, extract_features, feature_network
+    from prdit.evaluation.reference import (ReferenceStats, load_reference_stats, save_reference_stats)
+
+    network = feature_network(config.weights, config.seed)
+    report["feature_network"] = network.describe()
+    if not network.comparable:
+        report["warnings"].append(network.describe()["warning"])
+    kwargs = dict(network=network, batch_size=config.batch_size, device=device, cache_dir=config.cache_dir,
+                  progress=config.progress)
+    identity = {"identity": network.cache_identity()}
+    if reuse_stats:
+        stats = load_reference_stats(stats_file, identity, FEATURES_VERSION)
+        if list(stats.input_size) != list(fake_set.shape):
+            raise DataError(f"{stats_file}: reference statistics of {stats.input_size} volumes, but the generated "
+                            f"volumes are {list(fake_set.shape)}")
+        if real_set is not None and stats.real["sha256"] != real_set.content_hash():
+            raise DataError(f"{stats_file}: made from another real set than the one given (content hash differs); "
+                            "leave out the real set to use the file, or give a new --real-stats path")
+        real_features = stats.features
+        report["reference_stats"] = {"path": str(stats_file), "real": stats.real, "reused": True}
+    else:
+        real_features = extract_features(real_set, **kwargs)
+        if stats_file is not None:
+            save_reference_stats(stats_file, ReferenceStats(
+                features=real_features, network={**network.describe(), **identity},
+                input_size=list(real_set.shape), real=real_set.describe(), features_version=FEATURES_VERSION))
+            report["reference_stats"] = {"path": str(stats_file), "real": real_set.describe(), "reused": False}
+    return network, real_features, extract_features(fake_set, **kwargs)
+
+
+def _mmd(real_features: np.ndarray, fake_features: np.ndarray, comparable: bool) -> dict:
+    from prdit.evaluation.mmd import mmd_squared, mmd_squared_biased
+
+    squared, gamma = mmd_squared_biased(real_features, fake_features)
+    unbiased, bandwidth = mmd_squared(real_features, fake_features)
+    return {"value": float(np.sqrt(max(squared, 0.0))), "mmd_squared": squared, "gamma": gamma,
+            "estimator": "RBF kernel, gamma = 1/(2 median squared distance over all ordered pairs of real "
+                         "features, self-pairs included), biased V-statistic, sqrt(max(MMD^2, 0)) (published)",
+            "comparable_with_published": comparable,
+            "unbiased": {"value": float(np.sqrt(max(unbiased, 0.0))), "mmd_squared": unbiased,
+                         "bandwidth": bandwidth, "estimator": "RBF kernel, bandwidth = median distance between "
+                         "distinct real features, unbiased U-statistic, sqrt(max(MMD^2, 0))"}}
+
+
+def _protocol(report: dict, real_set: VolumeSet | None, fake_set: VolumeSet, config: EvaluationConfig) -> dict:
+    """Per metric: computed the published way (spec of the paper's evaluation scripts), and if not, why."""
+    sizing = []
+    for volume_set in (real_set, fake_set):
+        if volume_set is not None and volume_set.resize is not None:
+            sizing.append(f"{volume_set.name} volumes resized with smoothing (the published protocol block-averages)")
+    feature_reasons = list(sizing)
+    network = report.get("feature_network")
+    if network is not None and not network["comparable_with_published"]:
+        feature_reasons.append("feature network is not MedicalNet ResNet-50 with its published weights")
+    protocol = {}
+    for metric in config.metrics:
+        if metric in ("fid", "mmd"):
+            reasons = feature_reasons
+        elif metric == "msssim":
+            reasons = sizing + ([] if report["msssim"]["fake"]["published_setting"] else
+                                [f"kernel {report['msssim']['fake']['kernel_size']}, "
+                                 f"{report['msssim']['fake']['scales']} scales, sigma "
+                                 f"{report['msssim']['fake']['kernel_sigma']} (published: kernel 3, 5 scales, "
+                                 "sigma 1.5)"])
+        else:
+            reasons = ["no published code exists for the critic-based Wasserstein estimate; this is prdit's own"]
+        protocol[metric] = {"published": not reasons, "why_not": reasons}
+    return protocol
+
+
+def _volume_set(source: VolumeInput, units: str, config: EvaluationConfig, name: str,
+                size: tuple[int, int, int] | None = None) -> VolumeSet:
     if isinstance(source, VolumeSet):
         return source
     return VolumeSet(source, units=units, normalization=config.normalization, resize=config.resize,
-                     memory_budget_gib=config.memory_budget_gib, name=name)
+                     memory_budget_gib=config.memory_budget_gib, name=name, size=size)

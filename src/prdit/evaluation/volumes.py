@@ -1,8 +1,15 @@
 """The volume sets being compared: files or in-memory arrays, mapped to the training range.
 
 A ``VolumeSet`` reads lazily (sets of 256^3 volumes do not fit in memory), keeps what fits
-in a memory budget, checks that every volume has one shape and plausible values for the
-stated units, and names its content by a hash so features can be cached.
+in a memory budget, checks that every volume has one shape and plausible values for its
+units, and names its content by a hash so features can be cached.
+
+Volumes reach the compared size the way training data do (the published protocol): HU are
+normalised at the stored size, then block-averaged by an integer factor (``size``). A
+smoothing resize (``resize``) is available only when asked for, and labelled as such.
+Units are ``"hu"``, ``"model"`` (the training range [-1, 1]) or ``"auto"``: read off the first
+volume where that is unambiguous (within ±1.5: the model range; reaching -500 HU or below,
+as every CT with air in it does: Hounsfield units).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prdit.data.dataset import block_average
 from prdit.data.io import file_sha256, is_volume_file, read_volume
 from prdit.data.normalization import Normalization
 from prdit.errors import DataError
@@ -22,6 +30,8 @@ from prdit.evaluation.config import EvaluationConfig
 # Model-range volumes may overshoot [-1, 1] a little (samplers do not clip); anything beyond
 # this is almost certainly HU passed as model range.
 MODEL_RANGE_TOLERANCE = 1.5
+# A volume in HU with air in it reaches this low; one that does not is ambiguous for "auto".
+HU_AIR_BELOW = -500.0
 
 VolumeSource = str | Path | np.ndarray
 
@@ -41,11 +51,17 @@ def list_volume_files(source: str | Path) -> list[Path]:
 
 
 class VolumeSet:
-    """An ordered set of volumes; ``set[i]`` is a float32 ``[D, H, W]`` array in the training range."""
+    """An ordered set of volumes; ``set[i]`` is a float32 ``[D, H, W]`` array in the training range.
+
+    ``size`` block-averages every volume to ``(D, H, W)`` by integer factors after normalising
+    at the stored size (how training data are made); ``resize`` resamples to ``(D, H, W)`` with
+    an anti-aliased trilinear resize instead (not the published protocol).
+    """
 
     def __init__(self, items: Sequence[VolumeSource] | np.ndarray | str | Path, units: str = "model",
                  normalization: Normalization | None = None, resize: tuple[int, int, int] | None = None,
-                 memory_budget_gib: float = EvaluationConfig.memory_budget_gib, name: str = "volumes") -> None:
+                 memory_budget_gib: float = EvaluationConfig.memory_budget_gib, name: str = "volumes",
+                 size: tuple[int, int, int] | None = None) -> None:
         if isinstance(items, (str, Path)):
             items = list_volume_files(items)
         elif isinstance(items, np.ndarray):
@@ -58,15 +74,21 @@ class VolumeSet:
         for item in items:
             if isinstance(item, np.ndarray) and item.ndim != 3:
                 raise DataError(f"{name}: each volume must be [D, H, W], got shape {item.shape}")
+        if resize is not None and size is not None:
+            raise DataError(f"{name}: give a pooling size or a resize, not both")
         self.items = items
         self.units = units
         self.normalization = normalization or Normalization()
         self.resize = tuple(resize) if resize is not None else None
+        self.size = tuple(size) if size is not None else None
         self.name = name
         self._budget = int(memory_budget_gib * 2**30)
         self._kept: dict[int, np.ndarray] = {}
-        self._shape: tuple[int, int, int] | None = self.resize
+        self._shape: tuple[int, int, int] | None = self.resize or self.size
+        self._stored_shape: tuple[int, ...] | None = None
         self._hash: str | None = None
+        if self.units == "auto":
+            self.units = self._infer_units()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -82,13 +104,21 @@ class VolumeSet:
         if index in self._kept:
             return self._kept[index]
         array = self._to_model_range(index)
+        if self._stored_shape is None:
+            self._stored_shape = tuple(array.shape)
         if self.resize is not None and tuple(array.shape) != self.resize:
             array = _resize(array, self.resize)
+        elif self.size is not None and tuple(array.shape) != self.size:
+            if any(a < b for a, b in zip(array.shape, self.size)):
+                raise DataError(f"{self._label(index)}: stored at {tuple(array.shape)}, smaller than the compared "
+                                f"size {self.size}; volumes are only ever pooled down")
+            array = block_average(array, self.size, self._label(index))
         if self._shape is None:
             self._shape = tuple(array.shape)
         elif tuple(array.shape) != self._shape:
             raise DataError(f"{self._label(index)}: shape {tuple(array.shape)} differs from the set's "
-                            f"{self._shape}; volumes are compared at one size (pass --resize D,H,W to resize)")
+                            f"{self._shape}; volumes are compared at one size (--resize D,H,W resamples every "
+                            "volume, which is not the published protocol)")
         if (len(self._kept) + 1) * array.nbytes <= self._budget:
             self._kept[index] = array
         return array
@@ -103,7 +133,7 @@ class VolumeSet:
             digest = hashlib.sha256()
             for item in self.items:
                 digest.update(_item_hash(item).encode())
-            digest.update(json.dumps({"units": self.units, "resize": self.resize,
+            digest.update(json.dumps({"units": self.units, "resize": self.resize, "size": self.size,
                                       "normalization": self.normalization.to_dict() if self.units == "hu" else None},
                                      sort_keys=True).encode())
             self._hash = digest.hexdigest()
@@ -112,8 +142,31 @@ class VolumeSet:
     def describe(self) -> dict:
         """What the report says about this set."""
         first = self.items[0]
-        return {"count": len(self), "units": self.units, "shape": list(self.shape), "sha256": self.content_hash(),
-                "source": str(first.parent) if isinstance(first, Path) else "in-memory arrays"}
+        if self._stored_shape is None:
+            self[0]
+        shape, stored = self.shape, self._stored_shape
+        if self.resize is not None and tuple(stored) != tuple(shape):
+            sizing = f"resized from {list(stored)} (anti-aliased trilinear; not the published protocol)"
+        elif tuple(stored) != tuple(shape):
+            sizing = f"block-averaged from {list(stored)} after normalising at the stored size (as in training)"
+        else:
+            sizing = "as stored"
+        return {"count": len(self), "units": self.units, "shape": list(shape), "sizing": sizing,
+                "sha256": self.content_hash(), "source": str(first.parent) if isinstance(first, Path)
+                else "in-memory arrays"}
+
+    def _infer_units(self) -> str:
+        """``"model"`` or ``"hu"`` from the first volume's values; an error where they could be either."""
+        item = self.items[0]
+        array = read_volume(item).array if isinstance(item, Path) else item
+        low, high = float(np.min(array)), float(np.max(array))
+        if low >= -MODEL_RANGE_TOLERANCE and high <= MODEL_RANGE_TOLERANCE:
+            return "model"
+        if low <= HU_AIR_BELOW:
+            return "hu"
+        raise DataError(f"{self._label(0)}: values span [{low:.4g}, {high:.4g}], neither the training range [-1, 1] "
+                        f"nor Hounsfield units of a CT with air in it; say which ('hu' or 'model') for the {self.name} "
+                        "set (--real-units / --fake-units)")
 
     def _label(self, index: int) -> str:
         item = self.items[index]

@@ -38,12 +38,12 @@ class ExplicitAttention(Attention):
         """``[B, N, D]`` -> ``[B, N, D]``."""
         b, n, d = x.shape
         head_dim = d // self.num_heads
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16_on_cuda and x.is_cuda):
-            q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
-            weights = (q * head_dim**-0.5) @ k.transpose(-2, -1)
-            weights = weights.softmax(dim=-1)
-            out = (weights @ v).transpose(1, 2).reshape(b, n, d)
-            return self.proj(out)
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
+        kernel_dtype = torch.bfloat16 if x.device.type in self.bf16_devices else q.dtype
+        q, k, v = q.to(kernel_dtype), k.to(kernel_dtype), v.to(kernel_dtype)
+        weights = ((q * head_dim**-0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
+        out = (weights @ v).to(x.dtype).transpose(1, 2).reshape(b, n, d)
+        return self.proj(out)
 
 
 def build_block(width: int, heads: int, implementation: str, device: torch.device) -> DiTBlock:

@@ -113,12 +113,12 @@ def test_geometry_centres_the_volume_with_the_training_spacing(pipe, spacing):
 
 
 def test_numerics_restores_the_attention_setting(pipe):
-    attention = [m for m in pipe.model.modules() if hasattr(m, "bf16_on_cuda")]
-    assert attention and all(m.bf16_on_cuda for m in attention)
+    attention = [m for m in pipe.model.modules() if hasattr(m, "bf16_devices")]
+    assert attention and all(m.bf16_devices == ("cuda",) for m in attention)
     with numerics(pipe.model, "fp32"):
-        assert not any(m.bf16_on_cuda for m in attention)
+        assert not any(m.bf16_devices for m in attention)
         assert not torch.backends.cuda.matmul.allow_tf32
-    assert all(m.bf16_on_cuda for m in attention)
+    assert all(m.bf16_devices == ("cuda",) for m in attention)
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert resolve_precision("auto", torch.device("cuda")) == "tf32"
 

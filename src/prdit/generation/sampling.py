@@ -59,17 +59,17 @@ def numerics(model: torch.nn.Module, precision: str) -> Iterator[None]:
     ``tf32``: TF32 matmuls, attention in bf16 (as trained). ``fp32``: strict fp32, attention
     included. ``bf16``: TF32, and the whole network under bf16 autocast (see :func:`denoiser`).
     """
-    attention = [m for m in model.modules() if hasattr(m, "bf16_on_cuda")]
-    saved_attention = [m.bf16_on_cuda for m in attention]
+    attention = [m for m in model.modules() if hasattr(m, "bf16_devices")]
+    saved_attention = [m.bf16_devices for m in attention]
     saved_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     try:
         for m in attention:
-            m.bf16_on_cuda = precision != "fp32"
+            m.bf16_devices = ("cuda",) if precision != "fp32" else ()
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision != "fp32"
         yield
     finally:
         for m, value in zip(attention, saved_attention):
-            m.bf16_on_cuda = value
+            m.bf16_devices = value
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved_tf32
 
 

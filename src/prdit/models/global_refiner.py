@@ -30,27 +30,29 @@ class PatchEmbed(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention through ``scaled_dot_product_attention`` (never forms N×N).
 
-    On CUDA the attention runs under bf16 autocast (spec §9), which lets PyTorch pick the
-    flash kernel; on CPU it stays in the input dtype.
+    On the devices in ``bf16_devices`` (CUDA by default) the attention kernel alone runs in
+    bf16, as the reference's autocast around the kernel does, which lets PyTorch pick the flash
+    kernel; the qkv and output projections stay in the input precision (fp32 unless the whole
+    network runs under bf16 autocast, ``train.precision=bf16``).
     """
 
-    def __init__(self, dim: int, num_heads: int, bf16_on_cuda: bool = True) -> None:
+    def __init__(self, dim: int, num_heads: int, bf16_devices: tuple[str, ...] = ("cuda",)) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.bf16_on_cuda = bf16_on_cuda
+        self.bf16_devices = bf16_devices
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, N, D]`` -> ``[B, N, D]``."""
         b, n, d = x.shape
-        use_bf16 = self.bf16_on_cuda and x.is_cuda
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            # qkv output is laid out [3, heads, D/heads] (the DiT convention)
-            q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        # qkv output is laid out [3, heads, D/heads] (the DiT convention)
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        if x.device.type in self.bf16_devices:
+            out = F.scaled_dot_product_attention(q.bfloat16(), k.bfloat16(), v.bfloat16()).to(q.dtype)
+        else:
             out = F.scaled_dot_product_attention(q, k, v)
-            out = out.transpose(1, 2).reshape(b, n, d)
-            return self.proj(out)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
 class DiTBlock(nn.Module):

@@ -70,6 +70,7 @@ class TrainConfig:
 
     steps: int = 104_000
     global_batch: int = 64
+    micro_batch: int = 0  # volumes per forward per process (gradient accumulation); 0: the whole per-process batch
     seed: int = 0
     precision: str = "fp32"  # fp32 (TF32 matmuls, bf16 attention on CUDA) | bf16 (autocast everything)
     tf32: bool = True
@@ -116,6 +117,8 @@ class ExperimentConfig:
                            ("log.keep_last", self.log.keep_last)):
             if value < 1:
                 raise ConfigError(f"{key} must be >= 1, got {value}")
+        if self.train.micro_batch < 0:
+            raise ConfigError(f"train.micro_batch must be >= 0 (0: no accumulation), got {self.train.micro_batch}")
         if not 0.0 <= self.optim.ema_decay < 1.0:
             raise ConfigError(f"optim.ema_decay must be in [0, 1), got {self.optim.ema_decay}")
         if len(self.optim.betas) != 2:

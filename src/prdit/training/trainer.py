@@ -28,7 +28,8 @@ from prdit.training.metrics import MetricsLogger
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
 # Keys that may change when a run is continued (a longer schedule, other logging).
-RESUMABLE_CHANGES = ("train.steps", "log.", "data.num_workers", "train.compile", "train.init_from")
+RESUMABLE_CHANGES = ("train.steps", "log.", "data.num_workers", "train.compile", "train.init_from",
+                     "train.micro_batch")
 
 
 @dataclass
@@ -185,6 +186,7 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
         raise ConfigError(f"train.global_batch {config.train.global_batch} is not divisible by "
                           f"{dist.world_size} processes")
     batch_size = config.train.global_batch // dist.world_size
+    micro_batch = min(config.train.micro_batch or batch_size, batch_size)
 
     run_dir, resume_from = prepare_run_directory(config, resume)
 
@@ -241,8 +243,10 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
         (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
     forward_model: torch.nn.Module = model
+    ddp_model = None
     if dist.enabled:
-        forward_model = DistributedDataParallel(model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+        forward_model = ddp_model = DistributedDataParallel(
+            model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
     if config.train.compile:
         forward_model = torch.compile(forward_model)
 
@@ -256,14 +260,18 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if device.type == "cuda" and config.train.precision == "bf16" else contextlib.nullcontext())
 
-    def save(step: int) -> Path | None:
-        generators = D.all_gather_objects(generator.get_state())
+    def boundary() -> tuple[dict, torch.Tensor]:
+        """The RNG state between two steps, which a checkpoint of that step must hold."""
+        return capture_rng_state(), generator.get_state()
+
+    def save(step: int, rng: tuple[dict, torch.Tensor]) -> Path | None:
+        generators = D.all_gather_objects(rng[1])
         path = None
         if dist.is_main:
             path = checkpoint_path(run_dir / CHECKPOINT_DIR, step)
             save_atomic({
                 "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                "step": step, "rng": capture_rng_state(), "generators": generators,
+                "step": step, "rng": rng[0], "generators": generators,
                 "data_position": sampler.position(step), "config": config.to_dict(),
                 "meta": {"spacing": spacing, "stage": model.stage, "world_size": dist.world_size,
                          "model_name": model.name},
@@ -287,6 +295,11 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
     last_loss = float("nan")
     last_path = None
     tick, tick_step = time.perf_counter(), start_step
+    # The last finished step and the RNG state right after it: what an interrupt at any later
+    # point (validation, preview, logging, the next step's forward) checkpoints, so a resumed
+    # run continues exactly as an uninterrupted one. Between optimizer.step() and the EMA
+    # update the weights belong to neither step, and an interrupt there saves nothing.
+    completed, completed_rng, updating = start_step, boundary(), False
     step = start_step
     try:
         model.train()
@@ -294,18 +307,35 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
             x0 = x0.to(device, non_blocking=True)
             if config.data.flip:
                 x0 = _random_flips(x0, generator)
-            with autocast:
-                losses = diffusion.training_losses(forward_model, x0, generator=generator)
-            loss = losses["loss"]
-            # Skip a non-finite step on every rank together, so no rank waits in all-reduce.
-            finite = D.all_reduce(torch.isfinite(loss.detach()).float().reshape(1), "min").item() > 0
+            # Timesteps and noise for the whole batch first, so micro-batches see what one big batch would.
+            t = diffusion.sample_timesteps(x0.shape[0], x0.device, generator)
+            noise = diffusion.sample_noise(x0.shape, x0.device, generator, x0.dtype)
             optimizer.zero_grad(set_to_none=True)
+            step_losses = torch.zeros(3, dtype=torch.float64, device=device)
+            local_finite = torch.ones(1, device=device)
+            starts = range(0, x0.shape[0], micro_batch)
+            for k, lo in enumerate(starts):
+                part = slice(lo, lo + micro_batch)
+                weight = x0[part].shape[0] / x0.shape[0]
+                # Gradients are all-reduced once per step, on the last micro-batch.
+                sync = (ddp_model.no_sync() if ddp_model is not None and k < len(starts) - 1
+                        else contextlib.nullcontext())
+                with sync:
+                    with autocast:
+                        losses = diffusion.training_losses(forward_model, x0[part], t=t[part], noise=noise[part])
+                    (losses["loss"] * weight).backward()
+                values = torch.stack([losses[key].detach().double() for key in ("loss", "loss_x0", "loss_eps")])
+                step_losses += weight * values
+                local_finite = local_finite * torch.isfinite(values[0]).float()
+            # Skip a non-finite step on every rank together, so no rank waits in all-reduce.
+            finite = D.all_reduce(local_finite, "min").item() > 0
             if finite:
-                loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip)
                 if torch.isfinite(grad_norm):
+                    updating = True
                     optimizer.step()
                     ema.update()
+                    updating = False
                 else:
                     finite = False
             if not finite:
@@ -313,9 +343,8 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
                 if bar is not None:
                     bar.write(f"step {step + 1}: non-finite loss or gradient, step skipped on all ranks")
             else:
-                window += torch.stack([loss.detach().double(), losses["loss_x0"].detach().double(),
-                                       losses["loss_eps"].detach().double(), torch.ones((), dtype=torch.float64,
-                                                                                        device=device)])
+                window += torch.cat([step_losses, torch.ones(1, dtype=torch.float64, device=device)])
+            completed, completed_rng = step + 1, boundary()
             done = step + 1
             out_of_time = time_limit_s is not None and D.all_reduce(torch.tensor(
                 [float(time.perf_counter() - started > time_limit_s)], device=device), "max").item() > 0
@@ -347,7 +376,7 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
                 save_training_preview(ema.model, diffusion, normalization, run_dir / "previews" / f"step_{done:08d}.png",
                                       config.log.preview_num, config.log.preview_steps, seed, device)
             if done % config.log.checkpoint_every == 0 or last:
-                last_path = save(done)
+                last_path = save(done, completed_rng)
             if bar is not None:
                 bar.update(1)
             if out_of_time:
@@ -357,9 +386,9 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
                 break
         step = end
     except KeyboardInterrupt:
-        if not dist.enabled and step > start_step:
-            last_path = save(step)
-            raise PRDiTError(f"interrupted; checkpoint saved at step {step} in {last_path}. "
+        if not dist.enabled and completed > start_step and not updating:
+            last_path = save(completed, completed_rng)
+            raise PRDiTError(f"interrupted; checkpoint saved at step {completed} in {last_path}. "
                              "Run the same command again to continue.") from None
         raise
     except torch.cuda.OutOfMemoryError as err:

@@ -42,6 +42,7 @@ class DataConfig:
     hu_min: float = -1000.0
     hu_max: float = 1000.0
     quantile: float = 0.999
+    quantile_clip_hu: float | None = None  # quantile: clip HU above this before the quantile (RAD-ChestCT: 1000)
     flip: bool = False  # random left-right mirroring
     cache: bool = False  # keep pooled volumes in memory (small data sets)
     num_workers: int = 2

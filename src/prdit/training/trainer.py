@@ -50,7 +50,8 @@ def run_directory(config: ExperimentConfig) -> Path:
 def normalization_of(config: ExperimentConfig) -> Normalization:
     """The intensity normalisation a config trains with."""
     d = config.data
-    return Normalization(kind=d.normalization, hu_min=d.hu_min, hu_max=d.hu_max, quantile=d.quantile)
+    return Normalization(kind=d.normalization, hu_min=d.hu_min, hu_max=d.hu_max, quantile=d.quantile,
+                         quantile_clip_hu=d.quantile_clip_hu)
 
 
 def diffusion_of(config: ExperimentConfig) -> IaNDiffusion:

@@ -100,3 +100,26 @@ def test_bad_settings_are_refused():
         IaNDiffusion(noise_std=0)
     with pytest.raises(ConfigError, match="unknown sampler"):
         sample(lambda x, t: x, IaNDiffusion(), (1, 1, 8, 8, 8), steps=2, sampler="ddpm")
+
+
+def _float_rule_misjudges(steps: int) -> bool:
+    grid = IaNDiffusion().timestep_grid(steps)
+    delta = grid[0] - grid[1]
+    return any((grid[i] - 2 * delta <= 0) != (i + 2 >= steps) for i in range(steps))
+
+
+@pytest.mark.parametrize("steps", [s for s in range(3, 200) if _float_rule_misjudges(s)][:4] + [4, 25])
+def test_predictor_corrector_uses_plain_euler_exactly_at_the_last_two_steps(steps, monkeypatch):
+    diffusion = IaNDiffusion()
+    draws = []
+    original = IaNDiffusion.sample_noise
+
+    def counting(self, shape, *args, **kwargs):
+        draws.append(tuple(shape))
+        return original(self, shape, *args, **kwargs)
+
+    monkeypatch.setattr(IaNDiffusion, "sample_noise", counting)
+    sample(lambda x, t: torch.zeros(x.shape[0], 2, *x.shape[2:]), diffusion, (1, 1, 2, 2, 2), steps=steps,
+           sampler="pc", generator=torch.Generator().manual_seed(0))
+    # The start x_T, then one corrector draw per step except the last two.
+    assert len(draws) == 1 + (steps - 2)

@@ -46,7 +46,6 @@ def sample(model: Denoiser, diffusion: IaNDiffusion, shape: tuple[int, ...], ste
     if sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler '{sampler}'; choose one of {', '.join(SAMPLERS)}")
     grid = diffusion.timestep_grid(steps)
-    delta = grid[0] - grid[1]
     x = noise.to(device) if noise is not None else diffusion.sample_noise(shape, device, generator)
     x0_hat = x
     for i in range(steps):
@@ -54,11 +53,13 @@ def sample(model: Denoiser, diffusion: IaNDiffusion, shape: tuple[int, ...], ste
         t = torch.full((x.shape[0],), t_i, device=device, dtype=torch.float32)
         output = model(x, t).float()
         eps_hat, x0_hat = diffusion.split_prediction(output, x, t)
-        t_jump = t_i - 2 * delta
-        if sampler == "euler" or t_jump <= 0:
+        # The jump of two steps reaches t = 0 at the last two grid points: plain Euler there,
+        # decided by index (a float comparison of t_i − 2Δ with 0 misjudges it for half the step counts).
+        if sampler == "euler" or i + 2 >= steps:
             x = euler_step(diffusion, x, t_i, t_j, eps_hat, x0_hat)
         else:
             # Predictor: an Euler jump of two steps; corrector: re-noise exactly to t_j.
+            t_jump = grid[i + 2]
             x_jump = euler_step(diffusion, x, t_i, t_jump, eps_hat, x0_hat)
             alpha = math.cos(float(diffusion.beta(t_j))) / math.cos(float(diffusion.beta(t_jump)))
             z = diffusion.sample_noise(x.shape, device, generator, x.dtype) / diffusion.noise_std

@@ -53,11 +53,11 @@ class StepClock:
 
 def sample_prdit(model, batch: int, size: int, steps: int, device: torch.device, clock: StepClock) -> None:
     """Predictor–corrector sampling of ``batch`` volumes (the project's default sampler)."""
-    from prdit.diffusion import IaNDiffusion, sample
+    from prdit.diffusion import IaNDiffusion, SamplerSettings, progress_hook, sample
 
     clock.start()
-    sample(model, IaNDiffusion(), (batch, 1, size, size, size), steps=steps, sampler="pc", device=device,
-           generator=torch.Generator(device).manual_seed(0), progress=clock)
+    sample(model, IaNDiffusion(), (batch, 1, size, size, size), SamplerSettings("pc", steps), device=device,
+           generator=torch.Generator(device).manual_seed(0), hooks=[progress_hook(clock)])
 
 
 def sample_unet(model, batch: int, size: int, steps: int, device: torch.device, clock: StepClock) -> None:

@@ -6,8 +6,23 @@ from pathlib import Path
 
 import numpy as np
 
-# (level, width) in HU: a window that shows lung, soft tissue and bone together.
-CT_WINDOW = (-300.0, 1600.0)
+# CT display windows as (level, width) in HU, the one table of them; "overview" shows lung, soft
+# tissue and bone together.
+CT_WINDOWS = {"lung": (-600.0, 1500.0), "mediastinal": (40.0, 400.0), "bone": (400.0, 1800.0),
+              "overview": (-300.0, 1600.0)}
+
+
+def window_range(name: str, hu_range: tuple[float, float] | None = None) -> tuple[float, float]:
+    """``(vmin, vmax)`` in HU of a named window; ``full`` gives ``hu_range`` (a normalisation window)."""
+    if name == "full" and hu_range is not None:
+        return float(hu_range[0]), float(hu_range[1])
+    if name not in CT_WINDOWS:
+        from prdit.errors import ConfigError
+
+        raise ConfigError(f"unknown CT window '{name}'; choose one of {', '.join(CT_WINDOWS)}"
+                          + (", full" if hu_range is not None else ""))
+    level, width = CT_WINDOWS[name]
+    return level - width / 2, level + width / 2
 
 
 def orthogonal_views(volume: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -25,7 +40,7 @@ def orthogonal_views(volume: np.ndarray, spacing: tuple[float, float, float] = (
 
 
 def save_slices_figure(volumes: list[np.ndarray], path: str | Path, titles: list[str] | None = None,
-                       window: tuple[float, float] = CT_WINDOW) -> Path:
+                       window: str = "overview") -> Path:
     """One row per volume (HU, ``[D, H, W]``), three orthogonal mid-slices per row, as a PNG."""
     import matplotlib
 
@@ -34,13 +49,13 @@ def save_slices_figure(volumes: list[np.ndarray], path: str | Path, titles: list
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    level, width = window
+    vmin, vmax = window_range(window)
     rows = max(len(volumes), 1)
     fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows), squeeze=False)
     for r, volume in enumerate(volumes):
         for c, (view, image, aspect, origin) in enumerate(orthogonal_views(np.asarray(volume))):
             ax = axes[r][c]
-            ax.imshow(image, cmap="gray", vmin=level - width / 2, vmax=level + width / 2, aspect=aspect,
+            ax.imshow(image, cmap="gray", vmin=vmin, vmax=vmax, aspect=aspect,
                       origin=origin, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])

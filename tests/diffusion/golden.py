@@ -30,13 +30,13 @@ def golden_model() -> torch.nn.Module:
 
 def golden_values() -> dict[str, np.ndarray]:
     """Samples of both samplers from per-volume generators, and seeded training losses."""
-    from prdit.diffusion import IaNDiffusion, sample
+    from prdit.diffusion import IaNDiffusion, SamplerSettings, sample
 
     model, diffusion = golden_model(), IaNDiffusion()
     values = {}
     for sampler in ("euler", "pc"):
         generators = [torch.Generator().manual_seed(seed) for seed in (11, 12)]
-        result = sample(model, diffusion, (2, 1, SIZE, SIZE, SIZE), steps=7, sampler=sampler, generator=generators)
+        result = sample(model, diffusion, (2, 1, SIZE, SIZE, SIZE), SamplerSettings(sampler, 7), generator=generators)
         values[f"{sampler}_x0"] = result.x0.numpy()
         values[f"{sampler}_state"] = result.state.numpy()
     x0 = torch.linspace(-1, 1, 2 * SIZE**3).reshape(2, 1, SIZE, SIZE, SIZE)

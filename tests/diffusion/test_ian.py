@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from prdit.diffusion import IaNDiffusion, sample
+from prdit.diffusion import IaNDiffusion, SamplerSettings, sample
 from prdit.errors import ConfigError
 
 
@@ -40,18 +40,18 @@ def test_forward_process_has_the_stated_mean_and_variance():
         assert x_t.var().item() == pytest.approx((math.sin(beta) * 0.5) ** 2, abs=0.01)
 
 
-@pytest.mark.parametrize("sampler", ["euler", "pc"])
+@pytest.mark.parametrize("sampler", ["euler", "pc", "heun"])
 @pytest.mark.parametrize("steps", [10, 50, 1000])
 def test_samplers_recover_the_volume_with_an_oracle_denoiser(sampler, steps):
     diffusion = IaNDiffusion()
     x0 = volume()
     oracle = Oracle(diffusion, x0)
-    result = sample(oracle, diffusion, (2, 1, 16, 16, 16), steps=steps, sampler=sampler,
+    result = sample(oracle, diffusion, (2, 1, 16, 16, 16), SamplerSettings(sampler, steps),
                     generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(result.x0, x0.expand(2, -1, -1, -1, -1), atol=1e-5, rtol=0)
     # the chain itself ends at the volume too, to within the step's discretisation error
     assert (result.state - x0).abs().max() < 0.02 * 10 / steps + 1e-4
-    assert len(oracle.timesteps) == steps
+    assert len(oracle.timesteps) == SamplerSettings(sampler, steps).network_calls()
     assert oracle.timesteps[0] == 1000.0 and oracle.timesteps[-1] == pytest.approx(1000 / steps)
 
 
@@ -63,16 +63,17 @@ def test_sampling_starts_from_pure_noise_at_t_equal_T():
         seen.setdefault("x", x.clone())
         return torch.zeros(x.shape[0], 2, *x.shape[2:])
 
-    sample(model, diffusion, (4, 1, 16, 16, 16), steps=4, sampler="euler", generator=torch.Generator().manual_seed(0))
+    sample(model, diffusion, (4, 1, 16, 16, 16), SamplerSettings("euler", 4), generator=torch.Generator().manual_seed(0))
     assert seen["x"].std().item() == pytest.approx(0.5, rel=0.05)
-    assert diffusion.timestep_grid(4) == [1000.0, 750.0, 500.0, 250.0, 0.0]
+    assert diffusion.grid(4) == [1000.0, 750.0, 500.0, 250.0, 0.0]
 
 
 def test_sampling_is_reproducible_with_a_generator():
     diffusion = IaNDiffusion()
     oracle = Oracle(diffusion, volume())
-    a = sample(oracle, diffusion, (1, 1, 16, 16, 16), steps=20, generator=torch.Generator().manual_seed(5))
-    b = sample(oracle, diffusion, (1, 1, 16, 16, 16), steps=20, generator=torch.Generator().manual_seed(5))
+    settings = SamplerSettings("pc", 20)
+    a = sample(oracle, diffusion, (1, 1, 16, 16, 16), settings, generator=torch.Generator().manual_seed(5))
+    b = sample(oracle, diffusion, (1, 1, 16, 16, 16), settings, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a.state, b.state)
 
 
@@ -91,19 +92,22 @@ def test_training_loss_is_zero_for_the_oracle_and_positive_otherwise():
 
 
 def test_training_timesteps_cover_zero_to_T_inclusive():
-    t = IaNDiffusion().sample_timesteps(20000, generator=torch.Generator().manual_seed(0))
+    t = IaNDiffusion().sample_time(20000, generator=torch.Generator().manual_seed(0))
     assert t.min().item() == 0 and t.max().item() == 1000
 
 
 def test_bad_settings_are_refused():
     with pytest.raises(ConfigError):
         IaNDiffusion(noise_std=0)
-    with pytest.raises(ConfigError, match="unknown sampler"):
-        sample(lambda x, t: x, IaNDiffusion(), (1, 1, 8, 8, 8), steps=2, sampler="ddpm")
+    with pytest.raises(ConfigError, match="does not apply to the ian process"):
+        SamplerSettings("ddpm", 2).resolved(IaNDiffusion())
+    with pytest.raises(ConfigError, match="not resolved"):
+        sample(lambda x, t: x, IaNDiffusion(), (1, 1, 8, 8, 8), SamplerSettings(steps=2))
+    assert SamplerSettings().resolved(IaNDiffusion()) == SamplerSettings("pc", 1000)
 
 
 def _float_rule_misjudges(steps: int) -> bool:
-    grid = IaNDiffusion().timestep_grid(steps)
+    grid = IaNDiffusion().grid(steps)
     delta = grid[0] - grid[1]
     return any((grid[i] - 2 * delta <= 0) != (i + 2 >= steps) for i in range(steps))
 
@@ -119,7 +123,7 @@ def test_predictor_corrector_uses_plain_euler_exactly_at_the_last_two_steps(step
         return original(self, shape, *args, **kwargs)
 
     monkeypatch.setattr(IaNDiffusion, "sample_noise", counting)
-    sample(lambda x, t: torch.zeros(x.shape[0], 2, *x.shape[2:]), diffusion, (1, 1, 2, 2, 2), steps=steps,
-           sampler="pc", generator=torch.Generator().manual_seed(0))
+    sample(lambda x, t: torch.zeros(x.shape[0], 2, *x.shape[2:]), diffusion, (1, 1, 2, 2, 2),
+           SamplerSettings("pc", steps), generator=torch.Generator().manual_seed(0))
     # The start x_T, then one corrector draw per step except the last two.
     assert len(draws) == 1 + (steps - 2)

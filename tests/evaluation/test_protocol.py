@@ -22,7 +22,7 @@ from prdit.evaluation.medicalnet import random_medicalnet
 from prdit.evaluation.report import evaluate
 from prdit.evaluation.volumes import VolumeSet
 from prdit.models import create_model
-from prdit.models.folder import save_model_folder
+from prdit.model_folder import save_model_folder
 
 # The model's own HU window, unlike the default, so the test sees whether --model is used.
 MODEL_NORMALIZATION = Normalization(hu_min=-1000.0, hu_max=600.0)

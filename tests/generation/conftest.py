@@ -4,7 +4,7 @@ import torch
 from prdit.data.normalization import Normalization
 from prdit.diffusion import IaNDiffusion
 from prdit.models import create_model
-from prdit.models.folder import save_model_folder
+from prdit.model_folder import save_model_folder
 
 SPACING = (2.0, 1.5, 2.5)  # x, y, z: anisotropic, so an axis mix-up shows
 

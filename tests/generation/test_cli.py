@@ -174,7 +174,7 @@ def test_bad_arguments_name_the_problem(model_dir, tmp_path):
         (["--index", -1], "--index -1 is not a volume of this run"),
         (["--num", 3, "--index", 3], "--index 3 is not a volume of this run (indices are >= 0 and < --num 3)"),
         (["--num", 0], "--num must be >= 1"),
-        (["--sampler", "ddim"], "unknown sampler 'ddim'; choose one of pc, euler"),
+        (["--sampler", "ddim"], "sampler 'ddim' does not apply to the ian process; choose one of pc, euler, heun"),
         (["--batch", 0], "batch size must be >= 1"),
         (["--precision", "fp16"], "unknown precision 'fp16'"),
         (["--preview-window", "brain"], "unknown preview window 'brain'"),

@@ -83,7 +83,7 @@ def test_generators_seed_and_global_rng(pipe):
 
 
 def test_pipeline_argument_errors(pipe):
-    with pytest.raises(ConfigError, match="unknown sampler 'ddpm'"):
+    with pytest.raises(ConfigError, match="sampler 'ddpm' does not apply to the ian process"):
         pipe(steps=2, sampler="ddpm")
     with pytest.raises(ConfigError, match="unknown output_type"):
         pipe(steps=2, output_type="pil")

@@ -3,14 +3,15 @@ import pytest
 from PIL import Image
 
 from prdit.errors import ConfigError
-from prdit.generation.previews import save_grid, save_preview, window_range
+from prdit.generation.previews import save_grid, save_preview
+from prdit.visualization import window_range
 
 
 def test_windows():
     assert window_range("lung", (-1000, 1000)) == (-1350.0, 150.0)
     assert window_range("mediastinal", (-1000, 1000)) == (-160.0, 240.0)
     assert window_range("full", (-1024, 3071)) == (-1024.0, 3071.0)
-    with pytest.raises(ConfigError, match="unknown preview window 'brain'"):
+    with pytest.raises(ConfigError, match="unknown CT window 'brain'"):
         window_range("brain", (-1000, 1000))
 
 

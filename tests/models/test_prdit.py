@@ -59,10 +59,10 @@ def test_each_size_runs_for_real(name):
 
 
 def test_top_level_create_model_and_non_cubic_input():
-    model = prdit.create_model("PRDiT-T/6/1", input_size=(16, 24, 32), in_channels=1, learn_sigma=True)
+    model = prdit.create_model("PRDiT-T/6/1", input_size=(16, 24, 32), in_channels=1)
     out = model(torch.randn(2, 1, 16, 24, 32), torch.tensor([0, 1000]))
     assert out.shape == (2, 2, 16, 24, 32)
-    assert create_model("PRDiT-T/6/0", input_size=16, learn_sigma=False).config.out_channels == 1
+    assert create_model("PRDiT-T/6/0", input_size=16, out_channels=1).config.out_channels == 1
 
 
 def test_unknown_name_and_impossible_shapes_raise_clear_errors():

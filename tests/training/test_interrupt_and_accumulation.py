@@ -9,15 +9,17 @@ import prdit.training.previews as previews
 import prdit.training.trainer as trainer
 from prdit.diffusion import IaNDiffusion
 from prdit.errors import PRDiTError
+from prdit.model_folder import CHECKPOINT_DIR
 from prdit.training.checkpoint import latest_checkpoint, load_checkpoint
 from prdit.training.metrics import MetricsLogger, read_metrics
+from prdit.training.run_dir import run_directory
 from prdit.training.trainer import train
 
 STEPS = 6
 
 
 def _final_state(config) -> dict:
-    return load_checkpoint(latest_checkpoint(trainer.run_directory(config) / trainer.CHECKPOINT_DIR))
+    return load_checkpoint(latest_checkpoint(run_directory(config) / CHECKPOINT_DIR))
 
 
 def _assert_states_equal(a: dict, b: dict) -> None:
@@ -42,7 +44,7 @@ def stage1(phantom_lists, tmp_path_factory):
         f"data.train={train_list}", f"data.val={val_list}", "data.num_workers=0", "data.cache=true",
         "train.global_batch=4", "train.steps=2", "log.val_every=0", "log.tensorboard=false"])
     train(config, progress=False)
-    return trainer.run_directory(config)
+    return run_directory(config)
 
 
 def _stage2(tiny_config, name: str, stage1, *overrides: str):
@@ -101,7 +103,7 @@ def test_micro_batches_accumulate_to_one_big_batch(tiny_config):
     for name, config in runs.items():
         train(config, progress=False)
         states[name] = _final_state(config)["model"]
-        losses[name] = [row["loss"] for row in read_metrics(trainer.run_directory(config)) if row["split"] == "train"]
+        losses[name] = [row["loss"] for row in read_metrics(run_directory(config)) if row["split"] == "train"]
     for name in ("ones", "uneven"):
         assert losses[name] == pytest.approx(losses["whole"], rel=1e-6, abs=0)
         for key, value in states["whole"].items():

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from prdit.errors import CheckpointError, ConfigError
-from prdit.models.folder import load_model_folder
+from prdit.model_folder import load_model_folder
 from prdit.training.checkpoint import list_checkpoints, load_checkpoint
 from prdit.training.distributed import ShardedBatchSampler
 from prdit.training.export import export_run

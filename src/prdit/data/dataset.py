@@ -158,10 +158,10 @@ def load_training_array(path: str | Path, size: int, normalization: Normalizatio
 class VolumeDataset:
     """CT volumes as training tensors ``[1, S, S, S]`` in [-1, 1] (a map-style torch dataset).
 
-    ``flip`` mirrors each sample at random along ``flip_axes`` of ``[D, H, W]`` (default: W,
-    the patient's left-right axis). ``cache`` keeps the pooled arrays in memory after the
-    first read. ``normalization`` (an instance or the name ``"window"``/``"quantile"``) is
-    kept on the dataset so generated volumes can be mapped back to HU.
+    ``cache`` keeps the pooled arrays in memory after the first read. ``normalization`` (an
+    instance or the name ``"window"``/``"quantile"``) is kept on the dataset so generated volumes
+    can be mapped back to HU. (Training-time mirroring is the trainer's, drawn from its own
+    generator so that a resumed run mirrors the same volumes.)
     """
 
     def __init__(
@@ -169,27 +169,32 @@ class VolumeDataset:
         source: str | Path,
         size: int,
         normalization: Normalization | str = Normalization(),
-        flip: bool = False,
         root: str | Path | None = None,
-        flip_axes: tuple[int, ...] = (2,),
         cache: bool = False,
     ) -> None:
         if isinstance(normalization, str):
             normalization = Normalization(kind=normalization)
         if int(size) < 1:
             raise ConfigError(f"training size must be positive, got {size}")
-        if any(axis not in (0, 1, 2) for axis in flip_axes):
-            raise ConfigError(f"flip axes index [D, H, W] and must be 0, 1 or 2, got {flip_axes}")
         self.source = Path(source)
         self.size = int(size)
         self.normalization = normalization
-        self.flip = flip
-        self.flip_axes = tuple(flip_axes)
         self.paths = list_volumes(source, root)
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
+        self._spacing: tuple[float, float, float] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel spacing ``(x, y, z)`` in mm of the training tensors (the stored spacing times the pooling
+        factor), from the first volume: what generated volumes are written with."""
+        if self._spacing is None:
+            volume = read_volume(self.paths[0])
+            factor = pool_factor(volume.array.shape, self.size, self.paths[0])
+            self._spacing = tuple(float(s) * factor for s in volume.spacing)
+        return self._spacing
 
     def __getitem__(self, index: int):
         """Sample ``index`` as a float32 tensor ``[1, S, S, S]``."""
@@ -201,9 +206,4 @@ class VolumeDataset:
             array = load_training_array(self.paths[index], self.size, self.normalization)
             if self._cache is not None:
                 self._cache[index] = array
-        x = torch.from_numpy(array.copy() if self._cache is not None else array)[None]
-        if self.flip:
-            axes = [axis + 1 for axis in self.flip_axes if bool(torch.rand(()) < 0.5)]
-            if axes:
-                x = torch.flip(x, axes)
-        return x.contiguous()
+        return torch.from_numpy(array.copy() if self._cache is not None else array)[None].contiguous()

@@ -15,9 +15,11 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for data, runs, samples and the report."),
         minutes: float = typer.Option(15.0, "--minutes", help="Time budget; each training stage stops early "
                                       "(with a checkpoint) to stay within it."),
+        process: str = typer.Option("ian", "--process", help="'ian' (PRDiT's diffusion) or 'flow' (PRDiT-FM, "
+                                    "flow matching; its models, samples and report go to OUT/flow)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     ) -> None:
         """Phantoms -> stage 1 -> stage 2 -> samples -> metrics -> report, on the CPU in minutes."""
-        from prdit.demo.run import run_demo
+        from prdit.demo.run import DemoSettings, run_demo
 
-        run_demo(out, minutes, progress=not quiet)
+        run_demo(out, minutes, settings=DemoSettings(process=process), progress=not quiet)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prdit.visualization import CT_WINDOW
+from prdit.visualization import window_range
 
 SET_LABELS = {"real": "real phantoms", "stage1": "stage 1 only (local denoiser)",
               "prdit": "PRDiT (local denoiser + global residual DiT)"}
@@ -35,7 +35,7 @@ def _comparison_figure(sets: dict[str, list[np.ndarray]], path: Path, view: str)
     which = {"axial": 0, "coronal": 1, "sagittal": 2}[view]
     columns = max(len(v) for v in sets.values())
     fig, axes = plt.subplots(len(sets), columns, figsize=(1.6 * columns, 1.8 * len(sets)), squeeze=False)
-    level, width = CT_WINDOW
+    vmin, vmax = window_range("overview")
     for r, (name, volumes) in enumerate(sets.items()):
         for c in range(columns):
             ax = axes[r][c]
@@ -43,10 +43,10 @@ def _comparison_figure(sets: dict[str, list[np.ndarray]], path: Path, view: str)
             ax.set_yticks([])
             if c < len(volumes):
                 _, image, aspect, origin = orthogonal_views(volumes[c])[which]
-                ax.imshow(image, cmap="gray", vmin=level - width / 2, vmax=level + width / 2, aspect=aspect,
+                ax.imshow(image, cmap="gray", vmin=vmin, vmax=vmax, aspect=aspect,
                           origin=origin, interpolation="nearest")
         axes[r][0].set_ylabel(SET_LABELS[name].split(" (")[0], fontsize=9)
-    fig.suptitle(f"{view} mid-slices (window level {level:.0f} HU, width {width:.0f} HU)", fontsize=10)
+    fig.suptitle(f"{view} mid-slices (window {vmin:.0f} to {vmax:.0f} HU)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -92,8 +92,18 @@ def _metric_rows(reports: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+PROCESS_TEXT = {
+    "ian": ("Process: IaN diffusion (PRDiT)", "Both stages are trained with PRDiT's IaN diffusion: a quarter-circle "
+            "path between volume and noise, the network predicting the clean volume and the noise; samples from "
+            "the predictor-corrector sampler.", "total, and its x₀ and ε terms"),
+    "flow": ("Process: flow matching (PRDiT-FM)", "Both stages are trained with flow matching (PRDiT-FM): a straight "
+             "path from noise to volume, the network predicting the velocity along it; samples from the Euler "
+             "sampler. Run `prdit demo` without --process for the IaN diffusion of the paper.", "the velocity loss"),
+}
+
+
 def write_report(out: Path, data: Path, runs: list[Path], samples: dict[str, Path],
-                 reports: dict[str, dict]) -> Path:
+                 reports: dict[str, dict], process: str = "ian") -> Path:
     """Write ``out/report.html`` and ``out/report.md`` with their figures in ``out/figures``."""
     from prdit.training.plot import plot_runs
     from prdit.visualization import save_slices_figure
@@ -115,14 +125,16 @@ def write_report(out: Path, data: Path, runs: list[Path], samples: dict[str, Pat
               f"{network.get('random_init_seed')}): they rank the two models on the same footing, but are NOT "
               "comparable with published numbers, which use pretrained MedicalNet weights "
               "(`prdit evaluate --weights resnet_50_23dataset.pth`).")
+    process_title, process_text, loss_terms = PROCESS_TEXT[process]
     sections = [
+        (process_title, process_text, []),
         ("Real phantoms and generated volumes", "Coronal and axial mid-slices. Top: validation phantoms. Middle: "
          "the local denoiser alone (stage 1). Bottom: full PRDiT, the same starting noise as the middle row. The "
          "local denoiser sees one patch at a time and gets the coarse anatomy; the global residual DiT attends "
          "over the whole volume and adds the detail that needs context.", ["coronal", "axial"]),
         ("Three orthogonal views", "One volume of each kind: axial, coronal and sagittal mid-slices.", ["views"]),
-        ("Training", "Loss of both stages (total, and its x₀ and ε terms) and the validation x₀-MSE at fixed "
-         "timesteps (EMA weights).", ["loss"]),
+        ("Training", f"Loss of both stages ({loss_terms}) and the validation x₀-MSE at fixed noise levels "
+         "(EMA weights).", ["loss"]),
         ("Hounsfield units", "Histograms of every voxel: air, lung, fat, soft tissue and bone peaks of the real "
          "phantoms against those of the generated volumes.", ["histogram"]),
     ]

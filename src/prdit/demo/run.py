@@ -1,7 +1,7 @@
 """The demo as a thin orchestration of the commands a user runs: ``prdit phantoms``, ``split``,
-``train`` (both stages, the shipped ``phantoms-tiny-stage1/2`` configs), ``export``, ``sample``
-and ``evaluate`` — then a report. Every step skips work that is already done, so an
-interrupted demo continues where it stopped."""
+``train`` (both stages, the shipped ``phantoms-tiny-stage1/2`` configs, or ``phantoms-tiny-fm-*``
+for flow matching), ``export``, ``sample`` and ``evaluate`` — then a report. Every step skips
+work that is already done, so an interrupted demo continues where it stopped."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-STAGE_CONFIGS = ("phantoms-tiny-stage1", "phantoms-tiny-stage2")
+STAGE_CONFIGS = {"ian": ("phantoms-tiny-stage1", "phantoms-tiny-stage2"),
+                 "flow": ("phantoms-tiny-fm-stage1", "phantoms-tiny-fm-stage2")}
 
 
 @dataclass(frozen=True)
@@ -21,9 +22,10 @@ class DemoSettings:
     num_phantoms: int = 72
     size: int = 32
     seed: int = 0
+    process: str = "ian"
     num_samples: int = 16
     sample_steps: int = 100
-    sampler: str = "pc"
+    sampler: str | None = None  # the process's default: IaN predictor-corrector, flow matching Euler
     critic_steps: int = 300
     # Shares of the time budget that each training stage may use at most.
     stage1_share: float = 0.3
@@ -45,7 +47,7 @@ def _stage(out: Path, index: int, data: Path, settings: DemoSettings, init_from:
                  f"model.input_size={settings.size}"]
     if init_from is not None:
         overrides.append(f"train.init_from={init_from}")
-    config = load_config(STAGE_CONFIGS[index], overrides + extra)
+    config = load_config(STAGE_CONFIGS[settings.process][index], overrides + extra)
     run_dir = out / "runs" / config.run.name
     done_marker = run_dir / "demo-stage-done"
     if done_marker.is_file():
@@ -59,24 +61,29 @@ def _stage(out: Path, index: int, data: Path, settings: DemoSettings, init_from:
 
 
 def _export(run_dir: Path, out: Path) -> Path:
+    from prdit.errors import CheckpointError
+    from prdit.model_folder import CHECKPOINT_DIR, read_model_config
     from prdit.training.checkpoint import latest_checkpoint
     from prdit.training.export import export_run
 
-    config_path = out / "config.json"
-    newest = latest_checkpoint(run_dir / "checkpoints")
-    if config_path.is_file() and json.loads(config_path.read_text())["training"]["checkpoint"] == newest.name:
-        return out
+    newest = latest_checkpoint(run_dir / CHECKPOINT_DIR)
+    try:
+        if read_model_config(out)["training"]["checkpoint"] == newest.name:
+            return out
+    except (CheckpointError, KeyError):
+        pass  # no folder yet, or not this run's: export
     return export_run(run_dir, out, overwrite=True)
 
 
 def _sample(model_dir: Path, out: Path, settings: DemoSettings, progress: bool) -> Path:
+    from prdit.generation.config import SamplingConfig
     from prdit.generation.pipeline import PRDiTPipeline
     from prdit.generation.run import generate_to_folder
 
     pipe = PRDiTPipeline.from_pretrained(model_dir, device="auto")
-    generate_to_folder(pipe, out, range(settings.num_samples), seed=settings.seed, steps=settings.sample_steps,
-                       sampler=settings.sampler, batch_size=settings.num_samples, exact=False, progress=progress,
-                       preview_window="full")
+    sampling = SamplingConfig(sampler=settings.sampler, steps=settings.sample_steps, seed=settings.seed,
+                              batch_size=settings.num_samples, exact=False, preview_window="full")
+    generate_to_folder(pipe, out, range(settings.num_samples), sampling, progress=progress)
     return out
 
 
@@ -104,8 +111,16 @@ def run_demo(out: str | Path = "demo_out", minutes: float = 15.0, settings: Demo
     from prdit.data.phantoms import write_phantoms
     from prdit.demo.report import write_report
 
+    from prdit.diffusion import PROCESSES
+    from prdit.errors import ConfigError
+
+    if settings.process not in STAGE_CONFIGS:
+        raise ConfigError(f"the demo runs the processes {', '.join(STAGE_CONFIGS)}, not '{settings.process}'")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # Data and runs are shared (run names differ by process); models, samples and metrics are not.
+    results = out if settings.process == "ian" else out / settings.process
+    sampler = settings.sampler or PROCESSES[settings.process].default_sampler
     started = time.perf_counter()
     budget = minutes * 60.0
     timings: dict[str, float] = {}
@@ -130,26 +145,27 @@ def run_demo(out: str | Path = "demo_out", minutes: float = 15.0, settings: Demo
     lap("stage 2 training", t)
 
     t = time.perf_counter()
-    models = {"stage1": _export(stage1, out / "models" / "stage1"), "prdit": _export(stage2, out / "models" / "prdit")}
+    models = {"stage1": _export(stage1, results / "models" / "stage1"),
+              "prdit": _export(stage2, results / "models" / "prdit")}
     samples = {}
     for name, model_dir in models.items():
         log(f"sampling: {settings.num_samples} volumes from the {name} model, "
-            f"{settings.sample_steps} {settings.sampler} steps")
-        samples[name] = _sample(model_dir, out / "samples" / name, settings, progress)
+            f"{settings.sample_steps} {sampler} steps")
+        samples[name] = _sample(model_dir, results / "samples" / name, settings, progress)
     lap("sampling", t)
 
     t = time.perf_counter()
     reports = {}
     for name, fake in samples.items():
         log(f"evaluating the {name} samples against the validation phantoms")
-        reports[name] = _evaluate(data / "val.txt", fake, out / "metrics" / f"{name}.json", settings, progress)
+        reports[name] = _evaluate(data / "val.txt", fake, results / "metrics" / f"{name}.json", settings, progress)
     lap("evaluation", t)
 
     t = time.perf_counter()
-    report = write_report(out, data, [stage1, stage2], samples, reports)
+    report = write_report(results, data, [stage1, stage2], samples, reports, settings.process)
     lap("report", t)
     timings["total (this call)"] = round(time.perf_counter() - started, 1)
-    (out / "timings.json").write_text(json.dumps({"settings": asdict(settings), "minutes": minutes,
+    (results / "timings.json").write_text(json.dumps({"settings": asdict(settings), "minutes": minutes,
                                                   "seconds": timings}, indent=2) + "\n")
     log(f"done in {timings['total (this call)'] / 60:.1f} min: open {report}")
     return report

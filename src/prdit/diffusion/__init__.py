@@ -1,6 +1,13 @@
-"""The IaN diffusion process and its samplers."""
+"""The generative processes of the PRDiT family (IaN, flow matching), their interface and registry,
+and the sampling loop."""
 
+from prdit.diffusion.flow import FlowMatching
 from prdit.diffusion.ian import IaNDiffusion
-from prdit.diffusion.samplers import SAMPLERS, SampleResult, euler_step, sample
+from prdit.diffusion.process import Prediction, Process
+from prdit.diffusion.registry import PROCESSES, create_process, process_from_dict
+from prdit.diffusion.samplers import (Denoiser, Hook, SampleResult, SamplerSettings, SamplerStep, progress_hook,
+                                      sample)
 
-__all__ = ["IaNDiffusion", "SAMPLERS", "SampleResult", "euler_step", "sample"]
+__all__ = ["FlowMatching", "IaNDiffusion", "Prediction", "Process", "PROCESSES", "create_process",
+           "process_from_dict", "Denoiser", "Hook", "SampleResult", "SamplerSettings", "SamplerStep",
+           "progress_hook", "sample"]

@@ -1,24 +1,34 @@
-"""IaN ("image and noise") diffusion (spec §8, §12.1): a quarter-circle path between the clean
-volume and Gaussian noise, and the two-term loss. Kept apart from the network; the trainer and
-the samplers use this object."""
+"""IaN ("image and noise") diffusion (docs/method.md §8): a quarter-circle path between the clean
+volume and Gaussian noise, ``x_t = cos β(t)·x₀ + sin β(t)·ε``, and the two-term loss."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
+from prdit.diffusion.process import Prediction, Process
 from prdit.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class IaNDiffusion:
-    """``x_t = cos β(t)·x₀ + sin β(t)·ε``, ``β(t) = (π/2)·t/T``, ``ε ~ N(0, σ²I)``; t ∈ [0, T]."""
+class IaNDiffusion(Process):
+    """``β(t) = (π/2)·t/T``, ``ε ~ N(0, σ²I)``; integer-valued t ∈ [0, T], t = T pure noise.
+
+    The network predicts ``[ε̂, x̂₀]`` (``2C`` channels), or x̂₀ alone (``C`` channels, ε̂ then
+    implied by ``x_t``). Training draws t from ``0..T`` inclusive, so the level sampling starts
+    from is learnt (docs/method.md §12).
+    """
 
     num_timesteps: int = 1000
     noise_std: float = 0.5
+
+    kind = "ian"
+    samplers = ("pc", "euler", "heun")
+    default_sampler = "pc"
+    loss_names = ("loss", "loss_x0", "loss_eps")
+    default_steps = 1000
 
     def __post_init__(self) -> None:
         if self.num_timesteps < 1:
@@ -26,71 +36,94 @@ class IaNDiffusion:
         if not self.noise_std > 0:
             raise ConfigError(f"noise_std must be > 0, got {self.noise_std}")
 
+    @property
+    def sigma(self) -> float:
+        """The noise standard deviation σ (0.5 in the reference)."""
+        return self.noise_std
+
     def beta(self, t: torch.Tensor | float) -> torch.Tensor:
         """Angle of timestep ``t`` (tensor or number): ``(π/2)·t/T``."""
         return torch.as_tensor(t, dtype=torch.float64) * (math.pi / 2 / self.num_timesteps)
 
-    def sample_timesteps(self, batch: int, device: torch.device | str = "cpu",
-                         generator: torch.Generator | None = None) -> torch.Tensor:
+    def signal(self, t: torch.Tensor | float) -> torch.Tensor:
+        """``cos β(t)``."""
+        return torch.cos(self.beta(t))
+
+    def noise_scale(self, t: torch.Tensor | float) -> torch.Tensor:
+        """``sin β(t)`` (in units of σ)."""
+        return torch.sin(self.beta(t))
+
+    def output_channels(self, in_channels: int) -> int:
+        """``[ε̂, x̂₀]``: twice the volume's channels."""
+        return 2 * in_channels
+
+    def sample_time(self, batch: int, device: torch.device | str = "cpu",
+                    generator: torch.Generator | None = None) -> torch.Tensor:
         """Training timesteps, integers uniform over ``0..T`` inclusive (so ``t = T`` is learnt)."""
         return torch.randint(0, self.num_timesteps + 1, (batch,), generator=generator,
                              device=generator.device if generator is not None else device).to(device)
 
-    def sample_noise(self, shape: tuple[int, ...] | torch.Size, device: torch.device | str = "cpu",
-                     generator: torch.Generator | Sequence[torch.Generator] | None = None,
-                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """``ε ~ N(0, σ²I)``. A sequence of generators, one per volume, draws row b of ``[B, ...]``
-        from generator b alone, so a volume's noise does not depend on the batch it is in."""
-        if generator is not None and not isinstance(generator, torch.Generator):
-            if len(generator) != shape[0]:
-                raise ConfigError(f"noise for {shape[0]} volumes requested with {len(generator)} generators")
-            return torch.cat([self.sample_noise((1, *shape[1:]), device, g, dtype) for g in generator])
-        gen_device = generator.device if generator is not None else device
-        return (torch.randn(shape, generator=generator, device=gen_device, dtype=dtype) * self.noise_std).to(device)
+    def time_at_noise_level(self, level: float) -> float:
+        """``level·T``."""
+        return level * self.num_timesteps
+
+    def model_time(self, t: torch.Tensor) -> torch.Tensor:
+        """The network sees the timestep itself."""
+        return t
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Forward process: ``[B, C, D, H, W]`` clean volumes at per-sample timesteps ``t`` ``[B]``."""
         cos, sin = self._cos_sin(t, x0)
         return cos * x0 + sin * noise
 
-    def split_prediction(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model output -> (ε̂, x̂₀). ``2C`` channels are ``[ε̂, x̂₀]``; ``C`` channels are x̂₀ alone,
-        and ε̂ is then implied by ``x_t`` (undefined at t = 0, where it is not needed)."""
+    def predict(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> Prediction:
+        """``2C`` output channels are ``[ε̂, x̂₀]``; ``C`` channels are x̂₀ alone, and ε̂ is then implied
+        by ``x_t`` (undefined at t = 0, where it is not needed)."""
         c = x_t.shape[1]
         if output.shape[1] == 2 * c:
-            return output[:, :c], output[:, c:]
+            return Prediction(x0=output[:, c:], noise=output[:, :c])
         if output.shape[1] == c:
             cos, sin = self._cos_sin(t, x_t)
-            return (x_t - cos * output) / sin.clamp_min(1e-4), output
+            return Prediction(x0=output, noise=(x_t - cos * output) / sin.clamp_min(1e-4))
         raise ConfigError(f"model returns {output.shape[1]} channels for {c}-channel volumes; expected {2 * c} or {c}")
 
-    def training_losses(self, model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor | None = None,
-                        noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """``loss = mean((x̂₀−x₀)²) + mean((ε̂−ε)²)``; returns ``loss``, ``loss_x0``, ``loss_eps`` (scalars)."""
-        if t is None:
-            t = self.sample_timesteps(x0.shape[0], x0.device, generator)
-        if noise is None:
-            noise = self.sample_noise(x0.shape, x0.device, generator, x0.dtype)
-        x_t = self.q_sample(x0, t, noise)
-        output = model(x_t, t).float()
+    def loss(self, output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+             noise: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``loss = mean((x̂₀−x₀)²) + mean((ε̂−ε)²)``; also ``loss_x0`` and ``loss_eps``."""
         if output.shape[1] == x0.shape[1]:
             loss_x0 = ((output - x0) ** 2).mean()
             loss_eps = torch.zeros_like(loss_x0)
         else:
-            eps_hat, x0_hat = self.split_prediction(output, x_t, t)
-            loss_x0 = ((x0_hat - x0) ** 2).mean()
-            loss_eps = ((eps_hat - noise) ** 2).mean()
+            prediction = self.predict(output, x_t, t)
+            loss_x0 = ((prediction.x0 - x0) ** 2).mean()
+            loss_eps = ((prediction.noise - noise) ** 2).mean()
         return {"loss": loss_x0 + loss_eps, "loss_x0": loss_x0, "loss_eps": loss_eps}
 
-    def timestep_grid(self, steps: int) -> list[float]:
-        """Sampling grid ``t_i = T·(1 − i/steps)``, i = 0..steps: from exactly T down to 0."""
+    def grid(self, steps: int) -> list[float]:
+        """``t_i = T·(1 − i/steps)``, i = 0..steps: from exactly T down to 0."""
         if steps < 1:
             raise ConfigError(f"steps must be >= 1, got {steps}")
         return [self.num_timesteps * (steps - i) / steps for i in range(steps + 1)]
 
-    def to_dict(self) -> dict:
-        """JSON-ready settings."""
-        return asdict(self)
+    def ode_time(self, t: float) -> float:
+        """The angle β(t)."""
+        return float(self.beta(t))
+
+    def velocity(self, x: torch.Tensor, t: float, prediction: Prediction) -> torch.Tensor:
+        """``dx/dβ = −sin β·x̂₀ + cos β·ε̂``."""
+        beta = self.ode_time(t)
+        return math.cos(beta) * prediction.noise - math.sin(beta) * prediction.x0
+
+    def step(self, x: torch.Tensor, t_from: float, t_to: float, prediction: Prediction) -> torch.Tensor:
+        """``x_j = x_i + (β_i − β_j)·(sin β_i·x̂₀ − cos β_i·ε̂)`` (the Euler step in β, docs/method.md §8)."""
+        beta_from = self.ode_time(t_from)
+        delta = beta_from - self.ode_time(t_to)
+        return x + delta * (math.sin(beta_from) * prediction.x0 - math.cos(beta_from) * prediction.noise)
+
+    def renoise(self, x: torch.Tensor, t_from: float, t_to: float, z: torch.Tensor) -> torch.Tensor:
+        """``α·x + sqrt(1 − α²)·σ·z``, ``α = cos β(t_to) / cos β(t_from)``."""
+        alpha = math.cos(self.ode_time(t_to)) / math.cos(self.ode_time(t_from))
+        return alpha * x + math.sqrt(max(1.0 - alpha**2, 0.0)) * self.noise_std * z
 
     def _cos_sin(self, t: torch.Tensor | float, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # On t's own device: no host round trip (and no CUDA sync) per training step.

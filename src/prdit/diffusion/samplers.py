@@ -1,20 +1,69 @@
-"""Samplers of the IaN process (spec §8): Euler ("DDIM-style") and the one-call-per-step
-predictor–corrector ("hot") sampler. Both start from pure noise ``σ·z`` at exactly ``t = T``."""
+"""Sampling: one loop over a process's time grid, the samplers as small step rules, and a
+per-step hook for guidance and previews.
+
+* ``euler``: one deterministic Euler step of the sampling ODE per network call.
+* ``pc`` (predictor–corrector, "hot"; IaN): an Euler jump of two grid steps, then re-noising
+  back to the next grid point; plain Euler where the jump would pass the data end (the last
+  two steps, decided by index).
+* ``heun``: Euler, then the average of the velocities at both ends (two calls a step; the last
+  step into the data end stays Euler).
+
+Every sampler starts from pure noise at the grid's first point and returns the last x̂₀.
+Hooks see each step's state and predictions and may return a changed state (guidance, data
+consistency); the network is called without gradients, and a hook with ``requires_grad = True``
+runs with gradients enabled (it may differentiate, e.g., a measurement loss through x̂₀).
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from prdit.diffusion.ian import IaNDiffusion
+from prdit.diffusion.process import Generators, Prediction, Process
 from prdit.errors import ConfigError
 
-SAMPLERS = ("pc", "euler")
-
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Which sampler and how many grid steps; ``None`` takes the process's default."""
+
+    sampler: str | None = None
+    steps: int | None = None
+
+    def resolved(self, process: Process) -> "SamplerSettings":
+        """A copy with the process's defaults filled in, checked against what the process offers."""
+        settings = replace(self, sampler=self.sampler or process.default_sampler,
+                           steps=self.steps if self.steps is not None else process.default_steps)
+        if settings.sampler not in process.samplers:
+            raise ConfigError(f"sampler '{settings.sampler}' does not apply to the {process.kind} process; "
+                              f"choose one of {', '.join(process.samplers)}")
+        if settings.steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {settings.steps}")
+        return settings
+
+    def network_calls(self) -> int:
+        """Network calls per volume."""
+        return 2 * self.steps - 1 if self.sampler == "heun" else self.steps
+
+
+@dataclass
+class SamplerStep:
+    """The state a hook sees: grid index ``index`` of ``steps``, times ``t`` → ``t_next``, the state
+    ``x`` at ``t`` and the network's ``prediction`` there (``[B, C, D, H, W]`` tensors)."""
+
+    index: int
+    steps: int
+    t: float
+    t_next: float
+    x: torch.Tensor
+    prediction: Prediction
+
+
+Hook = Callable[[SamplerStep], SamplerStep | None]
 
 
 @dataclass
@@ -25,45 +74,54 @@ class SampleResult:
     state: torch.Tensor
 
 
-def euler_step(diffusion: IaNDiffusion, x: torch.Tensor, t_from: float, t_to: float,
-               eps_hat: torch.Tensor, x0_hat: torch.Tensor) -> torch.Tensor:
-    """``x_j = x_i + (β_i − β_j)·(sin β_i·x̂₀ − cos β_i·ε̂)``."""
-    beta_from = float(diffusion.beta(t_from))
-    delta = beta_from - float(diffusion.beta(t_to))
-    return x + delta * (math.sin(beta_from) * x0_hat - math.cos(beta_from) * eps_hat)
+def sample(model: Denoiser, process: Process, shape: tuple[int, ...], settings: SamplerSettings,
+           device: torch.device | str = "cpu", generator: Generators = None, noise: torch.Tensor | None = None,
+           hooks: Sequence[Hook] = ()) -> SampleResult:
+    """Generate ``shape`` = ``[B, C, D, H, W]`` volumes in the model range.
 
-
-@torch.no_grad()
-def sample(model: Denoiser, diffusion: IaNDiffusion, shape: tuple[int, ...], steps: int = 1000,
-           sampler: str = "pc", device: torch.device | str = "cpu",
-           generator: torch.Generator | Sequence[torch.Generator] | None = None,
-           noise: torch.Tensor | None = None, progress: Callable[[int, int], None] | None = None) -> SampleResult:
-    """Generate ``shape`` = ``[B, C, D, H, W]`` volumes in the model range with ``steps`` network calls.
-
-    ``generator`` (on any device; or one per volume) makes the run reproducible; ``noise`` fixes the start ``x_T``
-    (it must already be scaled by σ). ``progress(i, steps)`` is called after each step.
+    ``settings`` must be resolved against ``process`` (:meth:`SamplerSettings.resolved`).
+    ``generator`` (on any device; or one per volume) makes the run reproducible; ``noise``
+    fixes the start (already of the process's noise scale). ``hooks`` run in order at each step.
     """
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"unknown sampler '{sampler}'; choose one of {', '.join(SAMPLERS)}")
-    grid = diffusion.timestep_grid(steps)
-    x = noise.to(device) if noise is not None else diffusion.sample_noise(shape, device, generator)
+    if settings.sampler not in process.samplers or settings.steps is None:
+        raise ConfigError(f"sampler settings {settings} are not resolved for the {process.kind} process")
+    grid = process.grid(settings.steps)
+
+    def predict(x: torch.Tensor, t_value: float) -> Prediction:
+        t = torch.full((x.shape[0],), t_value, device=device, dtype=torch.float32)
+        with torch.no_grad():
+            return process.predict(model(x, process.model_time(t)).float(), x, t)
+
+    x = noise.to(device) if noise is not None else process.start(shape, device, generator)
     x0_hat = x
-    for i in range(steps):
+    for i in range(settings.steps):
         t_i, t_j = grid[i], grid[i + 1]
-        t = torch.full((x.shape[0],), t_i, device=device, dtype=torch.float32)
-        output = model(x, t).float()
-        eps_hat, x0_hat = diffusion.split_prediction(output, x, t)
-        # The jump of two steps reaches t = 0 at the last two grid points: plain Euler there,
-        # decided by index (a float comparison of t_i − 2Δ with 0 misjudges it for half the step counts).
-        if sampler == "euler" or i + 2 >= steps:
-            x = euler_step(diffusion, x, t_i, t_j, eps_hat, x0_hat)
-        else:
-            # Predictor: an Euler jump of two steps; corrector: re-noise exactly to t_j.
-            t_jump = grid[i + 2]
-            x_jump = euler_step(diffusion, x, t_i, t_jump, eps_hat, x0_hat)
-            alpha = math.cos(float(diffusion.beta(t_j))) / math.cos(float(diffusion.beta(t_jump)))
-            z = diffusion.sample_noise(x.shape, device, generator, x.dtype) / diffusion.noise_std
-            x = alpha * x_jump + math.sqrt(max(1.0 - alpha**2, 0.0)) * diffusion.noise_std * z
-        if progress is not None:
-            progress(i + 1, steps)
+        state = SamplerStep(i, settings.steps, t_i, t_j, x, predict(x, t_i))
+        for hook in hooks:
+            with torch.set_grad_enabled(getattr(hook, "requires_grad", False)):
+                state = hook(state) or state
+        x, prediction = state.x.detach(), Prediction(*(p.detach() for p in state.prediction))
+        x0_hat = prediction.x0
+        with torch.no_grad():
+            if settings.sampler == "pc" and i + 2 < settings.steps:
+                # Predictor: an Euler jump of two steps; corrector: re-noise exactly to t_j.
+                jumped = process.step(x, t_i, grid[i + 2], prediction)
+                z = process.sample_noise(x.shape, device, generator, x.dtype) / process.sigma
+                x = process.renoise(jumped, grid[i + 2], t_j, z)
+            elif settings.sampler == "heun" and i + 1 < settings.steps:
+                ending = process.step(x, t_i, t_j, prediction)
+                slope = process.velocity(x, t_i, prediction)
+                end_slope = process.velocity(ending, t_j, predict(ending, t_j))
+                x = x + (process.ode_time(t_j) - process.ode_time(t_i)) * 0.5 * (slope + end_slope)
+            else:
+                x = process.step(x, t_i, t_j, prediction)
     return SampleResult(x0=x0_hat, state=x)
+
+
+def progress_hook(callback: Callable[[int, int], None]) -> Hook:
+    """A hook that reports ``callback(done, steps)`` at each step."""
+
+    def report(step: SamplerStep) -> None:
+        callback(step.index + 1, step.steps)
+
+    return report

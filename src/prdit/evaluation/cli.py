@@ -109,7 +109,7 @@ def _normalization(model: Path | None, kind: str | None, hu_min: float | None, h
     if model is None:
         return Normalization(**flags)
     from prdit.errors import ConfigError
-    from prdit.models.folder import read_model_config
+    from prdit.model_folder import read_model_config
 
     if flags:
         raise ConfigError("--model gives the normalisation; leave out --normalization/--hu-min/--hu-max/--quantile")

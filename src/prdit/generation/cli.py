@@ -22,8 +22,10 @@ def register(app: typer.Typer) -> None:
         index: list[int] = typer.Option(None, "--index", help="Generate only volume I of the run (repeatable); "
                                         "bit-identical to volume I of a full run with the same --seed."),
         batch: int = typer.Option(DEFAULTS.batch_size, "--batch", help="Volumes sampled together."),
-        steps: int = typer.Option(DEFAULTS.steps, "--steps", help="Network calls per volume."),
-        sampler: str = typer.Option(DEFAULTS.sampler, "--sampler", help="'pc' (predictor-corrector) or 'euler'."),
+        steps: int = typer.Option(None, "--steps", help="Sampler steps (default: the model's process: IaN "
+                                  "1000, flow matching 100); network calls per volume, twice that for 'heun'."),
+        sampler: str = typer.Option(None, "--sampler", help="IaN: 'pc' (predictor-corrector, default), 'euler', "
+                                    "'heun'; flow matching: 'euler' (default), 'heun'."),
         seed: int = typer.Option(DEFAULTS.seed, "--seed", help="Seed of the run; volume i has its own seed "
                                  "derived from (seed, i), listed in manifest.json."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing volumes (default: skip them)."),
@@ -61,20 +63,19 @@ def register(app: typer.Typer) -> None:
             if num < 1:
                 raise ConfigError(f"--num must be >= 1, got {num}")
             indices = list(range(num))
-        SamplingConfig(steps=steps, sampler=sampler, batch_size=batch, seed=seed, precision=precision,
-                       exact=exact, preview_window=preview_window).validate()
         input_size = _parse_size(size)
         pipe = PRDiTPipeline.from_pretrained(model_dir, device=device, input_size=input_size, precision=precision)
+        settings = pipe.settings(SamplingConfig(steps=steps, sampler=sampler, batch_size=batch, seed=seed,
+                                                precision=precision, exact=exact, preview_window=preview_window))
         if pipe.normalization.kind == "quantile":
             typer.secho(f"warning: the model was trained with per-volume quantile normalisation, so HU are nominal "
                         f"(model range mapped onto [{pipe.normalization.hu_min:g}, {pipe.normalization.hu_max:g}])",
                         fg=typer.colors.YELLOW, err=True)
         shape = "x".join(map(str, pipe.volume_shape))
-        typer.echo(f"{pipe.model.name} at {shape} on {pipe.device}: {len(indices)} volume(s), {steps} {sampler} "
-                   f"steps, seed {seed} -> {out}")
-        summary = generate_to_folder(pipe, out, indices, seed=seed, steps=steps, sampler=sampler, batch_size=batch,
-                                     overwrite=overwrite, save_x0=save_x0, previews=previews,
-                                     preview_window=preview_window, exact=exact, progress=not quiet,
+        typer.echo(f"{pipe.model.name} ({pipe.process.kind}) at {shape} on {pipe.device}: {len(indices)} volume(s), "
+                   f"{settings.steps} {settings.sampler} steps, seed {seed} -> {out}")
+        summary = generate_to_folder(pipe, out, indices, settings, overwrite=overwrite, save_x0=save_x0,
+                                     previews=previews, progress=not quiet,
                                      log=lambda line: typer.secho(f"warning: {line}", fg=typer.colors.YELLOW,
                                                                   err=True))
         typer.echo(f"generated {len(summary.generated)}, skipped {len(summary.skipped)} existing"

@@ -5,7 +5,7 @@ diffusers pipeline (``from_pretrained``, ``to``, ``__call__`` with ``generator``
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +13,14 @@ import torch
 
 from prdit.data.io import Volume
 from prdit.data.normalization import Normalization
-from prdit.diffusion import IaNDiffusion
 from prdit.device import resolve_device
+from prdit.diffusion import Hook, Process, progress_hook
 from prdit.errors import ConfigError
 from prdit.generation.config import SamplingConfig
 from prdit.generation.sampling import resolve_precision, sample_volumes, volume_generators, volume_seed
 from prdit.models.prdit import PRDiT
 
 OUTPUT_TYPES = ("hu", "model")
-DEFAULTS = SamplingConfig()
 
 
 @dataclass
@@ -34,13 +33,13 @@ class PRDiTPipelineOutput:
 
 
 class PRDiTPipeline:
-    """A trained PRDiT with its IaN process, normalisation and voxel spacing."""
+    """A trained PRDiT with its process, normalisation and voxel spacing."""
 
-    def __init__(self, model: PRDiT, diffusion: IaNDiffusion, normalization: Normalization,
+    def __init__(self, model: PRDiT, process: Process, normalization: Normalization,
                  spacing: tuple[float, float, float] = (1.0, 1.0, 1.0), device: torch.device | str | None = "auto",
-                 precision: str = DEFAULTS.precision, source: str | Path | None = None) -> None:
+                 precision: str = SamplingConfig.precision, source: str | Path | None = None) -> None:
         self.model = model.eval()
-        self.diffusion = diffusion
+        self.process = process
         self.normalization = normalization
         self.spacing = tuple(float(s) for s in spacing)
         self.precision = precision
@@ -50,13 +49,13 @@ class PRDiTPipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: torch.device | str | None = "auto",
                         input_size: int | tuple[int, int, int] | None = None,
-                        precision: str = DEFAULTS.precision) -> "PRDiTPipeline":
+                        precision: str = SamplingConfig.precision) -> "PRDiTPipeline":
         """Load a model folder (``config.json`` + ``model.safetensors``); ``input_size`` samples at
         another size than trained (e.g. a 128³ model at 256³)."""
-        from prdit.models.folder import load_model_folder
+        from prdit.model_folder import load_model_folder
 
         folder = load_model_folder(path, device="cpu", input_size=input_size)
-        return cls(folder.model, folder.diffusion, folder.normalization, folder.spacing, device=device,
+        return cls(folder.model, folder.process, folder.normalization, folder.spacing, device=device,
                    precision=precision, source=path)
 
     def to(self, device: torch.device | str | None) -> "PRDiTPipeline":
@@ -71,26 +70,35 @@ class PRDiTPipeline:
         """``(D, H, W)`` of a generated volume."""
         return tuple(self.model.config.input_size)
 
-    def __call__(self, num_volumes: int = 1, steps: int = DEFAULTS.steps, sampler: str = DEFAULTS.sampler,
-                 generator: torch.Generator | Sequence[torch.Generator] | None = None, seed: int | None = None,
-                 indices: Sequence[int] | None = None, batch_size: int = DEFAULTS.batch_size,
-                 output_type: str = "hu", exact: bool = DEFAULTS.exact,
-                 progress: bool | Callable[[int, int], None] = False,
-                 return_dict: bool = True) -> PRDiTPipelineOutput | tuple:
-        """Generate volumes.
+    def settings(self, settings: SamplingConfig | None = None, **changes) -> SamplingConfig:
+        """``settings`` (default: this pipeline's precision, the process's sampler and steps) with
+        ``changes`` applied, checked and resolved against the model's process."""
+        base = settings if settings is not None else SamplingConfig(precision=self.precision)
+        return replace(base, **changes).resolved(self.process)
 
-        Seeds: with ``seed``, volume ``i`` (of ``range(num_volumes)``, or of ``indices``) gets
-        ``volume_seed(seed, i)``, the rule of ``prdit sample``; one ``generator`` draws the
-        volumes' seeds; a list of generators (one per volume) is used as is; with none of them
-        the base seed is drawn from torch's global generator. ``output_type``: ``hu`` (numpy, in
-        Hounsfield units, clipped to the window) or ``model`` (tensor, model range, unclipped).
-        ``progress``: a tqdm bar, or ``callback(step, steps)`` after each sampler step.
-        All volumes are returned at once; ``prdit sample`` writes many volumes one by one instead.
+    def __call__(self, num_volumes: int = 1, settings: SamplingConfig | None = None,
+                 generator: torch.Generator | Sequence[torch.Generator] | None = None,
+                 indices: Sequence[int] | None = None, output_type: str = "hu",
+                 progress: bool | Callable[[int, int], None] = False, hooks: Sequence[Hook] = (),
+                 return_dict: bool = True, **changes) -> PRDiTPipelineOutput | tuple:
+        """Generate volumes; ``changes`` are :class:`SamplingConfig` fields (``steps=250, sampler="pc",
+        seed=0, batch_size=4, exact=False``) applied to ``settings``.
+
+        Seeds: volume ``i`` (of ``range(num_volumes)``, or of ``indices``) gets
+        ``volume_seed(seed, i)``, the rule of ``prdit sample``, where a seed is given (as a change
+        or in ``settings``); one
+        ``generator`` draws the volumes' seeds; a list of generators (one per volume) is used as is;
+        with none of them the base seed is drawn from torch's global generator. ``output_type``:
+        ``hu`` (numpy, in Hounsfield units, clipped to the window) or ``model`` (tensor, model range,
+        unclipped). ``progress``: a tqdm bar, or ``callback(step, steps)`` after each sampler step.
+        ``hooks`` see every sampler step (guidance, previews). All volumes are returned at once;
+        ``prdit sample`` writes many volumes one by one instead.
         """
         if output_type not in OUTPUT_TYPES:
             raise ConfigError(f"unknown output_type '{output_type}'; choose one of {', '.join(OUTPUT_TYPES)}")
-        SamplingConfig(steps=steps, sampler=sampler, batch_size=batch_size, seed=seed or 0,
-                       precision=self.precision, exact=exact).validate()
+        # A seed given (here or in ``settings``) fixes every volume; none draws a base seed at random.
+        seed = changes["seed"] if "seed" in changes else (settings.seed if settings is not None else None)
+        settings = self.settings(settings, **changes)
         if output_type == "hu" and self.model.config.in_channels != 1:
             raise ConfigError(f"HU output needs a one-channel model, this one has {self.model.config.in_channels}")
         seeds, generators = self._seeds_and_generators(num_volumes, generator, seed, indices)
@@ -98,13 +106,15 @@ class PRDiTPipeline:
         if progress is True:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=-(-len(generators) // batch_size) * steps, desc="sampling", unit="step")
+            bar = tqdm(total=-(-len(generators) // settings.batch_size) * settings.steps, desc="sampling",
+                       unit="step")
             callback = lambda step, total: bar.update(1)  # noqa: E731 (the bar is closed below)
+        hooks = [*hooks, progress_hook(callback)] if callback is not None else list(hooks)
         chunks = []
         try:
-            for start in range(0, len(generators), batch_size):
-                result = sample_volumes(self.model, self.diffusion, generators[start:start + batch_size], steps,
-                                        sampler, self.device, self.precision, exact, callback)
+            for start in range(0, len(generators), settings.batch_size):
+                result = sample_volumes(self.model, self.process, generators[start:start + settings.batch_size],
+                                        settings, self.device, hooks)
                 chunks.append(result.x0.cpu())
         finally:
             if bar is not None:

@@ -9,20 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from prdit.errors import ConfigError
-from prdit.generation.config import PREVIEW_WINDOWS
+
 from prdit.visualization import orthogonal_views
 
 GRID_MAX_WIDTH = 4096  # pixels; a grid of many volumes is scaled down to this width
-
-
-def window_range(name: str, hu_range: tuple[float, float]) -> tuple[float, float]:
-    """``(vmin, vmax)`` in HU of a named window; ``full`` gives ``hu_range``."""
-    if name not in PREVIEW_WINDOWS:
-        raise ConfigError(f"unknown preview window '{name}'; choose one of {', '.join(PREVIEW_WINDOWS)}")
-    if PREVIEW_WINDOWS[name] is None:
-        return float(hu_range[0]), float(hu_range[1])
-    level, width = PREVIEW_WINDOWS[name]
-    return level - width / 2, level + width / 2
 
 
 def save_preview(path: str | Path, hu: np.ndarray, spacing: tuple[float, float, float],

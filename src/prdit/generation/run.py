@@ -31,8 +31,9 @@ from prdit.data.normalization import Normalization
 from prdit.errors import ConfigError
 from prdit.generation.config import SamplingConfig
 from prdit.generation.pipeline import PRDiTPipeline
-from prdit.generation.previews import save_grid, save_preview, window_range
+from prdit.generation.previews import save_grid, save_preview
 from prdit.generation.sampling import SEED_RULE, resolve_precision, volume_seed
+from prdit.visualization import window_range
 
 MANIFEST = "manifest.json"
 FORMAT = "prdit-samples"
@@ -63,7 +64,7 @@ class RunSummary:
 
 def weights_digest(model_folder: str | Path) -> str:
     """SHA-256 of the folder's ``model.safetensors``, which identifies the weights of a run."""
-    from prdit.models.folder import WEIGHTS_FILE
+    from prdit.model_folder import WEIGHTS_FILE
 
     return file_sha256(Path(model_folder) / WEIGHTS_FILE)
 
@@ -133,12 +134,10 @@ class SampleFolder:
         shutil.rmtree(self.partial, ignore_errors=True)
 
 
-def generate_to_folder(pipe: PRDiTPipeline, out: str | Path, indices: Sequence[int], seed: int, steps: int,
-                       sampler: str, batch_size: int = 1, overwrite: bool = False, save_x0: bool = False,
-                       previews: bool = True, preview_window: str = SamplingConfig.preview_window,
-                       exact: bool = True, progress: bool = True,
+def generate_to_folder(pipe: PRDiTPipeline, out: str | Path, indices: Sequence[int], settings: SamplingConfig,
+                       overwrite: bool = False, save_x0: bool = False, previews: bool = True, progress: bool = True,
                        log: Callable[[str], None] | None = None) -> RunSummary:
-    """Generate volumes ``indices`` of the run seeded ``seed`` into ``out`` (see the module docstring)."""
+    """Generate volumes ``indices`` of the run ``settings`` describe into ``out`` (see the module docstring)."""
     if pipe.source is None:
         raise ConfigError("a generation folder records its model folder; load the pipeline with from_pretrained")
     if pipe.model.config.in_channels != 1:
@@ -146,11 +145,10 @@ def generate_to_folder(pipe: PRDiTPipeline, out: str | Path, indices: Sequence[i
     indices = sorted(set(int(i) for i in indices))
     if not indices or indices[0] < 0:
         raise ConfigError(f"volume indices must be >= 0, got {indices[:3]}")
-    window = window_range(preview_window, (pipe.normalization.hu_min, pipe.normalization.hu_max))
-    folder = SampleFolder(out, _run_settings(pipe, seed, steps, sampler), overwrite)
+    settings = pipe.settings(settings)
+    folder = SampleFolder(out, _run_settings(pipe, settings), overwrite)
     try:
-        summary = _generate(pipe, folder, indices, seed, steps, sampler, batch_size, overwrite, save_x0,
-                            previews, window, exact, progress)
+        summary = _generate(pipe, folder, indices, settings, overwrite, save_x0, previews, progress)
     finally:
         folder.close()
     summary.stale = folder.unlisted()
@@ -160,12 +158,13 @@ def generate_to_folder(pipe: PRDiTPipeline, out: str | Path, indices: Sequence[i
     return summary
 
 
-def _generate(pipe: PRDiTPipeline, folder: SampleFolder, indices: list[int], seed: int, steps: int, sampler: str,
-              batch_size: int, overwrite: bool, save_x0: bool, previews: bool, window: tuple[float, float],
-              exact: bool, progress: bool) -> RunSummary:
+def _generate(pipe: PRDiTPipeline, folder: SampleFolder, indices: list[int], settings: SamplingConfig,
+              overwrite: bool, save_x0: bool, previews: bool, progress: bool) -> RunSummary:
     summary = RunSummary(out=folder.out)
-    generated_on = {"device": str(pipe.device), "precision": resolve_precision(pipe.precision, pipe.device),
-                    "exact": exact}
+    seed, batch_size = settings.seed, settings.batch_size
+    window = window_range(settings.preview_window, (pipe.normalization.hu_min, pipe.normalization.hu_max))
+    generated_on = {"device": str(pipe.device), "precision": resolve_precision(settings.precision, pipe.device),
+                    "exact": settings.exact}
 
     def preview(i: int, hu: np.ndarray, seed_of_volume: int) -> None:
         title = f"{sample_name(i)}  seed {seed_of_volume}  ({window[0]:.0f} to {window[1]:.0f} HU)"
@@ -180,13 +179,13 @@ def _generate(pipe: PRDiTPipeline, folder: SampleFolder, indices: list[int], see
     if todo and progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=-(-len(todo) // batch_size) * steps, desc=f"sampling {len(todo)} volume(s)", unit="step")
+        bar = tqdm(total=-(-len(todo) // batch_size) * settings.steps, desc=f"sampling {len(todo)} volume(s)",
+                   unit="step")
     try:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
-            result = pipe(num_volumes=len(batch), steps=steps, sampler=sampler, seed=seed, indices=batch,
-                          batch_size=len(batch), output_type="model", exact=exact,
-                          progress=(lambda step, total: bar.update(1)) if bar is not None else False)
+            result = pipe(num_volumes=len(batch), settings=settings, indices=batch, batch_size=len(batch),
+                          output_type="model", progress=(lambda step, total: bar.update(1)) if bar is not None else False)
             for k, i in enumerate(batch):
                 x0 = result.volumes[k:k + 1]
                 hu = hu_file_array(pipe.to_hu(x0)[0], pipe.normalization)
@@ -225,17 +224,18 @@ def _generate(pipe: PRDiTPipeline, folder: SampleFolder, indices: list[int], see
     return summary
 
 
-def _run_settings(pipe: PRDiTPipeline, seed: int, steps: int, sampler: str) -> dict:
+def _run_settings(pipe: PRDiTPipeline, settings: SamplingConfig) -> dict:
     norm = pipe.normalization
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model": {"folder": str(Path(pipe.source).resolve()), "name": pipe.model.name,
                   "input_size": list(pipe.volume_shape), "weights_sha256": weights_digest(pipe.source)},
-        "seed": seed,
+        "process": pipe.process.to_dict(),
+        "seed": settings.seed,
         "seed_rule": SEED_RULE,
-        "steps": steps,
-        "sampler": sampler,
+        "steps": settings.steps,
+        "sampler": settings.sampler,
         "units": "HU",
         "hu_range": [norm.hu_min, norm.hu_max],
         "dtype": str(hu_file_array(np.zeros(1, np.float32), norm).dtype),

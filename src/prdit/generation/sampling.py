@@ -7,7 +7,7 @@ a time, because batched matrix products are not bit-identical to unbatched ones 
 ``[B, D]`` conditioning products take another kernel for B = 1). So a volume is bit-identical
 whether it was generated in a batch of 8, alone, or after a resumed run — on the same kind of
 device with the same precision (CPU and CUDA generators give different noise for one seed).
-The sampler itself is :func:`prdit.diffusion.sample`, unchanged.
+The sampling loop itself is :func:`prdit.diffusion.sample`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from prdit.diffusion import IaNDiffusion, SampleResult, sample
-from prdit.diffusion.samplers import Denoiser
+from prdit.diffusion import Denoiser, Hook, Process, SampleResult, sample
 from prdit.errors import ConfigError
-from prdit.generation.config import PRECISIONS
+from prdit.generation.config import PRECISIONS, SamplingConfig
 
 SEED_RULE = "seed of volume i = numpy.random.SeedSequence([seed, i]).generate_state(1, numpy.uint64)[0] >> 1"
 
@@ -42,7 +41,7 @@ def volume_generators(seeds: Sequence[int], device: torch.device | str = "cpu") 
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> ``tf32`` on CUDA (the training numerics, spec §9), ``fp32`` elsewhere."""
+    """``auto`` -> ``tf32`` on CUDA (the training numerics, docs/method.md §9), ``fp32`` elsewhere."""
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
     if precision == "bf16" and device.type != "cuda":
@@ -89,15 +88,15 @@ def denoiser(model: torch.nn.Module, precision: str, exact: bool) -> Denoiser:
     return call
 
 
-def sample_volumes(model: torch.nn.Module, diffusion: IaNDiffusion, generators: Sequence[torch.Generator],
-                   steps: int, sampler: str, device: torch.device, precision: str = "auto", exact: bool = True,
-                   progress: Callable[[int, int], None] | None = None) -> SampleResult:
-    """Generate one volume per generator, ``[len(generators), C, D, H, W]`` in the model range."""
+def sample_volumes(model: torch.nn.Module, process: Process, generators: Sequence[torch.Generator],
+                   settings: SamplingConfig, device: torch.device, hooks: Sequence[Hook] = ()) -> SampleResult:
+    """Generate one volume per generator, ``[len(generators), C, D, H, W]`` in the model range;
+    ``settings`` resolved against ``process``."""
     if not generators:
         raise ConfigError("no volumes to sample")
     cfg = model.config
     shape = (len(generators), cfg.in_channels, *cfg.input_size)
-    resolved = resolve_precision(precision, device)
+    resolved = resolve_precision(settings.precision, device)
     with numerics(model, resolved):
-        return sample(denoiser(model, resolved, exact), diffusion, shape, steps=steps, sampler=sampler,
-                      device=device, generator=list(generators), progress=progress)
+        return sample(denoiser(model, resolved, settings.exact), process, shape, settings, device=device,
+                      generator=list(generators), hooks=hooks)

@@ -11,7 +11,7 @@ import importlib
 _EXPORTS = {
     "PRDiT": "prdit.models.prdit", "PRDiTConfig": "prdit.models.prdit", "count_parameters": "prdit.models.prdit",
     "create_model": "prdit.models.registry", "model_names": "prdit.models.registry",
-    "model_spec": "prdit.models.registry", "stage1_name": "prdit.models.registry",
+    "model_spec": "prdit.models.registry",
 }
 
 __all__ = list(_EXPORTS)

@@ -25,18 +25,13 @@ class PRDiTConfig:
 
     input_size: tuple[int, int, int] = (64, 64, 64)
     in_channels: int = 1
-    learn_sigma: bool = True
+    out_channels: int = 2  # per output voxel: 2C = [ε̂, x̂₀] for IaN, C = the velocity for flow matching
     patch_size: int = 12
     stride: int = 8
     hidden_size: int = 768
     depth: int = 0
     num_heads: int = 12
     mlp_ratio: float = 4.0
-
-    @property
-    def out_channels(self) -> int:
-        """``2C`` (ε̂ then x̂₀) with ``learn_sigma``, else ``C`` (x̂₀ only)."""
-        return 2 * self.in_channels if self.learn_sigma else self.in_channels
 
     @property
     def grid(self) -> tuple[int, int, int]:

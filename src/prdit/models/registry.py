@@ -51,17 +51,13 @@ def model_spec(name: str) -> dict:
     return dict(MODELS[name])
 
 
-def stage1_name(name: str) -> str:
-    """The depth-0 (stage-1) model that a stage-2 name builds on, e.g. B/12/4 -> B/12/0."""
-    model_spec(name)
-    return name.rsplit("/", 1)[0] + "/0"
-
-
 def create_model(name: str, input_size: int | tuple[int, int, int] = 64, in_channels: int = 1,
-                 learn_sigma: bool = True) -> PRDiT:
-    """Build a registered model for volumes of ``input_size`` (an edge or ``(D, H, W)``)."""
+                 out_channels: int | None = None) -> PRDiT:
+    """Build a registered model for volumes of ``input_size`` (an edge or ``(D, H, W)``); ``out_channels``
+    per voxel defaults to ``2·in_channels`` (IaN's ``[ε̂, x̂₀]``)."""
     size = (input_size,) * 3 if isinstance(input_size, int) else tuple(int(s) for s in input_size)
-    config = PRDiTConfig(input_size=size, in_channels=in_channels, learn_sigma=learn_sigma, **model_spec(name))
+    out_channels = 2 * in_channels if out_channels is None else int(out_channels)
+    config = PRDiTConfig(input_size=size, in_channels=in_channels, out_channels=out_channels, **model_spec(name))
     model = PRDiT(config)
     model.name = name
     return model

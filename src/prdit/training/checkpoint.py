@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from prdit.errors import CheckpointError
+from prdit.files import atomic_write
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -36,27 +37,21 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 
 def save_atomic(obj: dict, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``:
-    a kill at any moment leaves either the old file or the new one, never a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    """``torch.save`` through :func:`prdit.files.atomic_write` with fsync: a kill at any moment
+    leaves either the old checkpoint or the new one, never a partial file."""
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
             torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(path, write, fsync=True)
 
 
 def prune_checkpoints(directory: Path, keep_last: int, milestone_every: int) -> None:
     """Delete checkpoints older than the newest ``keep_last``, except milestones, and the partial
     files of writes that a killed process never finished."""
-    for stale in Path(directory).glob(".step_*.pt.tmp-*"):
-        if not stale.name.endswith(f"-{os.getpid()}"):
+    for stale in Path(directory).glob(".partial-*-step_*.pt"):
+        if not stale.name.startswith(f".partial-{os.getpid()}-"):
             stale.unlink(missing_ok=True)
     found = list_checkpoints(directory)
     for step, path in found[:-keep_last] if keep_last > 0 else found:

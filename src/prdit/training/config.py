@@ -1,5 +1,7 @@
-"""Typed training configuration: the one source of defaults (spec §9), loaded from YAML and
-overridden with ``section.key=value`` pairs; unknown keys and wrong types are errors."""
+"""Typed training configuration: the one source of training defaults (docs/method.md §9), loaded
+from YAML and overridden with ``section.key=value`` pairs; unknown keys and wrong types are errors.
+The process's settings default in the process class itself (``prdit.diffusion``); the config
+names the kind and any settings that differ."""
 
 from __future__ import annotations
 
@@ -29,7 +31,6 @@ class ModelConfig:
     name: str = "PRDiT-B/12/0"
     input_size: int = 128
     in_channels: int = 1
-    learn_sigma: bool = True
 
 @dataclass
 class DataConfig:
@@ -48,11 +49,11 @@ class DataConfig:
     num_workers: int = 2
 
 @dataclass
-class DiffusionConfig:
-    """IaN process settings."""
+class ProcessConfig:
+    """The generative process by kind (``ian``, ``flow``) and the settings that differ from its defaults."""
 
-    num_timesteps: int = 1000
-    noise_std: float = 0.5
+    kind: str = "ian"
+    settings: dict = field(default_factory=dict)
 
 @dataclass
 class OptimConfig:
@@ -88,7 +89,7 @@ class LogConfig:
     keep_last: int = 3
     milestone_every: int = 20_000
     val_every: int = 2000
-    val_timesteps: list[int] = field(default_factory=lambda: [100, 500, 900])
+    val_noise_levels: list[float] = field(default_factory=lambda: [0.1, 0.5, 0.9])  # 0 = data, 1 = pure noise
     val_max_volumes: int = 64
     preview_every: int = 5000
     preview_steps: int = 100
@@ -102,7 +103,7 @@ class ExperimentConfig:
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    process: ProcessConfig = field(default_factory=ProcessConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -124,6 +125,11 @@ class ExperimentConfig:
             raise ConfigError(f"optim.ema_decay must be in [0, 1), got {self.optim.ema_decay}")
         if len(self.optim.betas) != 2:
             raise ConfigError(f"optim.betas needs two values, got {self.optim.betas}")
+        if any(not 0.0 <= level <= 1.0 for level in self.log.val_noise_levels):
+            raise ConfigError(f"log.val_noise_levels must lie in [0, 1], got {self.log.val_noise_levels}")
+        from prdit.diffusion import create_process
+
+        create_process(self.process.kind, **self.process.settings)  # unknown kinds or settings raise here
         if not self.data.train:
             raise ConfigError("data.train is empty: give a list file or folder of volumes "
                               "(e.g. data.train=data/phantoms/train.txt)")
@@ -214,10 +220,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config
 
 def config_from_dict(values: dict) -> ExperimentConfig:
-    """Rebuild a config saved with :meth:`ExperimentConfig.to_dict`."""
+    """Rebuild a config saved with :meth:`ExperimentConfig.to_dict` (older layouts upgraded)."""
     config = ExperimentConfig()
-    _apply(config, values, "")
+    _apply(config, upgrade_config_dict(values), "")
     return config
+
+
+def upgrade_config_dict(values: dict) -> dict:
+    """A saved config of an earlier release in today's layout: the IaN-only ``diffusion`` section
+    becomes ``process``, ``model.learn_sigma`` (always true) goes, validation timesteps become noise levels."""
+    values = {key: dict(section) if isinstance(section, dict) else section for key, section in values.items()}
+    if "diffusion" in values:
+        legacy = values.pop("diffusion")
+        values["process"] = {"kind": "ian", "settings": legacy}
+        if "val_timesteps" in values.get("log", {}):
+            total = legacy.get("num_timesteps", 1000)
+            values["log"]["val_noise_levels"] = [t / total for t in values["log"].pop("val_timesteps")]
+    values.get("model", {}).pop("learn_sigma", None)
+    return values
 
 def diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two nested config dicts."""

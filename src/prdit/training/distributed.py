@@ -43,12 +43,6 @@ def setup_distributed() -> DistInfo:
     return info
 
 
-def cleanup_distributed() -> None:
-    """Leave the process group."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
     """In-place all-reduce when distributed, identity otherwise."""
     if dist.is_available() and dist.is_initialized():

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from prdit.errors import CheckpointError
-from prdit.models.folder import WEIGHTS_FILE, save_model_folder
-from prdit.training.checkpoint import latest_checkpoint, load_checkpoint
-from prdit.training.trainer import (CHECKPOINT_DIR, build_model, diffusion_of, load_run_config,
-                                    normalization_of)
+from prdit.model_folder import CHECKPOINT_DIR, WEIGHTS_FILE, load_strict, load_weights, save_model_folder
+from prdit.training.checkpoint import latest_checkpoint
+from prdit.training.run_dir import load_run_config
+from prdit.training.setup import build_model, normalization_of, process_of
 
 
 def export_run(run_dir: str | Path, out: str | Path, checkpoint: str | Path | None = None,
@@ -21,13 +21,10 @@ def export_run(run_dir: str | Path, out: str | Path, checkpoint: str | Path | No
         raise CheckpointError(f"{run_dir}: no checkpoints yet; train first")
     if (out / WEIGHTS_FILE).exists() and not overwrite:
         raise CheckpointError(f"{out} already holds a model; pass --overwrite to replace it")
-    state = load_checkpoint(ckpt_path)
+    weights = load_weights(ckpt_path)
     model = build_model(config)
-    model.load_state_dict(state["ema"], strict=True)
-    extra = {
-        "training": {"run": str(run_dir), "checkpoint": ckpt_path.name, "step": int(state["step"]),
-                     "stage": model.stage, "config": config.to_dict()},
-        "sampling": {"sampler": "pc", "steps": 1000},
-    }
-    return save_model_folder(out, model, diffusion_of(config), normalization_of(config),
-                             spacing=tuple(state["meta"]["spacing"]), extra=extra)
+    load_strict(model, weights.state, ckpt_path)
+    extra = {"training": {"run": str(run_dir), "checkpoint": ckpt_path.name, "step": weights.step,
+                          "stage": model.stage, "config": config.to_dict()}}
+    return save_model_folder(out, model, process_of(config), normalization_of(config),
+                             spacing=tuple(weights.meta["spacing"]), extra=extra)

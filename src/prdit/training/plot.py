@@ -27,7 +27,8 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
         plotted = True
         steps = [r["step"] for r in train]
         for key, style in (("loss", "-"), ("loss_x0", "--"), ("loss_eps", ":")):
-            axes[0].plot(steps, [r[key] for r in train], style, label=f"{run_dir.name} {key}")
+            if key in train[0]:  # the terms a process logs: IaN's x₀ and ε, flow matching's one loss
+                axes[0].plot(steps, [r[key] for r in train], style, label=f"{run_dir.name} {key}")
         if val:
             axes[1].plot([r["step"] for r in val], [r["x0_mse"] for r in val], "o-", label=run_dir.name)
     if not plotted:

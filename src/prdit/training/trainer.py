@@ -1,5 +1,7 @@
-"""The two-stage training loop (spec §9, §12.3–12.5): one explicit loop for both stages, DDP
-through torchrun, EMA, exact resume. The stage follows from the model's depth."""
+"""The two-stage training loop (docs/method.md §9, §12): one explicit loop for both stages and any
+process of the family, DDP through torchrun, EMA, gradient accumulation, exact resume. The stage
+follows from the model's depth; what the config builds lives in ``setup.py``, the run directory
+in ``run_dir.py``."""
 
 from __future__ import annotations
 
@@ -12,24 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from prdit.data.normalization import Normalization
-from prdit.diffusion import IaNDiffusion
-from prdit.errors import CheckpointError, ConfigError, PRDiTError
-from prdit.models import PRDiT, create_model
+from prdit.diffusion import Process
+from prdit.errors import ConfigError, PRDiTError
+from prdit.model_folder import CHECKPOINT_DIR
 from prdit.training import distributed as D
-from prdit.training.checkpoint import (capture_rng_state, latest_checkpoint, load_checkpoint, prune_checkpoints,
-                                       restore_rng_state, save_atomic, checkpoint_path)
-from prdit.training.config import ExperimentConfig, config_from_dict, diff_configs
+from prdit.training.checkpoint import (capture_rng_state, checkpoint_path, load_checkpoint, prune_checkpoints,
+                                       restore_rng_state, save_atomic)
+from prdit.training.config import ExperimentConfig
 from prdit.training.ema import EMA
 from prdit.training.metrics import MetricsLogger
-
-CONFIG_FILE = "config.yaml"
-CHECKPOINT_DIR = "checkpoints"
-# Keys that may change when a run is continued (a longer schedule, other logging).
-RESUMABLE_CHANGES = ("train.steps", "log.", "data.num_workers", "train.compile", "train.init_from",
-                     "train.micro_batch")
+from prdit.training.run_dir import prepare_run_directory, write_run_config
+from prdit.training.setup import build_model, initialise_from, normalization_of, process_of
 
 
 @dataclass
@@ -42,95 +38,6 @@ class RunState:
     checkpoint: Path | None
 
 
-def run_directory(config: ExperimentConfig) -> Path:
-    """``{run.root}/{run.name}``."""
-    return Path(config.run.root) / config.run.name
-
-
-def normalization_of(config: ExperimentConfig) -> Normalization:
-    """The intensity normalisation a config trains with."""
-    d = config.data
-    return Normalization(kind=d.normalization, hu_min=d.hu_min, hu_max=d.hu_max, quantile=d.quantile,
-                         quantile_clip_hu=d.quantile_clip_hu)
-
-
-def diffusion_of(config: ExperimentConfig) -> IaNDiffusion:
-    """The IaN process a config trains with."""
-    return IaNDiffusion(num_timesteps=config.diffusion.num_timesteps, noise_std=config.diffusion.noise_std)
-
-
-def build_model(config: ExperimentConfig) -> PRDiT:
-    """The network a config describes."""
-    m = config.model
-    return create_model(m.name, input_size=m.input_size, in_channels=m.in_channels, learn_sigma=m.learn_sigma)
-
-
-def load_init_weights(source: str | Path) -> tuple[dict[str, torch.Tensor], str]:
-    """Weights to start from: a run directory (its newest checkpoint's EMA), a checkpoint
-    ``.pt`` (EMA), a model folder, or a ``.safetensors`` file."""
-    from safetensors.torch import load_file
-
-    path = Path(source)
-    if path.is_dir() and (path / "config.json").is_file():
-        return load_file(str(path / "model.safetensors")), f"model folder {path}"
-    if path.is_dir():
-        ckpt = latest_checkpoint(path / CHECKPOINT_DIR)
-        if ckpt is None:
-            raise CheckpointError(f"{path}: no checkpoints in {path / CHECKPOINT_DIR}; is it a finished stage-1 run?")
-        return load_checkpoint(ckpt)["ema"], f"EMA weights of {ckpt}"
-    if path.suffix == ".safetensors" and path.is_file():
-        return load_file(str(path)), str(path)
-    if path.is_file():
-        state = load_checkpoint(path)
-        return state.get("ema", state.get("model", state)), f"EMA weights of {path}"
-    raise CheckpointError(f"{source}: no such run directory, checkpoint or model folder")
-
-
-def initialise_from(model: PRDiT, source: str | Path) -> str:
-    """Stage 2 from stage 1: copy and (later) freeze the coarse branch. A source that already has a
-    global refiner (or a stage-1 model continuing) loads whole and strictly — the 128³ → 256³
-    scale-up, which works because the positional encoding is fixed, not learned."""
-    state, described = load_init_weights(source)
-    model.load_stage1(state)  # checks width and patch size with a clear message
-    if model.stage == 1 or any(k.startswith("global_refiner.") for k in state):
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            raise CheckpointError(f"{source}: weights do not fit {model.name}: {str(err).splitlines()[0]}") from err
-        return f"all weights from {described}"
-    return f"stage-1 weights from {described}"
-
-
-def prepare_run_directory(config: ExperimentConfig, resume: bool) -> tuple[Path, Path | None]:
-    """Create the run directory, or check that an existing one holds the same config; return it
-    and the checkpoint to resume from (None for a fresh run)."""
-    run_dir = run_directory(config)
-    saved = run_dir / CONFIG_FILE
-    ckpt = latest_checkpoint(run_dir / CHECKPOINT_DIR)
-    if saved.is_file():
-        previous = yaml.safe_load(saved.read_text()) or {}
-        changes = [c for c in diff_configs(previous, config.to_dict()) if not c.startswith(RESUMABLE_CHANGES)]
-        if changes:
-            raise ConfigError(
-                f"{run_dir} already holds a run with another config ({'; '.join(changes[:5])}). "
-                f"Choose another run name (run.name=...) or delete that directory yourself.")
-    elif run_dir.is_dir() and any(run_dir.iterdir()):
-        raise ConfigError(f"{run_dir} exists and is not a PRDiT run directory (no {CONFIG_FILE}); "
-                          "choose another run name (run.name=...)")
-    if resume and ckpt is None:
-        raise ConfigError(f"--resume: no checkpoint in {run_dir / CHECKPOINT_DIR} to resume from")
-    return run_dir, ckpt
-
-
-def _spacing_of(dataset, input_size: int) -> list[float]:
-    """Voxel spacing of the training volumes after pooling to the training size."""
-    from prdit.data.io import read_volume
-
-    volume = read_volume(dataset.paths[0])
-    factor = volume.array.shape[0] / input_size
-    return [float(s) * factor for s in volume.spacing]
-
-
 def _random_flips(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Mirror each volume left-right (the W axis) with probability 1/2, drawn from the trainer's
     generator so a resumed run flips the same volumes."""
@@ -139,29 +46,29 @@ def _random_flips(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, diffusion: IaNDiffusion, dataset, config: ExperimentConfig,
+def validate(model: torch.nn.Module, process: Process, dataset, config: ExperimentConfig,
              dist: D.DistInfo, device: torch.device, batch_size: int) -> dict[str, float]:
-    """x₀-MSE at fixed timesteps on the validation split, each rank its shard, summed over ranks.
+    """x₀-MSE at fixed noise levels on the validation split, each rank its shard, summed over ranks.
     Noise is seeded by volume index, so the numbers are comparable between evaluations."""
     count = min(len(dataset), config.log.val_max_volumes)
     indices = list(range(dist.rank, count, dist.world_size))
-    timesteps = config.log.val_timesteps
-    totals = torch.zeros(len(timesteps) + 1, dtype=torch.float64, device=device)
+    times = [process.time_at_noise_level(level) for level in config.log.val_noise_levels]
+    totals = torch.zeros(len(times) + 1, dtype=torch.float64, device=device)
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
         x0 = torch.stack([dataset[i] for i in chunk]).to(device)
         generators = [torch.Generator().manual_seed(10_000 + i) for i in chunk]
-        noise = diffusion.sample_noise(x0.shape, generator=generators).to(device)
-        for k, t_value in enumerate(timesteps):
+        noise = process.sample_noise(x0.shape, generator=generators).to(device)
+        for k, t_value in enumerate(times):
             t = torch.full((len(chunk),), t_value, device=device)
-            x_t = diffusion.q_sample(x0, t, noise)
-            _, x0_hat = diffusion.split_prediction(model(x_t, t).float(), x_t, t)
+            x_t = process.q_sample(x0, t, noise)
+            x0_hat = process.predict(model(x_t, process.model_time(t)).float(), x_t, t).x0
             totals[k] += ((x0_hat - x0) ** 2).mean(dim=(1, 2, 3, 4)).sum().double()
         totals[-1] += len(chunk)
     D.all_reduce(totals)
     n = max(totals[-1].item(), 1.0)
-    values = {f"x0_mse_t{t}": totals[k].item() / n for k, t in enumerate(timesteps)}
-    values["x0_mse"] = sum(values.values()) / max(len(timesteps), 1)
+    values = {f"x0_mse_t{t:g}": totals[k].item() / n for k, t in enumerate(times)}
+    values["x0_mse"] = sum(values.values()) / max(len(times), 1)
     return values
 
 
@@ -197,13 +104,12 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
     torch.manual_seed(seed + dist.rank)
 
     normalization = normalization_of(config)
-    diffusion = diffusion_of(config)
+    process = process_of(config)
     data_root = config.data.root or None
     train_set = VolumeDataset(config.data.train, size=config.model.input_size, normalization=normalization,
-                              flip=False, root=data_root, cache=config.data.cache)
+                              root=data_root, cache=config.data.cache)
     val_set = (VolumeDataset(config.data.val, size=config.model.input_size, normalization=normalization,
-                             flip=False, root=data_root, cache=config.data.cache) if config.data.val else None)
-    spacing = _spacing_of(train_set, config.model.input_size)
+                             root=data_root, cache=config.data.cache) if config.data.val else None)
 
     # Identical weights on every rank, before any DDP wrap (spec §12.3).
     torch.manual_seed(seed)
@@ -240,8 +146,7 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
     # that would block the corrected command.
     D.barrier()
     if dist.is_main:
-        (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        write_run_config(run_dir, config)
 
     forward_model: torch.nn.Module = model
     ddp_model = None
@@ -274,7 +179,7 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
                 "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                 "step": step, "rng": rng[0], "generators": generators,
                 "data_position": sampler.position(step), "config": config.to_dict(),
-                "meta": {"spacing": spacing, "stage": model.stage, "world_size": dist.world_size,
+                "meta": {"spacing": list(train_set.spacing), "stage": model.stage, "world_size": dist.world_size,
                          "model_name": model.name},
             }, path)
             prune_checkpoints(run_dir / CHECKPOINT_DIR, config.log.keep_last, config.log.milestone_every)
@@ -291,7 +196,8 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
                   f"global batch {config.train.global_batch} on {dist.world_size} process(es), {device}"
                   + (f"; {init_note}" if init_note else ""))
 
-    window = torch.zeros(4, dtype=torch.float64, device=device)  # loss, loss_x0, loss_eps, count
+    names = process.loss_names
+    window = torch.zeros(len(names) + 1, dtype=torch.float64, device=device)  # each loss, then the step count
     skipped = 0
     last_loss = float("nan")
     last_path = None
@@ -309,10 +215,10 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
             if config.data.flip:
                 x0 = _random_flips(x0, generator)
             # Timesteps and noise for the whole batch first, so micro-batches see what one big batch would.
-            t = diffusion.sample_timesteps(x0.shape[0], x0.device, generator)
-            noise = diffusion.sample_noise(x0.shape, x0.device, generator, x0.dtype)
+            t = process.sample_time(x0.shape[0], x0.device, generator)
+            noise = process.sample_noise(x0.shape, x0.device, generator, x0.dtype)
             optimizer.zero_grad(set_to_none=True)
-            step_losses = torch.zeros(3, dtype=torch.float64, device=device)
+            step_losses = torch.zeros(len(names), dtype=torch.float64, device=device)
             local_finite = torch.ones(1, device=device)
             starts = range(0, x0.shape[0], micro_batch)
             for k, lo in enumerate(starts):
@@ -323,9 +229,9 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
                         else contextlib.nullcontext())
                 with sync:
                     with autocast:
-                        losses = diffusion.training_losses(forward_model, x0[part], t=t[part], noise=noise[part])
+                        losses = process.training_losses(forward_model, x0[part], t=t[part], noise=noise[part])
                     (losses["loss"] * weight).backward()
-                values = torch.stack([losses[key].detach().double() for key in ("loss", "loss_x0", "loss_eps")])
+                values = torch.stack([losses[key].detach().double() for key in names])
                 step_losses += weight * values
                 local_finite = local_finite * torch.isfinite(values[0]).float()
             # Skip a non-finite step on every rank together, so no rank waits in all-reduce.
@@ -352,20 +258,20 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
             last = done == end or out_of_time  # the last step of this call: log, validate, preview, save
             if done % config.log.every == 0 or last:
                 D.all_reduce(window)
-                count = max(window[3].item(), 1.0)
+                count = max(window[-1].item(), 1.0)
                 now = time.perf_counter()
-                values = {"loss": window[0].item() / count, "loss_x0": window[1].item() / count,
-                          "loss_eps": window[2].item() / count, "grad_norm": float(grad_norm) if finite else math.nan,
-                          "lr": optimizer.param_groups[0]["lr"], "skipped": skipped,
-                          "steps_per_s": (done - tick_step) / max(now - tick, 1e-9)}
+                values = {name: window[k].item() / count for k, name in enumerate(names)}
+                values.update({"grad_norm": float(grad_norm) if finite else math.nan,
+                               "lr": optimizer.param_groups[0]["lr"], "skipped": skipped,
+                               "steps_per_s": (done - tick_step) / max(now - tick, 1e-9)})
                 last_loss = values["loss"]
                 tick, tick_step, window = now, done, torch.zeros_like(window)
                 if logger is not None:
                     logger.log(done, "train", values)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{values['loss']:.4f}", x0=f"{values['loss_x0']:.4f}")
+                    bar.set_postfix(loss=f"{values['loss']:.4f}")
             if val_set is not None and config.log.val_every > 0 and (done % config.log.val_every == 0 or last):
-                values = validate(ema.model, diffusion, val_set, config, dist, device, batch_size)
+                values = validate(ema.model, process, val_set, config, dist, device, batch_size)
                 if logger is not None:
                     logger.log(done, "val", values)
                 if bar is not None:
@@ -374,7 +280,7 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
                     and (done % config.log.preview_every == 0 or last)):
                 from prdit.training.previews import save_training_preview
 
-                save_training_preview(ema.model, diffusion, normalization, run_dir / "previews" / f"step_{done:08d}.png",
+                save_training_preview(ema.model, process, normalization, run_dir / "previews" / f"step_{done:08d}.png",
                                       config.log.preview_num, config.log.preview_steps, seed, device)
             if done % config.log.checkpoint_every == 0 or last:
                 last_path = save(done, completed_rng)
@@ -401,11 +307,3 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
         if logger is not None:
             logger.close()
     return RunState(run_dir=run_dir, step=end, last_loss=last_loss, checkpoint=last_path)
-
-
-def load_run_config(run_dir: Path) -> ExperimentConfig:
-    """The resolved config a run directory was trained with."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: not a PRDiT run directory (no {CONFIG_FILE})")
-    return config_from_dict(yaml.safe_load(path.read_text()))

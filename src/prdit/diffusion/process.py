@@ -1,0 +1,145 @@
+"""The interface every generative process of the PRDiT family implements, and their registry.
+
+A process is a Gaussian path ``x_t = a(t)·x₀ + s(t)·ε`` between clean volumes and noise,
+with what training needs (draw t and noise, ``q_sample``, the loss on the network's output) and
+what sampling needs (its time grid from noise to data, the split of the network's output into
+the clean-volume and noise estimates, the ODE velocity, a deterministic step and the re-noising
+of the predictor–corrector sampler). Samplers (``samplers.py``) call only this interface, so a
+new process is one file with one class and one entry in ``registry.PROCESSES``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import ClassVar, NamedTuple
+
+import torch
+
+from prdit.errors import ConfigError
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+class Prediction(NamedTuple):
+    """What the network says about ``x_t``: the clean volume x̂₀ and the noise ε̂, both ``[B, C, D, H, W]``."""
+
+    x0: torch.Tensor
+    noise: torch.Tensor
+
+
+class Process(ABC):
+    """A path between data and noise; subclasses are frozen dataclasses of their settings."""
+
+    kind: ClassVar[str]
+    samplers: ClassVar[tuple[str, ...]]
+    default_sampler: ClassVar[str]
+    default_steps: ClassVar[int]
+    loss_names: ClassVar[tuple[str, ...]]  # the keys of :meth:`loss`, "loss" (the optimised one) first
+
+    # --- what training needs ------------------------------------------------------------
+
+    @abstractmethod
+    def output_channels(self, in_channels: int) -> int:
+        """Channels of the network's output for ``in_channels``-channel volumes."""
+
+    @abstractmethod
+    def sample_time(self, batch: int, device: torch.device | str = "cpu",
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """Training times ``[batch]``."""
+
+    @property
+    @abstractmethod
+    def sigma(self) -> float:
+        """Standard deviation of the noise ε."""
+
+    @abstractmethod
+    def signal(self, t: torch.Tensor | float) -> torch.Tensor:
+        """``a(t)``, the weight of x₀ in ``x_t`` (float64)."""
+
+    @abstractmethod
+    def noise_scale(self, t: torch.Tensor | float) -> torch.Tensor:
+        """``s(t)``, the weight of ε in ``x_t`` (float64)."""
+
+    @abstractmethod
+    def time_at_noise_level(self, level: float) -> float:
+        """The process time of a noise level from 0 (data) to 1 (pure noise), for validation."""
+
+    @abstractmethod
+    def model_time(self, t: torch.Tensor) -> torch.Tensor:
+        """The network's time input for process times ``t`` ``[B]``."""
+
+    @abstractmethod
+    def loss(self, output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+             noise: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Scalar losses from the network's ``output`` on ``x_t``; ``loss`` is the one optimised."""
+
+    def sample_noise(self, shape: tuple[int, ...] | torch.Size, device: torch.device | str = "cpu",
+                     generator: Generators = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``ε`` of the process's standard deviation. A sequence of generators, one per volume, draws
+        row b of ``[B, ...]`` from generator b alone, so a volume's noise does not depend on its batch."""
+        if generator is not None and not isinstance(generator, torch.Generator):
+            if len(generator) != shape[0]:
+                raise ConfigError(f"noise for {shape[0]} volumes requested with {len(generator)} generators")
+            return torch.cat([self.sample_noise((1, *shape[1:]), device, g, dtype) for g in generator])
+        gen_device = generator.device if generator is not None else device
+        return (torch.randn(shape, generator=generator, device=gen_device, dtype=dtype) * self.sigma).to(device)
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Forward process: ``[B, C, D, H, W]`` clean volumes at per-sample times ``t`` ``[B]``."""
+        return _per_sample(self.signal(t), x0) * x0 + _per_sample(self.noise_scale(t), x0) * noise
+
+    def training_losses(self, model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor | None = None,
+                        noise: torch.Tensor | None = None,
+                        generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Noise ``x0`` (drawing ``t`` then ``noise`` where not given), run ``model``, return the losses."""
+        if t is None:
+            t = self.sample_time(x0.shape[0], x0.device, generator)
+        if noise is None:
+            noise = self.sample_noise(x0.shape, x0.device, generator, x0.dtype)
+        x_t = self.q_sample(x0, t, noise)
+        return self.loss(model(x_t, self.model_time(t)).float(), x0, x_t, t, noise)
+
+    # --- what sampling needs ------------------------------------------------------------
+
+    @abstractmethod
+    def grid(self, steps: int) -> list[float]:
+        """``steps + 1`` times from pure noise (index 0) to data (index ``steps``)."""
+
+    @abstractmethod
+    def predict(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> Prediction:
+        """The network's ``output`` on ``x_t`` as (x̂₀, ε̂)."""
+
+    @abstractmethod
+    def ode_time(self, t: float) -> float:
+        """The variable the sampling ODE is integrated in (β for IaN, t for flow matching)."""
+
+    @abstractmethod
+    def velocity(self, x: torch.Tensor, t: float, prediction: Prediction) -> torch.Tensor:
+        """``dx/d(ode_time)`` along the path through the predicted x̂₀ and ε̂."""
+
+    def start(self, shape: tuple[int, ...], device: torch.device | str = "cpu",
+              generator: Generators = None) -> torch.Tensor:
+        """Pure noise at ``grid[0]``, where sampling starts."""
+        return self.sample_noise(shape, device, generator)
+
+    def step(self, x: torch.Tensor, t_from: float, t_to: float, prediction: Prediction) -> torch.Tensor:
+        """One Euler step of the sampling ODE from ``t_from`` to ``t_to``."""
+        return x + (self.ode_time(t_to) - self.ode_time(t_from)) * self.velocity(x, t_from, prediction)
+
+    def renoise(self, x: torch.Tensor, t_from: float, t_to: float, z: torch.Tensor) -> torch.Tensor:
+        """Move ``x`` at ``t_from`` back to the noisier ``t_to`` exactly: ``α·x + sqrt(s_to² − α²s_from²)·σ·z``
+        with ``α = a(t_to)/a(t_from)``, ``z ~ N(0, I)``."""
+        alpha = float(self.signal(t_to) / self.signal(t_from))
+        variance = float(self.noise_scale(t_to)) ** 2 - alpha**2 * float(self.noise_scale(t_from)) ** 2
+        return alpha * x + math.sqrt(max(variance, 0.0)) * self.sigma * z
+
+    def to_dict(self) -> dict:
+        """``{"kind": ..., settings...}`` for configs and model folders."""
+        return {"kind": self.kind, **asdict(self)}
+
+
+def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return values.to(like.device).reshape((-1,) + (1,) * (like.ndim - 1)).to(like.dtype)

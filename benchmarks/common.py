@@ -462,7 +462,7 @@ def prime_libraries(device: torch.device, unet: bool = False) -> None:
 
 
 def make_optimizer(model: torch.nn.Module, fused: bool = True) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters, with the training settings of spec §9; ``fused`` (one
+    """AdamW over the trainable parameters, with the training settings of docs/method.md §9; ``fused`` (one
     kernel for the whole update, as ``prdit train`` uses) or torch's default multi-tensor one."""
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,

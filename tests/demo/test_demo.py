@@ -32,3 +32,16 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     assert [p.stat().st_mtime_ns for p in stage2_ckpts] == mtimes
     timings = json.loads((tmp_path / "timings.json").read_text())["seconds"]
     assert timings["stage 1 training"] < 5 and timings["stage 2 training"] < 5
+
+
+def test_demo_with_flow_matching_says_so_and_keeps_its_results_apart(tmp_path):
+    from dataclasses import replace
+
+    report = run_demo(tmp_path, minutes=5, settings=replace(TINY, process="flow"), progress=False,
+                      log=lambda s: None, overrides=FAST)
+    assert report == tmp_path / "flow" / "report.html"
+    page = report.read_text()
+    assert "flow matching (PRDiT-FM)" in page and "Euler sampler" in page
+    manifest = json.loads((tmp_path / "flow" / "samples" / "prdit" / "manifest.json").read_text())
+    assert manifest["process"]["kind"] == "flow" and manifest["sampler"] == "euler"
+    assert (tmp_path / "runs" / "phantoms-tiny-fm-stage2" / "checkpoints").is_dir()

@@ -7,7 +7,7 @@ from prdit.models import count_parameters, create_model, model_names
 from prdit.models.embeddings import positional_encoding_3d
 from prdit.models.patches import patchify, unpatchify
 
-# spec §7: total parameters, and trainable ones once stage 1 is frozen
+# docs/method.md §7: total parameters, and trainable ones once stage 1 is frozen
 PARAMETER_COUNTS = {
     "PRDiT-B/12/0": (39_156_160, None),
     "PRDiT-XL/12/0": (39_918_400, None),

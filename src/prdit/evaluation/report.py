@@ -209,7 +209,7 @@ def _mmd(real_features: np.ndarray, fake_features: np.ndarray, comparable: bool)
 
 
 def _protocol(report: dict, real_set: VolumeSet | None, fake_set: VolumeSet, config: EvaluationConfig) -> dict:
-    """Per metric: computed the published way (spec of the paper's evaluation scripts), and if not, why."""
+    """Per metric: computed the published way (docs/method.md §13), and if not, why."""
     sizing = []
     for volume_set in (real_set, fake_set):
         if volume_set is not None and volume_set.resize is not None:

@@ -1,5 +1,5 @@
-"""Timestep embedding with a shared layer and two heads (spec §3), and the fixed 3D
-positional encoding of the global refiner (spec §5)."""
+"""Timestep embedding with a shared layer and two heads (docs/method.md §3), and the fixed 3D
+positional encoding of the global refiner (docs/method.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage 2 — the global residual DiT (spec §5): full self-attention over every patch token of
+"""Stage 2 — the global residual DiT (docs/method.md §5): full self-attention over every patch token of
 the volume, predicting a residual that is added to the frozen local denoiser's output."""
 
 from __future__ import annotations

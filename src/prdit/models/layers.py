@@ -13,7 +13,7 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 
 class SwiGLU(nn.Module):
-    """``out(LN_affine(SiLU(gate(x)) ⊙ value(x)))`` with hidden ratio 1.0 (spec §4)."""
+    """``out(LN_affine(SiLU(gate(x)) ⊙ value(x)))`` with hidden ratio 1.0 (docs/method.md §4)."""
 
     def __init__(self, width: int) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""Stage 1 — the local denoiser (spec §4): an adaLN-modulated SwiGLU MLP that sees one
+"""Stage 1 — the local denoiser (docs/method.md §4): an adaLN-modulated SwiGLU MLP that sees one
 patch token at a time and predicts its core for every output channel."""
 
 from __future__ import annotations

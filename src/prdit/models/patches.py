@@ -1,4 +1,4 @@
-"""Overlapping 3D patch tokens (spec §2): reflect-pad, cut ``P³`` patches with stride ``S``,
+"""Overlapping 3D patch tokens (docs/method.md §2): reflect-pad, cut ``P³`` patches with stride ``S``,
 and put each token's predicted ``S³`` core back on the grid."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The PRDiT network: tokenise, local denoiser (stage 1), global residual DiT (stage 2),
-un-patchify (spec §1–6), and the stage-1 → stage-2 hand-over."""
+un-patchify (docs/method.md §1–6), and the stage-1 → stage-2 hand-over."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Model registry: ``PRDiT-{size}/{P}/{depth}`` names -> shapes (spec §7), plus tiny test variants."""
+"""Model registry: ``PRDiT-{size}/{P}/{depth}`` names -> shapes (docs/method.md §7), plus tiny test variants."""
 
 from __future__ import annotations
 

@@ -231,8 +231,10 @@ def upgrade_config_dict(values: dict) -> dict:
     becomes ``process``, ``model.learn_sigma`` (always true) goes, validation timesteps become noise levels."""
     values = {key: dict(section) if isinstance(section, dict) else section for key, section in values.items()}
     if "diffusion" in values:
-        legacy = values.pop("diffusion")
-        values["process"] = {"kind": "ian", "settings": legacy}
+        from prdit.diffusion import IaNDiffusion
+
+        legacy, defaults = values.pop("diffusion"), IaNDiffusion().to_dict()
+        values["process"] = {"kind": "ian", "settings": {k: v for k, v in legacy.items() if v != defaults.get(k)}}
         if "val_timesteps" in values.get("log", {}):
             total = legacy.get("num_timesteps", 1000)
             values["log"]["val_noise_levels"] = [t / total for t in values["log"].pop("val_timesteps")]

@@ -1,5 +1,5 @@
 """DDP through torchrun without a framework: process group set-up, rank helpers, and the
-shared-seed data order that gives each rank a disjoint shard (spec §12.3)."""
+shared-seed data order that gives each rank a disjoint shard (docs/method.md §12.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Exponential moving average of the trainable weights (decay every step, spec §9)."""
+"""Exponential moving average of the trainable weights (decay every step, docs/method.md §9)."""
 
 from __future__ import annotations
 

@@ -111,7 +111,7 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
     val_set = (VolumeDataset(config.data.val, size=config.model.input_size, normalization=normalization,
                              root=data_root, cache=config.data.cache) if config.data.val else None)
 
-    # Identical weights on every rank, before any DDP wrap (spec §12.3).
+    # Identical weights on every rank, before any DDP wrap (docs/method.md §12.3).
     torch.manual_seed(seed)
     model = build_model(config).to(device)
     checkpoint = load_checkpoint(resume_from, map_location="cpu") if resume_from else None

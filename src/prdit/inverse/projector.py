@@ -244,6 +244,7 @@ class ConeBeamProjector(Operator):
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Projections ``[B, V, rows, columns]`` of model-range volumes ``[B, 1, D, H, W]``."""
+        check_volume_batch(x)
         return self.project(model_to_density(x, self.normalization))
 
     def describe(self) -> dict:

@@ -81,6 +81,7 @@ def test_mask_operator_keeps_known_voxels_and_describes_its_pattern():
     described = json.loads(json.dumps(mask.describe()))
     assert described == {"operator": "mask", "pattern": "random_voxels", "missing_fraction": 0.5, "seed": 1,
                          "shape": [6, 6, 6], "known_fraction": 0.5}
+    assert make_mask("random_voxels", (6, 6, 6)).describe()["missing_fraction"] == 0.9  # defaults recorded too
     with pytest.raises(ConfigError, match="unknown mask pattern"):
         make_mask("checkerboard", (6, 6, 6))
     with pytest.raises(ConfigError, match="does not take"):

@@ -20,6 +20,7 @@ optional seeded Gaussian noise (``--simulate-from``).
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -150,15 +151,21 @@ class Mask(Operator):
 
 
 def make_mask(pattern: str, shape: Sequence[int], **settings) -> Mask:
-    """A :class:`Mask` of a named reference pattern: ``centre_cube``, ``random_voxels`` or ``axial_slab``."""
+    """A :class:`Mask` of a named reference pattern: ``centre_cube``, ``random_voxels`` or ``axial_slab``.
+
+    ``settings`` are the maker's keywords; its description lists them with the defaults filled in
+    (an axial slab's ``thickness`` None means half the axial slices).
+    """
     makers = {"centre_cube": centre_cube_mask, "random_voxels": random_voxel_mask, "axial_slab": axial_slab_mask}
     if pattern not in makers:
         raise ConfigError(f"unknown mask pattern '{pattern}'; choose one of {', '.join(makers)}")
     try:
-        known = makers[pattern](shape, **settings)
+        bound = inspect.signature(makers[pattern]).bind(shape, **settings)
     except TypeError as error:
         raise ConfigError(f"mask pattern '{pattern}' does not take these settings: {error}") from error
-    return Mask(known, {"pattern": pattern, **settings})
+    bound.apply_defaults()  # the manifest records every setting, defaults included
+    return Mask(makers[pattern](*bound.args, **bound.kwargs),
+                {"pattern": pattern, **{k: v for k, v in bound.arguments.items() if k != "shape"}})
 
 
 class GaussianBlur(Operator):

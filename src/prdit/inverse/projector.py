@@ -144,8 +144,7 @@ def siddon_system_matrix(
         src = sources[start:start + chunk].to(torch.float64)
         direction = ends[start:start + chunk].to(torch.float64) - src
         # Parameters α ∈ [0, 1] along each ray where it crosses a voxel plane, with both ends.
-        alphas = [torch.zeros(len(src), 2, dtype=torch.float64)]
-        alphas[0][:, 1] = 1.0
+        alphas = [torch.tensor([0.0, 1.0], dtype=torch.float64).expand(len(src), 2)]
         for axis, plane in enumerate(planes):
             step = direction[:, axis:axis + 1]
             parallel = step.abs() < 1e-12

@@ -19,7 +19,7 @@ class FlowMatching(Process):
     time_scale: float = 1000.0
 
     kind = "flow"
-    samplers = ("euler", "heun")
+    samplers = ("euler", "heun", "dpm++2m", "dpm++3m")
     default_sampler = "euler"
     loss_names = ("loss",)
     default_steps = 100

@@ -25,7 +25,7 @@ class IaNDiffusion(Process):
     noise_std: float = 0.5
 
     kind = "ian"
-    samplers = ("pc", "euler", "heun")
+    samplers = ("pc", "euler", "heun", "dpm++1", "dpm++2m", "dpm++3m")
     default_sampler = "pc"
     loss_names = ("loss", "loss_x0", "loss_eps")
     default_steps = 1000

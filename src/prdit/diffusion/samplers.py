@@ -7,6 +7,11 @@ per-step hook for guidance and previews.
   two steps, decided by index).
 * ``heun``: Euler, then the average of the velocities at both ends (two calls a step; the last
   step into the data end stays Euler).
+* ``dpm++1``, ``dpm++2m``, ``dpm++3m``: DPM-Solver++ in data prediction (docs/method.md §16), an
+  exponential integrator in ``λ = log(a/(σ·s))`` that reuses the x̂₀ of up to two earlier steps
+  (first order is DDIM). The first step leaves pure noise (a = 0, λ = −∞), where no earlier
+  x̂₀ exists: ``x = (s_j/s_0)·x + a_j·x̂₀``; the second step is first order, the third at most
+  second; the last step, into s = 0 (λ = +∞), returns x̂₀.
 
 Every sampler starts from pure noise at the grid's first point and returns the last x̂₀.
 Hooks see each step's state and predictions and may return a changed state (guidance, data
@@ -16,6 +21,7 @@ runs with gradients enabled (it may differentiate, e.g., a measurement loss thro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -25,6 +31,8 @@ from prdit.diffusion.process import Generators, Prediction, Process
 from prdit.errors import ConfigError
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+MULTISTEP_ORDER = {"dpm++1": 1, "dpm++2m": 2, "dpm++3m": 3}
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,7 @@ def sample(model: Denoiser, process: Process, shape: tuple[int, ...], settings: 
 
     x = noise.to(device) if noise is not None else process.start(shape, device, generator)
     x0_hat = x
+    history: list[tuple[float, torch.Tensor]] = []  # (λ, x̂₀) of earlier steps at finite λ, newest first
     for i in range(settings.steps):
         t_i, t_j = grid[i], grid[i + 1]
         state = SamplerStep(i, settings.steps, t_i, t_j, x, predict(x, t_i))
@@ -108,6 +117,16 @@ def sample(model: Denoiser, process: Process, shape: tuple[int, ...], settings: 
                 jumped = process.step(x, t_i, grid[i + 2], prediction)
                 z = process.sample_noise(x.shape, device, generator, x.dtype) / process.sigma
                 x = process.renoise(jumped, grid[i + 2], t_j, z)
+            elif settings.sampler in MULTISTEP_ORDER:
+                if i + 1 == settings.steps:
+                    x = prediction.x0
+                elif i == 0:
+                    x = (float(process.noise_scale(t_j)) / float(process.noise_scale(t_i))) * x \
+                        + float(process.signal(t_j)) * prediction.x0
+                else:
+                    history.insert(0, (process.log_snr(t_i), prediction.x0))
+                    del history[MULTISTEP_ORDER[settings.sampler]:]
+                    x = dpm_solver_step(process, x, t_i, t_j, history)
             elif settings.sampler == "heun" and i + 1 < settings.steps:
                 ending = process.step(x, t_i, t_j, prediction)
                 slope = process.velocity(x, t_i, prediction)
@@ -116,6 +135,34 @@ def sample(model: Denoiser, process: Process, shape: tuple[int, ...], settings: 
             else:
                 x = process.step(x, t_i, t_j, prediction)
     return SampleResult(x0=x0_hat, state=x)
+
+
+def dpm_solver_step(process: Process, x: torch.Tensor, t_i: float, t_j: float,
+                    history: Sequence[tuple[float, torch.Tensor]]) -> torch.Tensor:
+    """One DPM-Solver++ multistep update of ``x`` ``[B, C, D, H, W]`` from ``t_i`` to ``t_j`` (both at finite λ)
+    with ``history`` = (λ, x̂₀) at ``t_i`` and at up to two earlier grid points, newest first; its order is
+    the number of entries."""
+    lam_j = process.log_snr(t_j)
+    (lam_0, m0), earlier = history[0], history[1:]
+    h = lam_j - lam_0
+    phi_1 = math.expm1(-h)  # e^{−h} − 1
+    x = (float(process.noise_scale(t_j)) / float(process.noise_scale(t_i))) * x
+    a_j = float(process.signal(t_j))
+    if not earlier:
+        return x - a_j * phi_1 * m0
+    lam_1, m1 = earlier[0]
+    r0 = (lam_0 - lam_1) / h
+    d1_0 = (m0 - m1) / r0
+    if len(earlier) == 1:
+        return x - a_j * phi_1 * (m0 + 0.5 * d1_0)
+    lam_2, m2 = earlier[1]
+    r1 = (lam_1 - lam_2) / h
+    d1_1 = (m1 - m2) / r1
+    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+    d2 = (d1_0 - d1_1) / (r0 + r1)
+    phi_2 = phi_1 / h + 1.0
+    phi_3 = phi_2 / h - 0.5
+    return x - a_j * phi_1 * m0 + a_j * phi_2 * d1 - a_j * phi_3 * d2
 
 
 def progress_hook(callback: Callable[[int, int], None]) -> Hook:

@@ -109,6 +109,10 @@ class IaNDiffusion(Process):
         """The angle β(t)."""
         return float(self.beta(t))
 
+    def time_at_log_snr(self, log_snr: float) -> float:
+        """``β = atan(1/(σ·e^λ))``, as a timestep."""
+        return math.atan2(1.0, self.noise_std * math.exp(log_snr)) * 2 * self.num_timesteps / math.pi
+
     def velocity(self, x: torch.Tensor, t: float, prediction: Prediction) -> torch.Tensor:
         """``dx/dβ = −sin β·x̂₀ + cos β·ε̂``."""
         beta = self.ode_time(t)

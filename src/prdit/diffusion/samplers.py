@@ -13,6 +13,11 @@ per-step hook for guidance and previews.
   x̂₀ exists: ``x = (s_j/s_0)·x + a_j·x̂₀``; the second step is first order, the third at most
   second; the last step, into s = 0 (λ = +∞), returns x̂₀.
 
+The grid is the process's own (uniform in its time: β for IaN, t for flow matching) or, with the
+``lambda`` schedule, keeps its two end steps and spaces the points between uniformly in λ, which
+puts more steps near both ends: on the two-Gaussian oracle it lowers the error of 2M/3M on IaN at
+10–40 steps (tests/diffusion/test_solvers.py).
+
 Every sampler starts from pure noise at the grid's first point and returns the last x̂₀.
 Hooks see each step's state and predictions and may return a changed state (guidance, data
 consistency); the network is called without gradients, and a hook with ``requires_grad = True``
@@ -33,14 +38,16 @@ from prdit.errors import ConfigError
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 MULTISTEP_ORDER = {"dpm++1": 1, "dpm++2m": 2, "dpm++3m": 3}
+SCHEDULES = ("uniform", "lambda")
 
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """Which sampler and how many grid steps; ``None`` takes the process's default."""
+    """Which sampler, how many grid steps (``None``: the process's defaults) and how they are spaced."""
 
     sampler: str | None = None
     steps: int | None = None
+    schedule: str = "uniform"
 
     def resolved(self, process: Process) -> "SamplerSettings":
         """A copy with the process's defaults filled in, checked against what the process offers."""
@@ -51,6 +58,8 @@ class SamplerSettings:
                               f"choose one of {', '.join(process.samplers)}")
         if settings.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {settings.steps}")
+        if settings.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule '{settings.schedule}'; choose one of {', '.join(SCHEDULES)}")
         return settings
 
     def network_calls(self) -> int:
@@ -93,7 +102,7 @@ def sample(model: Denoiser, process: Process, shape: tuple[int, ...], settings: 
     """
     if settings.sampler not in process.samplers or settings.steps is None:
         raise ConfigError(f"sampler settings {settings} are not resolved for the {process.kind} process")
-    grid = process.grid(settings.steps)
+    grid = time_grid(process, settings.steps, settings.schedule)
 
     def predict(x: torch.Tensor, t_value: float) -> Prediction:
         t = torch.full((x.shape[0],), t_value, device=device, dtype=torch.float32)
@@ -135,6 +144,17 @@ def sample(model: Denoiser, process: Process, shape: tuple[int, ...], settings: 
             else:
                 x = process.step(x, t_i, t_j, prediction)
     return SampleResult(x0=x0_hat, state=x)
+
+
+def time_grid(process: Process, steps: int, schedule: str) -> list[float]:
+    """``steps + 1`` times from pure noise to data: the process's grid, or (``lambda``) its first and last
+    step kept and the points between uniform in λ."""
+    grid = process.grid(steps)
+    if schedule == "uniform" or steps < 3:
+        return grid
+    low, high = process.log_snr(grid[1]), process.log_snr(grid[-2])
+    inner = [process.time_at_log_snr(low + (high - low) * k / (steps - 2)) for k in range(steps - 1)]
+    return [grid[0], *inner, grid[-1]]
 
 
 def dpm_solver_step(process: Process, x: torch.Tensor, t_i: float, t_j: float,

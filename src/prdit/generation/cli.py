@@ -30,6 +30,9 @@ def register(app: typer.Typer) -> None:
         sampler: str = typer.Option(None, "--sampler", help="IaN: 'pc' (predictor-corrector, default), 'euler', "
                                     "'heun', 'dpm++1' (DDIM), 'dpm++2m', 'dpm++3m' (DPM-Solver++, for 10-50 "
                                     "steps); flow matching: 'euler' (default), 'heun', 'dpm++2m', 'dpm++3m'."),
+        schedule: str = typer.Option(DEFAULTS.schedule, "--schedule", help="'uniform' (in the process's time) "
+                                     "or 'lambda' (uniform in log-SNR between the first and last step; lower "
+                                     "error for dpm++2m/3m on IaN at 10-40 steps)."),
         seed: int = typer.Option(DEFAULTS.seed, "--seed", help="Seed of the run; volume i has its own seed "
                                  "derived from (seed, i), listed in manifest.json."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing volumes (default: skip them)."),
@@ -69,8 +72,9 @@ def register(app: typer.Typer) -> None:
             indices = list(range(num))
         input_size = _parse_size(size)
         pipe = PRDiTPipeline.from_pretrained(model_dir, device=device, input_size=input_size, precision=precision)
-        settings = pipe.settings(SamplingConfig(steps=steps, sampler=sampler, batch_size=batch, seed=seed,
-                                                precision=precision, exact=exact, preview_window=preview_window))
+        settings = pipe.settings(SamplingConfig(steps=steps, sampler=sampler, schedule=schedule, batch_size=batch,
+                                                seed=seed, precision=precision, exact=exact,
+                                                preview_window=preview_window))
         if pipe.normalization.kind == "quantile":
             typer.secho(f"warning: the model was trained with per-volume quantile normalisation, so HU are nominal "
                         f"(model range mapped onto [{pipe.normalization.hu_min:g}, {pipe.normalization.hu_max:g}])",

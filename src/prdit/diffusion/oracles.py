@@ -1,11 +1,12 @@
-"""Exact denoisers of known data sets for any process: one volume, and a mixture of two Gaussians
-(whose posterior mean is closed-form), answering in the process's own output format."""
+"""Exact denoisers of known data sets for any process, to check samplers against: one volume, and
+a mixture of two Gaussians (whose posterior mean is closed-form). Each is called like a network,
+``(x [B, C, D, H, W], network time [B])``, and answers in the process's own output format."""
 
 from __future__ import annotations
 
 import torch
 
-from prdit.diffusion import Process
+from prdit.diffusion.process import Process
 
 
 def network_output(process: Process, x: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:

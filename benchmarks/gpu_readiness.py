@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-size", type=int, default=None, help="training volume edge (128 on CUDA, 32 on CPU)")
     parser.add_argument("--sample-sizes", default=None, help="sampling edges (64,128,256 on CUDA, 32,64 on CPU)")
     parser.add_argument("--micro-batches", default="1,2,4", help=f"micro-batch sizes of a batch of {GLOBAL_BATCH}")
-    parser.add_argument("--numerics-size", type=int, default=None, help="volume edge of the numerics check (64; CPU 16)")
+    parser.add_argument("--numerics-size", type=int, default=None,
+                        help="volume edge of the numerics check (64 on CUDA, 16 on CPU)")
     args = parser.parse_args(argv)
     set_threads(args.threads)
     device = resolve_device(args.device)
@@ -172,7 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         model = args.model
         train_size = args.train_size or (128 if cuda else 32)
-        sample_sizes = parse_int_list(args.sample_sizes) if args.sample_sizes else ([64, 128, 256] if cuda else [32, 64])
+        default_sizes = [64, 128, 256] if cuda else [32, 64]
+        sample_sizes = parse_int_list(args.sample_sizes) if args.sample_sizes else default_sizes
         numerics_size = args.numerics_size or (64 if cuda else 16)
         micro_batches = parse_int_list(args.micro_batches)
     skipped = []
@@ -197,7 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     numerics_result = run(f"numerics {numerics_size}³", measure_numerics, model, numerics_size, device.type)
     results["numerics"] = numerics_result
     for precision, r in (numerics_result or {}).items():
-        rows.append([f"numerics {precision} vs fp32, {numerics_size}³" + (" (the reference)" if precision == "fp32" else ""), f"loss {r['max_relative_loss_difference']:.2e}",
+        name = f"numerics {precision} vs fp32, {numerics_size}³" + (" (the reference)" if precision == "fp32" else "")
+        rows.append([name, f"loss {r['max_relative_loss_difference']:.2e}",
                      f"sample {r['relative_rms_sample_difference']:.2e}", "-", "relative"])
     results["training"] = []
     for compiled in ((False, True) if cuda else (False,)):
@@ -209,9 +212,10 @@ def main(argv: list[str] | None = None) -> None:
                         args.repeats, device.type)
                 if r:
                     voxels = GLOBAL_BATCH * train_size**3 / r["median_step_s"]
-                    results["training"].append({"size": train_size, "micro_batch": micro, "checkpointing": checkpointing,
-                                                "compile": compiled, "voxels_per_s": voxels, **r})
-                    rows.append([label, fmt_number(r["median_step_s"]), f"{voxels:,.0f}", fmt_bytes(r["peak_bytes"]), "ok"])
+                    results["training"].append({"size": train_size, "micro_batch": micro, "compile": compiled,
+                                                "checkpointing": checkpointing, "voxels_per_s": voxels, **r})
+                    rows.append([label, fmt_number(r["median_step_s"]), f"{voxels:,.0f}", fmt_bytes(r["peak_bytes"]),
+                                 "ok"])
     results["sampling"] = []
     for size in sample_sizes:
         label = f"sample {size}³ (per step)"

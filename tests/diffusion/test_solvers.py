@@ -58,8 +58,8 @@ def test_every_sampler_draws_a_two_gaussian_data_set(kind, sampler):
 # DPM-Solver++ multistep on IaN's own grid (uniform in β) stays below order 2: near pure noise
 # x̂₀ − E[x₀] grows like e^λ, and the λ-steps there (log 2, log 3/2, ...) do not shrink with the step
 # count, so a polynomial in λ fits x̂₀ poorly exactly where few earlier x̂₀ exist; measured 1.5 (2M)
-# and 1.65 (3M). The lambda schedule makes the λ-steps shrink and gives order 2. 3M does not reach 3
-# from pure noise: its first two steps, with no or one earlier x̂₀, are of lower order.
+# and 1.65 (3M). The lambda schedule makes the λ-steps shrink and gives order 2. 3M does not reach 3:
+# its first two steps, with no or one earlier x̂₀, and its last, which returns x̂₀, are of lower order.
 ORDERS = [("ian", "euler", "uniform", 1.0, 0.35), ("ian", "dpm++1", "uniform", 1.0, 0.35),
           ("ian", "heun", "uniform", 2.0, 0.35), ("ian", "dpm++2m", "uniform", 1.5, 0.2),
           ("ian", "dpm++3m", "uniform", 1.65, 0.2), ("ian", "dpm++2m", "lambda", 2.0, 0.25),

@@ -50,6 +50,7 @@ def age(folder):
 def test_full_run_writes_hu_nifti_manifest_and_previews(full_run, spacing):
     manifest = json.loads((full_run / "manifest.json").read_text())
     assert manifest["steps"] == 4 and manifest["sampler"] == "pc" and manifest["seed"] == 4
+    assert manifest["schedule"] == "uniform"
     assert manifest["hu_range"] == [-1000.0, 1000.0] and manifest["model"]["name"] == "PRDiT-T/6/2"
     assert [v["index"] for v in manifest["volumes"]] == [0, 1, 2]
     for entry in manifest["volumes"]:
@@ -107,6 +108,7 @@ def test_resume_skips_existing_volumes_without_touching_them(full_run, model_dir
     (out / ".partial" / "sample_00001.nii.gz").write_bytes(b"half a file")
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["volumes"] = [v for v in manifest["volumes"] if v["index"] != 0]  # written, not yet recorded
+    del manifest["schedule"]  # folders written before the option existed resume too
     (out / "manifest.json").write_text(json.dumps(manifest))
     kept = [p for p in age(out) if "00001" not in p.name and p.name not in ("manifest.json", "grid.png")]
     result = ok(sample(model_dir, "--out", out, "--num", 4, "--batch", 2, "--seed", 4, "--save-x0"))
@@ -140,6 +142,8 @@ def test_a_folder_of_another_run_is_not_mixed_in(full_run, model_dir, make_model
     result = sample(model_dir, "--out", out, "--num", 3, "--seed", 5)
     assert isinstance(result.exception, ConfigError)
     assert "holds volumes of another run (seed: folder has 4, now 5)" in str(result.exception)
+    result = sample(model_dir, "--out", out, "--num", 3, "--seed", 4, "--schedule", "lambda")
+    assert "schedule: folder has 'uniform', now 'lambda'" in str(result.exception)
     result = sample(make_model_folder(), "--out", out, "--num", 3, "--seed", 4)
     assert "model.weights_sha256" in str(result.exception)
     assert all(p.stat().st_mtime == OLD for p in out.rglob("*") if p.is_file())

@@ -3,6 +3,7 @@ from noise (t = 0) to data (t = 1), the network predicting the velocity ``v = x�
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +20,7 @@ class FlowMatching(Process):
     time_scale: float = 1000.0
 
     kind = "flow"
-    samplers = ("euler", "heun")
+    samplers = ("euler", "heun", "dpm++2m", "dpm++3m")
     default_sampler = "euler"
     loss_names = ("loss",)
     default_steps = 100
@@ -85,6 +86,10 @@ class FlowMatching(Process):
     def ode_time(self, t: float) -> float:
         """t itself."""
         return float(t)
+
+    def time_at_log_snr(self, log_snr: float) -> float:
+        """``t = 1/(1 + e^{−λ})``: ``t/(1 − t) = e^λ``."""
+        return 1.0 / (1.0 + math.exp(-log_snr))
 
     def velocity(self, x: torch.Tensor, t: float, prediction: Prediction) -> torch.Tensor:
         """``v̂ = x̂₀ − ε̂``."""

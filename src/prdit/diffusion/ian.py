@@ -25,7 +25,7 @@ class IaNDiffusion(Process):
     noise_std: float = 0.5
 
     kind = "ian"
-    samplers = ("pc", "euler", "heun")
+    samplers = ("pc", "euler", "heun", "dpm++1", "dpm++2m", "dpm++3m")
     default_sampler = "pc"
     loss_names = ("loss", "loss_x0", "loss_eps")
     default_steps = 1000
@@ -108,6 +108,10 @@ class IaNDiffusion(Process):
     def ode_time(self, t: float) -> float:
         """The angle β(t)."""
         return float(self.beta(t))
+
+    def time_at_log_snr(self, log_snr: float) -> float:
+        """``β = atan(1/(σ·e^λ))``, as a timestep."""
+        return math.atan2(1.0, self.noise_std * math.exp(log_snr)) * 2 * self.num_timesteps / math.pi
 
     def velocity(self, x: torch.Tensor, t: float, prediction: Prediction) -> torch.Tensor:
         """``dx/dβ = −sin β·x̂₀ + cos β·ε̂``."""

@@ -120,6 +120,14 @@ class Process(ABC):
     def velocity(self, x: torch.Tensor, t: float, prediction: Prediction) -> torch.Tensor:
         """``dx/d(ode_time)`` along the path through the predicted x̂₀ and ε̂."""
 
+    def log_snr(self, t: float) -> float:
+        """``λ(t) = log(a/(σ·s))``, the log signal-to-noise ratio DPM-Solver++ steps in (finite inside the grid)."""
+        return math.log(float(self.signal(t))) - math.log(self.sigma * float(self.noise_scale(t)))
+
+    @abstractmethod
+    def time_at_log_snr(self, log_snr: float) -> float:
+        """The time at which :meth:`log_snr` is ``log_snr``."""
+
     def start(self, shape: tuple[int, ...], device: torch.device | str = "cpu",
               generator: Generators = None) -> torch.Tensor:
         """Pure noise at ``grid[0]``, where sampling starts."""

@@ -7,6 +7,16 @@ per-step hook for guidance and previews.
   two steps, decided by index).
 * ``heun``: Euler, then the average of the velocities at both ends (two calls a step; the last
   step into the data end stays Euler).
+* ``dpm++1``, ``dpm++2m``, ``dpm++3m``: DPM-Solver++ in data prediction (docs/method.md §16), an
+  exponential integrator in ``λ = log(a/(σ·s))`` that reuses the x̂₀ of up to two earlier steps
+  (first order is DDIM). The first step leaves pure noise (a = 0, λ = −∞), where no earlier
+  x̂₀ exists: ``x = (s_j/s_0)·x + a_j·x̂₀``; the second step is first order, the third at most
+  second; the last step, into s = 0 (λ = +∞), returns x̂₀.
+
+The grid is the process's own (uniform in its time: β for IaN, t for flow matching) or, with the
+``lambda`` schedule, keeps its two end steps and spaces the points between uniformly in λ, which
+puts more steps near both ends: on the two-Gaussian oracle it lowers the error of 2M/3M on IaN at
+10–40 steps (tests/diffusion/test_solvers.py).
 
 Every sampler starts from pure noise at the grid's first point and returns the last x̂₀.
 Hooks see each step's state and predictions and may return a changed state (guidance, data
@@ -16,6 +26,7 @@ runs with gradients enabled (it may differentiate, e.g., a measurement loss thro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -26,13 +37,17 @@ from prdit.errors import ConfigError
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+MULTISTEP_ORDER = {"dpm++1": 1, "dpm++2m": 2, "dpm++3m": 3}
+SCHEDULES = ("uniform", "lambda")
+
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """Which sampler and how many grid steps; ``None`` takes the process's default."""
+    """Which sampler, how many grid steps (``None``: the process's defaults) and how they are spaced."""
 
     sampler: str | None = None
     steps: int | None = None
+    schedule: str = "uniform"
 
     def resolved(self, process: Process) -> "SamplerSettings":
         """A copy with the process's defaults filled in, checked against what the process offers."""
@@ -43,6 +58,8 @@ class SamplerSettings:
                               f"choose one of {', '.join(process.samplers)}")
         if settings.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {settings.steps}")
+        if settings.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule '{settings.schedule}'; choose one of {', '.join(SCHEDULES)}")
         return settings
 
     def network_calls(self) -> int:
@@ -85,7 +102,7 @@ def sample(model: Denoiser, process: Process, shape: tuple[int, ...], settings: 
     """
     if settings.sampler not in process.samplers or settings.steps is None:
         raise ConfigError(f"sampler settings {settings} are not resolved for the {process.kind} process")
-    grid = process.grid(settings.steps)
+    grid = time_grid(process, settings.steps, settings.schedule)
 
     def predict(x: torch.Tensor, t_value: float) -> Prediction:
         t = torch.full((x.shape[0],), t_value, device=device, dtype=torch.float32)
@@ -94,6 +111,7 @@ def sample(model: Denoiser, process: Process, shape: tuple[int, ...], settings: 
 
     x = noise.to(device) if noise is not None else process.start(shape, device, generator)
     x0_hat = x
+    history: list[tuple[float, torch.Tensor]] = []  # (λ, x̂₀) of earlier steps at finite λ, newest first
     for i in range(settings.steps):
         t_i, t_j = grid[i], grid[i + 1]
         state = SamplerStep(i, settings.steps, t_i, t_j, x, predict(x, t_i))
@@ -108,6 +126,16 @@ def sample(model: Denoiser, process: Process, shape: tuple[int, ...], settings: 
                 jumped = process.step(x, t_i, grid[i + 2], prediction)
                 z = process.sample_noise(x.shape, device, generator, x.dtype) / process.sigma
                 x = process.renoise(jumped, grid[i + 2], t_j, z)
+            elif settings.sampler in MULTISTEP_ORDER:
+                if i + 1 == settings.steps:
+                    x = prediction.x0
+                elif i == 0:
+                    x = (float(process.noise_scale(t_j)) / float(process.noise_scale(t_i))) * x \
+                        + float(process.signal(t_j)) * prediction.x0
+                else:
+                    history.insert(0, (process.log_snr(t_i), prediction.x0))
+                    del history[MULTISTEP_ORDER[settings.sampler]:]
+                    x = dpm_solver_step(process, x, t_i, t_j, history)
             elif settings.sampler == "heun" and i + 1 < settings.steps:
                 ending = process.step(x, t_i, t_j, prediction)
                 slope = process.velocity(x, t_i, prediction)
@@ -116,6 +144,45 @@ def sample(model: Denoiser, process: Process, shape: tuple[int, ...], settings: 
             else:
                 x = process.step(x, t_i, t_j, prediction)
     return SampleResult(x0=x0_hat, state=x)
+
+
+def time_grid(process: Process, steps: int, schedule: str) -> list[float]:
+    """``steps + 1`` times from pure noise to data: the process's grid, or (``lambda``) its first and last
+    step kept and the points between uniform in λ."""
+    grid = process.grid(steps)
+    if schedule == "uniform" or steps < 3:
+        return grid
+    low, high = process.log_snr(grid[1]), process.log_snr(grid[-2])
+    inner = [process.time_at_log_snr(low + (high - low) * k / (steps - 2)) for k in range(steps - 1)]
+    return [grid[0], *inner, grid[-1]]
+
+
+def dpm_solver_step(process: Process, x: torch.Tensor, t_i: float, t_j: float,
+                    history: Sequence[tuple[float, torch.Tensor]]) -> torch.Tensor:
+    """One DPM-Solver++ multistep update of ``x`` ``[B, C, D, H, W]`` from ``t_i`` to ``t_j`` (both at finite λ)
+    with ``history`` = (λ, x̂₀) at ``t_i`` and at up to two earlier grid points, newest first; its order is
+    the number of entries."""
+    lam_j = process.log_snr(t_j)
+    (lam_0, m0), earlier = history[0], history[1:]
+    h = lam_j - lam_0
+    phi_1 = math.expm1(-h)  # e^{−h} − 1
+    x = (float(process.noise_scale(t_j)) / float(process.noise_scale(t_i))) * x
+    a_j = float(process.signal(t_j))
+    if not earlier:
+        return x - a_j * phi_1 * m0
+    lam_1, m1 = earlier[0]
+    r0 = (lam_0 - lam_1) / h
+    d1_0 = (m0 - m1) / r0
+    if len(earlier) == 1:
+        return x - a_j * phi_1 * (m0 + 0.5 * d1_0)
+    lam_2, m2 = earlier[1]
+    r1 = (lam_1 - lam_2) / h
+    d1_1 = (m1 - m2) / r1
+    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+    d2 = (d1_0 - d1_1) / (r0 + r1)
+    phi_2 = phi_1 / h + 1.0
+    phi_3 = phi_2 / h - 0.5
+    return x - a_j * phi_1 * m0 + a_j * phi_2 * d1 - a_j * phi_3 * d2
 
 
 def progress_hook(callback: Callable[[int, int], None]) -> Hook:

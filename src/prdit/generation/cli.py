@@ -21,11 +21,18 @@ def register(app: typer.Typer) -> None:
         num: int = typer.Option(None, "--num", help="Number of volumes, indices 0..N-1 (default 1)."),
         index: list[int] = typer.Option(None, "--index", help="Generate only volume I of the run (repeatable); "
                                         "bit-identical to volume I of a full run with the same --seed."),
-        batch: int = typer.Option(DEFAULTS.batch_size, "--batch", help="Volumes sampled together."),
+        batch: int = typer.Option(DEFAULTS.batch_size, "--batch", help="Volumes sampled together (memory grows "
+                                  "with it). On CPU it saves no time: batch 1, 4 and 16 of the demo model at 32³ "
+                                  "cost the same per volume to within 10 % (benchmarks/batched_sampling.py); not "
+                                  "measured on a GPU."),
         steps: int = typer.Option(None, "--steps", help="Sampler steps (default: the model's process: IaN "
                                   "1000, flow matching 100); network calls per volume, twice that for 'heun'."),
         sampler: str = typer.Option(None, "--sampler", help="IaN: 'pc' (predictor-corrector, default), 'euler', "
-                                    "'heun'; flow matching: 'euler' (default), 'heun'."),
+                                    "'heun', 'dpm++1' (DDIM), 'dpm++2m', 'dpm++3m' (DPM-Solver++, for 10-50 "
+                                    "steps); flow matching: 'euler' (default), 'heun', 'dpm++2m', 'dpm++3m'."),
+        schedule: str = typer.Option(DEFAULTS.schedule, "--schedule", help="'uniform' (in the process's time) "
+                                     "or 'lambda' (uniform in log-SNR between the first and last step; lower "
+                                     "error for dpm++2m/3m on IaN at 10-40 steps)."),
         seed: int = typer.Option(DEFAULTS.seed, "--seed", help="Seed of the run; volume i has its own seed "
                                  "derived from (seed, i), listed in manifest.json."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing volumes (default: skip them)."),
@@ -44,7 +51,7 @@ def register(app: typer.Typer) -> None:
                                       "whole network in bf16 (CUDA only); the sampler stays fp32."),
         exact: bool = typer.Option(DEFAULTS.exact, "--exact/--no-exact", help="One network call per volume, so a "
                                    "volume is bit-identical in any batch; --no-exact batches the network call "
-                                   "(faster for small volumes, equal up to float rounding)."),
+                                   "(equal up to float rounding; on CPU no faster, see --batch)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """Generate CT volumes as .nii.gz in Hounsfield units, with a manifest and previews; resumable."""
@@ -65,8 +72,9 @@ def register(app: typer.Typer) -> None:
             indices = list(range(num))
         input_size = _parse_size(size)
         pipe = PRDiTPipeline.from_pretrained(model_dir, device=device, input_size=input_size, precision=precision)
-        settings = pipe.settings(SamplingConfig(steps=steps, sampler=sampler, batch_size=batch, seed=seed,
-                                                precision=precision, exact=exact, preview_window=preview_window))
+        settings = pipe.settings(SamplingConfig(steps=steps, sampler=sampler, schedule=schedule, batch_size=batch,
+                                                seed=seed, precision=precision, exact=exact,
+                                                preview_window=preview_window))
         if pipe.normalization.kind == "quantile":
             typer.secho(f"warning: the model was trained with per-volume quantile normalisation, so HU are nominal "
                         f"(model range mapped onto [{pipe.normalization.hu_min:g}, {pipe.normalization.hu_max:g}])",

@@ -43,7 +43,8 @@ PREVIEW_DIR = "previews"
 PARTIAL_DIR = ".partial"
 GRID = "grid.png"
 # Settings that fix what a volume of a given index is; a folder is resumed only if they match.
-RUN_KEYS = ("model.weights_sha256", "model.input_size", "seed", "steps", "sampler", "normalization", "spacing")
+RUN_KEYS = ("model.weights_sha256", "model.input_size", "seed", "steps", "sampler", "schedule", "normalization",
+            "spacing")
 
 
 def sample_name(index: int) -> str:
@@ -236,6 +237,7 @@ def _run_settings(pipe: PRDiTPipeline, settings: SamplingConfig) -> dict:
         "seed_rule": SEED_RULE,
         "steps": settings.steps,
         "sampler": settings.sampler,
+        "schedule": settings.schedule,
         "units": "HU",
         "hu_range": [norm.hu_min, norm.hu_max],
         "dtype": str(hu_file_array(np.zeros(1, np.float32), norm).dtype),
@@ -268,6 +270,7 @@ def _open_manifest(out: Path, settings: dict, overwrite: bool) -> dict:
         raise ConfigError(f"{path}: not valid JSON ({err}); choose another --out or pass --overwrite") from err
     if manifest.get("format") != FORMAT:
         raise ConfigError(f"{path}: not a manifest of `prdit sample` (format {manifest.get('format')!r})")
+    manifest.setdefault("schedule", "uniform")  # manifests written before the option sampled on this grid
     differ = [k for k in RUN_KEYS if _lookup(manifest, k) != _lookup(settings, k)]
     if differ:
         if not overwrite:

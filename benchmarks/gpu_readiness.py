@@ -1,0 +1,241 @@
+"""Is a GPU ready for PRDiT? Numerics of bf16/TF32 against fp32, then training and sampling speed.
+
+1. Numerics: from one initialisation and one batch, the training loss over a few AdamW steps
+   and one sample from fixed noise (DPM-Solver++ 2M) in fp32, TF32 (attention in bf16, as
+   trained) and bf16 autocast; the largest relative loss difference and the relative RMS
+   difference of the sample against fp32. CUDA only; on CPU fp32 alone runs.
+2. Training: one step of global batch 4 split into micro-batches of 1, 2 or 4 (the trainer's
+   ``train.micro_batch``: gradients accumulated, weighted by micro-batch size, then clip and
+   AdamW), with and without activation checkpointing (``set_grad_checkpointing``) and
+   ``torch.compile``: step time, voxels/s, peak memory.
+3. Sampling: time per sampler step (one network call and the solver update), peak memory,
+   voxels/s at each size.
+
+    python benchmarks/gpu_readiness.py                # CUDA: B/12/4, training at 128³, sampling at 64³/128³/256³
+    python benchmarks/gpu_readiness.py --device cpu   # what a CPU can: B/12/4 at 32³ (training), 32³/64³ (sampling)
+
+Configurations a device cannot run (bf16/TF32 and compile on CPU, sizes over the CPU defaults)
+are listed as skipped with the reason, in the table and in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+from benchmarks.common import (PeakMemory, add_common_args, build_prdit, fmt_bytes, fmt_number,
+                               make_optimizer, memory_note, parse_int_list, prime_libraries, report, resolve_device,
+                               run_configuration, set_threads, synchronize, training_volume)
+
+NAME = "gpu_readiness"
+GLOBAL_BATCH = 4
+NUMERICS_STEPS = 5
+NUMERICS_SAMPLE_STEPS = 10
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def train_step(model: torch.nn.Module, x0: torch.Tensor, micro_batch: int, precision: str):
+    """A closure running one training step of ``x0`` ``[B, 1, G, G, G]`` as the trainer does with
+    ``train.micro_batch = micro_batch``; returns the step's loss."""
+    from prdit.diffusion import IaNDiffusion
+
+    process = IaNDiffusion()
+    optimizer = make_optimizer(model, fused=x0.device.type == "cuda")
+    params = [p for p in model.parameters() if p.requires_grad]
+    generator = torch.Generator(x0.device).manual_seed(0)
+
+    def step() -> float:
+        t = process.sample_time(x0.shape[0], x0.device, generator)
+        noise = process.sample_noise(x0.shape, x0.device, generator, x0.dtype)
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for lo in range(0, x0.shape[0], micro_batch):
+            part = slice(lo, lo + micro_batch)
+            weight = x0[part].shape[0] / x0.shape[0]
+            with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = process.training_losses(model, x0[part], t=t[part], noise=noise[part])["loss"]
+            (loss * weight).backward()
+            total += weight * loss.detach()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        return float(total)
+
+    return step
+
+
+def measure_numerics(model_name: str, size: int, device_name: str) -> dict:
+    """Training losses over ``NUMERICS_STEPS`` steps and one sample per precision, compared with fp32."""
+    from prdit.diffusion import IaNDiffusion, SamplerSettings, sample
+    from prdit.generation.sampling import denoiser, numerics
+
+    device = resolve_device(device_name)
+    precisions = PRECISIONS if device.type == "cuda" else ("fp32",)
+    x0 = training_volume(2, size, device)
+    process = IaNDiffusion()
+    noise = process.sample_noise((1, 1, size, size, size), generator=torch.Generator().manual_seed(1)).to(device)
+    losses, samples = {}, {}
+    for precision in precisions:
+        torch.manual_seed(0)
+        model = build_prdit(model_name, size, device, train=True)
+        with numerics(model, precision):
+            step = train_step(model, x0, 1, precision)
+            losses[precision] = [step() for _ in range(NUMERICS_STEPS)]
+            model.eval()
+            settings = SamplerSettings("dpm++2m", NUMERICS_SAMPLE_STEPS)
+            samples[precision] = sample(denoiser(model, precision, exact=False), process, noise.shape, settings,
+                                        device=device, noise=noise).x0.cpu()
+    reference = samples["fp32"]
+    out = {}
+    for precision in precisions:
+        loss_gap = max(abs(a - b) / abs(b) for a, b in zip(losses[precision], losses["fp32"]))
+        rms = ((samples[precision] - reference).pow(2).mean() / reference.pow(2).mean().clamp_min(1e-12)).sqrt()
+        out[precision] = {"losses": losses[precision], "max_relative_loss_difference": loss_gap,
+                          "relative_rms_sample_difference": float(rms)}
+    return out
+
+
+def measure_training(model_name: str, size: int, micro_batch: int, checkpointing: bool, compiled: bool,
+                     warmup: int, repeats: int, device_name: str) -> dict:
+    """Step time and peak memory of a global-batch-``GLOBAL_BATCH`` step in micro-batches of ``micro_batch``."""
+    device = resolve_device(device_name)
+    prime_libraries(device)
+    torch.manual_seed(0)
+    with PeakMemory(device) as memory:
+        model = build_prdit(model_name, size, device, train=True)
+        model.set_grad_checkpointing(checkpointing)
+        network = torch.compile(model) if compiled else model
+        step = train_step(network, training_volume(GLOBAL_BATCH, size, device),
+                          micro_batch, "bf16" if device.type == "cuda" else "fp32")
+        times = []
+        for k in range(warmup + repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            if k >= warmup:
+                times.append(time.perf_counter() - start)
+    return {"peak_bytes": memory.peak, "memory_method": memory.method, "step_times_s": times,
+            "median_step_s": statistics.median(times)}
+
+
+def measure_sampling(model_name: str, size: int, warmup: int, repeats: int, device_name: str) -> dict:
+    """Time per DPM-Solver++ 2M step of one volume and the peak memory of building and sampling."""
+    from prdit.diffusion import IaNDiffusion, SamplerSettings, sample
+
+    device = resolve_device(device_name)
+    prime_libraries(device)
+    marks: list[float] = []
+
+    def clock(_: object) -> None:
+        synchronize(device)
+        marks.append(time.perf_counter())
+
+    with PeakMemory(device) as memory:
+        model = build_prdit(model_name, size, device).eval()
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+        steps = warmup + repeats + 1  # the last step returns x̂₀ without an update; it is not timed
+        with autocast:
+            synchronize(device)
+            marks.append(time.perf_counter())
+            sample(model, IaNDiffusion(), (1, 1, size, size, size), SamplerSettings("dpm++2m", steps), device=device,
+                   generator=torch.Generator(device).manual_seed(0), hooks=[clock])
+    # marks[k + 1] − marks[k] is network call k; its solver update falls into the next interval
+    times = [b - a for a, b in zip(marks, marks[1:])][warmup:warmup + repeats]
+    return {"peak_bytes": memory.peak, "memory_method": memory.method, "step_times_s": times,
+            "median_step_s": statistics.median(times)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line, run the three parts, report."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    parser.add_argument("--model", default="PRDiT-B/12/4", help="registered PRDiT name")
+    parser.add_argument("--train-size", type=int, default=None, help="training volume edge (128 on CUDA, 32 on CPU)")
+    parser.add_argument("--sample-sizes", default=None, help="sampling edges (64,128,256 on CUDA, 32,64 on CPU)")
+    parser.add_argument("--micro-batches", default="1,2,4", help=f"micro-batch sizes of a batch of {GLOBAL_BATCH}")
+    parser.add_argument("--numerics-size", type=int, default=None,
+                        help="volume edge of the numerics check (64 on CUDA, 16 on CPU)")
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    if args.smoke:
+        model, train_size, sample_sizes, numerics_size, micro_batches = "PRDiT-T/6/1", 8, [8], 8, [2, 4]
+    else:
+        model = args.model
+        train_size = args.train_size or (128 if cuda else 32)
+        default_sizes = [64, 128, 256] if cuda else [32, 64]
+        sample_sizes = parse_int_list(args.sample_sizes) if args.sample_sizes else default_sizes
+        numerics_size = args.numerics_size or (64 if cuda else 16)
+        micro_batches = parse_int_list(args.micro_batches)
+    skipped = []
+    if not cuda:
+        skipped += ["numerics: tf32 and bf16 (CUDA only; fp32 alone runs)",
+                    "training with torch.compile (compiling on CPU takes longer than the benchmark)"]
+        if not args.smoke and (args.train_size is None or args.sample_sizes is None):
+            skipped.append("training at 128³ and sampling at 128³/256³ (CPU defaults are 32³ and 32³/64³)")
+    results: dict = {"model": model, "skipped": skipped}
+    rows = []
+
+    def run(label: str, fn, *fn_args) -> dict | None:
+        print(f"{NAME}: {label} …", file=sys.stderr, flush=True)
+        try:
+            return run_configuration(device, fn, *fn_args, same_process=args.same_process)
+        except Exception as error:  # noqa: BLE001 — on CUDA a failing compile must not end the benchmark
+            reason = "out of memory" if getattr(error, "out_of_memory", False) else "failed"
+            print(f"{label}: {str(error).splitlines()[0]}", file=sys.stderr)
+            rows.append([label, "-", "-", "-", reason])
+            return None
+
+    numerics_result = run(f"numerics {numerics_size}³", measure_numerics, model, numerics_size, device.type)
+    results["numerics"] = numerics_result
+    for precision, r in (numerics_result or {}).items():
+        name = f"numerics {precision} vs fp32, {numerics_size}³" + (" (the reference)" if precision == "fp32" else "")
+        rows.append([name, f"loss {r['max_relative_loss_difference']:.2e}",
+                     f"sample {r['relative_rms_sample_difference']:.2e}", "-", "relative"])
+    results["training"] = []
+    for compiled in ((False, True) if cuda else (False,)):
+        for checkpointing in (False, True):
+            for micro in micro_batches:
+                label = (f"train {train_size}³ micro {micro}" + (" ckpt" if checkpointing else "")
+                         + (" compile" if compiled else ""))
+                r = run(label, measure_training, model, train_size, micro, checkpointing, compiled, args.warmup,
+                        args.repeats, device.type)
+                if r:
+                    voxels = GLOBAL_BATCH * train_size**3 / r["median_step_s"]
+                    results["training"].append({"size": train_size, "micro_batch": micro, "compile": compiled,
+                                                "checkpointing": checkpointing, "voxels_per_s": voxels, **r})
+                    rows.append([label, fmt_number(r["median_step_s"]), f"{voxels:,.0f}", fmt_bytes(r["peak_bytes"]),
+                                 "ok"])
+    results["sampling"] = []
+    for size in sample_sizes:
+        label = f"sample {size}³ (per step)"
+        r = run(label, measure_sampling, model, size, args.warmup, args.repeats, device.type)
+        if r:
+            voxels = size**3 / r["median_step_s"]
+            results["sampling"].append({"size": size, "voxels_per_s": voxels, **r})
+            rows.append([label, fmt_number(r["median_step_s"]), f"{voxels:,.0f}", fmt_bytes(r["peak_bytes"]), "ok"])
+    for line in skipped:
+        rows.append([line, "-", "-", "-", "skipped"])
+    notes = [f"{model}; training: global batch {GLOBAL_BATCH} per step, IaN loss, clip, AdamW, "
+             f"{'bf16 autocast + TF32' if cuda else 'fp32'}; sampling: one volume, DPM-Solver++ 2M steps"
+             f"{' under bf16 autocast' if cuda else ''}; median of {args.repeats} after {args.warmup} warm-up",
+             f"numerics: {NUMERICS_STEPS} training steps from one initialisation, one {NUMERICS_SAMPLE_STEPS}-step "
+             "sample from fixed noise; columns 2-3 give the largest relative loss difference and the relative RMS "
+             "sample difference against fp32",
+             memory_note(device, args.same_process)]
+    report(NAME, device, args, f"GPU readiness: numerics, training and sampling ({device.type})", notes,
+           ["check", "s/step (or loss diff)", "voxels/s (or sample diff)", "peak MiB", "status"], rows, results)
+
+
+if __name__ == "__main__":
+    main()

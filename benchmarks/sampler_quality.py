@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=16, help="volumes sampled together")
     parser.add_argument("--steps", type=parse_int_list, default=[10, 25, 50, 100, 250, 1000])
     parser.add_argument("--samplers", default="", help="comma-separated; default: every sampler of each process")
+    parser.add_argument("--schedules", default="uniform", help="comma-separated time-step schedules: uniform, lambda")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated volumes (same for every row)")
     parser.add_argument("--weights", type=Path, default=None, help="MedicalNet ResNet-50 weights for FID/MMD")
     parser.add_argument("--feature-seed", type=int, default=0, help="seed of the random-init feature network")
@@ -100,26 +101,28 @@ def main(argv: list[str] | None = None) -> None:
                 cache_dir=str(Path(scratch) / "features"),
                 critic=CriticConfig(steps=20 if args.smoke else 300, seed=args.seed))
             samplers = [s for s in args.samplers.split(",") if s] or list(pipe.process.samplers)
-            for sampler in [s for s in samplers if s in pipe.process.samplers]:
+            runs = [(sampler, schedule) for sampler in samplers if sampler in pipe.process.samplers
+                    for schedule in args.schedules.split(",")]
+            for sampler, schedule in runs:
                 for steps in steps_list:
-                    settings = pipe.settings(sampler=sampler, steps=steps, seed=args.seed, batch_size=args.batch,
-                                             exact=False)
+                    settings = pipe.settings(sampler=sampler, steps=steps, schedule=schedule, seed=args.seed,
+                                             batch_size=args.batch, exact=False)
                     synchronize(device)
                     start = time.perf_counter()
                     out = pipe(num_volumes=num, settings=settings)
                     synchronize(device)
                     seconds = (time.perf_counter() - start) / num
                     scores = evaluate(real, out.volumes, config)
-                    entry = {"process": process, "sampler": sampler, "steps": steps,
+                    entry = {"process": process, "sampler": sampler, "schedule": schedule, "steps": steps,
                              "network_calls": settings.network_calls(), "seconds_per_volume": seconds,
                              "fid_x1e3": scores["fid"]["value_x1e3"], "mmd": scores["mmd"]["value"],
                              "msssim": scores["msssim"]["fake"]["mean"],
                              "wasserstein": scores["wasserstein"]["value"] if args.wasserstein else None}
                     results.append(entry)
-                    rows.append([process, sampler, steps, settings.network_calls(), f"{seconds:.3g}",
+                    rows.append([process, sampler, schedule, steps, settings.network_calls(), f"{seconds:.3g}",
                                  f"{entry['fid_x1e3']:.4g}", f"{entry['mmd']:.4f}", f"{entry['msssim']:.4f}"]
                                 + ([f"{entry['wasserstein']:.4f}"] if args.wasserstein else []))
-                    print(f"{process} {sampler} {steps:>5} steps: {seconds:.3g} s/volume, FID×10³ "
+                    print(f"{process} {sampler} ({schedule}) {steps:>5} steps: {seconds:.3g} s/volume, FID×10³ "
                           f"{entry['fid_x1e3']:.4g}, MMD {entry['mmd']:.4f}", flush=True)
         real_msssim = scores["msssim"]["real"]["mean"]
 
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"random-init feature network (seed {args.feature_seed}): NOT comparable with published numbers")
     notes = [*described, f"{num} volumes per row (seed {args.seed}), {scores['samples']['real']} real volumes",
              f"FID/MMD: {features}; MS-SSIM of the real set for reference: {real_msssim:.4f}"]
-    columns = (["process", "sampler", "steps", "network calls", "s/volume", "FID x10^3", "MMD", "MS-SSIM"]
+    columns = (["process", "sampler", "schedule", "steps", "network calls", "s/volume", "FID x10^3", "MMD", "MS-SSIM"]
                + (["Wasserstein"] if args.wasserstein else []))
     report(NAME, device, args, "sampler quality against steps", notes, columns, rows, results)
 

@@ -2,9 +2,9 @@
 per-step hook for guidance and previews.
 
 * ``euler``: one deterministic Euler step of the sampling ODE per network call.
-* ``pc`` (predictor–corrector, "hot"; IaN): an Euler jump of two grid steps, then re-noising
-  back to the next grid point; plain Euler where the jump would pass the data end (the last
-  two steps, decided by index).
+* ``pc`` (predictor–corrector, "hot"; IaN): an Euler jump of ``jump`` grid steps (2 unless
+  set), then re-noising back to the next grid point with noise scaled by ``corrector_noise``
+  (1 unless set); plain Euler where the jump would pass the data end (decided by index).
 * ``heun``: Euler, then the average of the velocities at both ends (two calls a step; the last
   step into the data end stays Euler).
 
@@ -29,10 +29,13 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """Which sampler and how many grid steps; ``None`` takes the process's default."""
+    """Which sampler and how many grid steps (``None`` takes the process's default); for ``pc``
+    also the predictor's jump in grid steps and the scale w of the corrector's noise."""
 
     sampler: str | None = None
     steps: int | None = None
+    jump: int = 2
+    corrector_noise: float = 1.0
 
     def resolved(self, process: Process) -> "SamplerSettings":
         """A copy with the process's defaults filled in, checked against what the process offers."""
@@ -43,6 +46,10 @@ class SamplerSettings:
                               f"choose one of {', '.join(process.samplers)}")
         if settings.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {settings.steps}")
+        if settings.jump < 1:
+            raise ConfigError(f"the predictor's jump must be >= 1 grid step, got {settings.jump}")
+        if not settings.corrector_noise >= 0:
+            raise ConfigError(f"corrector noise scale must be >= 0, got {settings.corrector_noise}")
         return settings
 
     def network_calls(self) -> int:
@@ -103,11 +110,13 @@ def sample(model: Denoiser, process: Process, shape: tuple[int, ...], settings: 
         x, prediction = state.x.detach(), Prediction(*(p.detach() for p in state.prediction))
         x0_hat = prediction.x0
         with torch.no_grad():
-            if settings.sampler == "pc" and i + 2 < settings.steps:
-                # Predictor: an Euler jump of two steps; corrector: re-noise exactly to t_j.
-                jumped = process.step(x, t_i, grid[i + 2], prediction)
+            if settings.sampler == "pc" and i + settings.jump < settings.steps:
+                # Predictor: an Euler jump of `jump` steps; corrector: re-noise back to t_j.
+                jumped = process.step(x, t_i, grid[i + settings.jump], prediction)
                 z = process.sample_noise(x.shape, device, generator, x.dtype) / process.sigma
-                x = process.renoise(jumped, grid[i + 2], t_j, z)
+                if settings.corrector_noise != 1.0:
+                    z = z * settings.corrector_noise
+                x = process.renoise(jumped, grid[i + settings.jump], t_j, z)
             elif settings.sampler == "heun" and i + 1 < settings.steps:
                 ending = process.step(x, t_i, t_j, prediction)
                 slope = process.velocity(x, t_i, prediction)

@@ -109,7 +109,7 @@ class MeasurementGuidance:
         return replace(step, x=x, prediction=Prediction(x0.detach(), noise))
 
     def gradient(self, x0: torch.Tensor) -> torch.Tensor:
-        """``∂‖A(x̂₀) − y‖₂/∂x̂₀`` for each volume of ``x0`` ``[B, 1, D, H, W]`` (its own residual's norm)."""
+        """``∂‖A(x̂₀) − y‖₂/∂x̂₀`` ``[B, 1, D, H, W]``, each volume by its own residual's norm."""
         leaf = x0.detach().requires_grad_(True)
         with torch.enable_grad():
             residual = self.operator(leaf) - self.measurement.to(device=leaf.device, dtype=leaf.dtype)

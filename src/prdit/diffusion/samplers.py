@@ -113,9 +113,7 @@ def sample(model: Denoiser, process: Process, shape: tuple[int, ...], settings: 
             if settings.sampler == "pc" and i + settings.jump < settings.steps:
                 # Predictor: an Euler jump of `jump` steps; corrector: re-noise back to t_j.
                 jumped = process.step(x, t_i, grid[i + settings.jump], prediction)
-                z = process.sample_noise(x.shape, device, generator, x.dtype) / process.sigma
-                if settings.corrector_noise != 1.0:
-                    z = z * settings.corrector_noise
+                z = process.sample_noise(x.shape, device, generator, x.dtype) / process.sigma * settings.corrector_noise
                 x = process.renoise(jumped, grid[i + settings.jump], t_j, z)
             elif settings.sampler == "heun" and i + 1 < settings.steps:
                 ending = process.step(x, t_i, t_j, prediction)

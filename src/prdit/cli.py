@@ -41,6 +41,7 @@ COMMAND_MODULES = [  # in the order of the workflow, as `prdit --help` lists the
     "prdit.models.cli",
     "prdit.training.cli",
     "prdit.generation.cli",
+    "prdit.inverse.cli",
     "prdit.evaluation.cli",
     "prdit.demo.cli",
 ]

@@ -15,7 +15,8 @@ sys.path.insert(0, str(REPO))
 # One thread keeps the tiny workloads fast on a busy machine.
 SMOKE = ["--smoke", "--device", "cpu", "--warmup", "1", "--repeats", "1", "--threads", "1"]
 SCRIPTS = ["forward_memory", "train_step", "sampling", "attention_scaling", "efficiency", "sampler_quality",
-           "gpu_readiness", "batched_sampling", "solver_order"]
+           "gpu_readiness", "batched_sampling", "solver_order",
+           "inverse_problems"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

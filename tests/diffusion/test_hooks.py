@@ -1,8 +1,10 @@
 """The sampling loop's per-step hook: what it sees, what it may change, when gradients flow."""
 
+import pytest
 import torch
 
 from prdit.diffusion import IaNDiffusion, SamplerSettings, progress_hook, sample
+from prdit.errors import ConfigError
 
 
 def zero_model(x, t):
@@ -47,3 +49,25 @@ def test_hooks_do_not_change_results_when_they_return_nothing():
     hooked = sample(zero_model, IaNDiffusion(), (2, 1, 4, 4, 4), settings, generator=torch.Generator().manual_seed(3),
                     hooks=[lambda step: None])
     assert torch.equal(plain.state, hooked.state)
+
+
+def _pc(settings: SamplerSettings, seed: int) -> torch.Tensor:
+    process = IaNDiffusion(num_timesteps=100)
+
+    def shrink(x, t):  # a model whose x̂₀ is half the state, so the steps matter
+        return torch.cat([x, 0.5 * x], dim=1)
+
+    return sample(shrink, process, (1, 1, 4, 4, 4), settings.resolved(process),
+                  generator=torch.Generator().manual_seed(seed), noise=torch.full((1, 1, 4, 4, 4), 0.3)).state
+
+
+def test_pc_jump_and_corrector_noise():
+    """From one start, without corrector noise the chain no longer depends on the draws; the jump changes it."""
+    quiet = SamplerSettings("pc", 10, corrector_noise=0.0)
+    torch.testing.assert_close(_pc(quiet, 0), _pc(quiet, 1), rtol=0, atol=0)
+    noisy = SamplerSettings("pc", 10)
+    assert not torch.equal(_pc(noisy, 0), _pc(noisy, 1))
+    assert not torch.equal(_pc(SamplerSettings("pc", 10, jump=4), 0), _pc(noisy, 0))
+    for bad in (SamplerSettings("pc", 10, jump=0), SamplerSettings("pc", 10, corrector_noise=-1.0)):
+        with pytest.raises(ConfigError):
+            bad.resolved(IaNDiffusion())

@@ -2,9 +2,9 @@
 per-step hook for guidance and previews.
 
 * ``euler``: one deterministic Euler step of the sampling ODE per network call.
-* ``pc`` (predictor–corrector, "hot"; IaN): an Euler jump of two grid steps, then re-noising
-  back to the next grid point; plain Euler where the jump would pass the data end (the last
-  two steps, decided by index).
+* ``pc`` (predictor–corrector, "hot"; IaN): an Euler jump of ``jump`` grid steps (2 unless
+  set), then re-noising back to the next grid point with noise scaled by ``corrector_noise``
+  (1 unless set); plain Euler where the jump would pass the data end (decided by index).
 * ``heun``: Euler, then the average of the velocities at both ends (two calls a step; the last
   step into the data end stays Euler).
 * ``dpm++1``, ``dpm++2m``, ``dpm++3m``: DPM-Solver++ in data prediction (docs/method.md §16), an
@@ -43,11 +43,14 @@ SCHEDULES = ("uniform", "lambda")
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """Which sampler, how many grid steps (``None``: the process's defaults) and how they are spaced."""
+    """Which sampler, how many grid steps (``None``: the process's defaults) and how they are spaced;
+    for ``pc`` also the predictor's jump in grid steps and the scale w of the corrector's noise."""
 
     sampler: str | None = None
     steps: int | None = None
     schedule: str = "uniform"
+    jump: int = 2
+    corrector_noise: float = 1.0
 
     def resolved(self, process: Process) -> "SamplerSettings":
         """A copy with the process's defaults filled in, checked against what the process offers."""
@@ -60,6 +63,10 @@ class SamplerSettings:
             raise ConfigError(f"steps must be >= 1, got {settings.steps}")
         if settings.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule '{settings.schedule}'; choose one of {', '.join(SCHEDULES)}")
+        if settings.jump < 1:
+            raise ConfigError(f"the predictor's jump must be >= 1 grid step, got {settings.jump}")
+        if not settings.corrector_noise >= 0:
+            raise ConfigError(f"corrector noise scale must be >= 0, got {settings.corrector_noise}")
         return settings
 
     def network_calls(self) -> int:
@@ -121,11 +128,11 @@ def sample(model: Denoiser, process: Process, shape: tuple[int, ...], settings: 
         x, prediction = state.x.detach(), Prediction(*(p.detach() for p in state.prediction))
         x0_hat = prediction.x0
         with torch.no_grad():
-            if settings.sampler == "pc" and i + 2 < settings.steps:
-                # Predictor: an Euler jump of two steps; corrector: re-noise exactly to t_j.
-                jumped = process.step(x, t_i, grid[i + 2], prediction)
-                z = process.sample_noise(x.shape, device, generator, x.dtype) / process.sigma
-                x = process.renoise(jumped, grid[i + 2], t_j, z)
+            if settings.sampler == "pc" and i + settings.jump < settings.steps:
+                # Predictor: an Euler jump of `jump` steps; corrector: re-noise back to t_j.
+                jumped = process.step(x, t_i, grid[i + settings.jump], prediction)
+                z = process.sample_noise(x.shape, device, generator, x.dtype) / process.sigma * settings.corrector_noise
+                x = process.renoise(jumped, grid[i + settings.jump], t_j, z)
             elif settings.sampler in MULTISTEP_ORDER:
                 if i + 1 == settings.steps:
                     x = prediction.x0

@@ -125,6 +125,39 @@ class PRDiTPipeline:
             return volumes, seeds
         return PRDiTPipelineOutput(volumes=volumes, seeds=seeds)
 
+    def reconstruct(self, task: str, measurement: torch.Tensor, operator=None, guidance=None,
+                    settings: SamplingConfig | None = None, output_type: str = "hu",
+                    progress: Callable[[int, int], None] | None = None, **changes) -> PRDiTPipelineOutput:
+        """Reconstruct one volume per row of ``measurement`` ``[B, ...]`` (model range; X-ray: projections
+        ``[B, V, rows, columns]`` in water-equivalent mm) by guided predictor–corrector sampling (§15).
+
+        ``operator``: the measurement's :class:`~prdit.inverse.operators.Operator` (default: the task's
+        own at this model's size and spacing; infill has no default mask). ``guidance``: a
+        :class:`~prdit.inverse.guidance.GuidanceSettings` (default: the task's, ``TASK_DEFAULTS``);
+        its jump and corrector noise set the sampler's. ``changes``: :class:`SamplingConfig` fields
+        (``steps``, ``seed``: volume b gets ``volume_seed(seed, b)``). ``output_type`` as for ``__call__``.
+        """
+        from prdit.inverse.guidance import MeasurementGuidance, task_settings
+        from prdit.inverse.tasks import task_operator
+
+        if output_type not in OUTPUT_TYPES:
+            raise ConfigError(f"unknown output_type '{output_type}'; choose one of {', '.join(OUTPUT_TYPES)}")
+        if self.process.kind != "ian":
+            raise ConfigError(f"guided reconstruction follows the IaN predictor-corrector sampler; this model's "
+                              f"process is {self.process.kind}")
+        guidance = guidance if guidance is not None else task_settings(task)
+        operator = operator if operator is not None else task_operator(task, self.volume_shape, self.spacing,
+                                                                       self.normalization)
+        changes = {"sampler": "pc", "jump": guidance.jump, "corrector_noise": guidance.corrector_noise, **changes}
+        settings = self.settings(settings, **changes)
+        hook = MeasurementGuidance(operator, measurement.to(self.device), guidance, self.process.grid(1)[0])
+        seeds = [volume_seed(settings.seed, b) for b in range(measurement.shape[0])]
+        hooks = [hook] if progress is None else [hook, progress_hook(progress)]
+        result = sample_volumes(self.model, self.process, volume_generators(seeds, self.device), settings,
+                                self.device, hooks)
+        x0 = result.x0.cpu()
+        return PRDiTPipelineOutput(volumes=self.to_hu(x0) if output_type == "hu" else x0, seeds=seeds)
+
     def to_hu(self, x0: torch.Tensor) -> np.ndarray:
         """Model-range ``[N, 1, D, H, W]`` -> HU ``[N, D, H, W]`` float32, clipped to the window."""
         return self.normalization.to_hu(x0[:, 0].detach().float().cpu().numpy())

@@ -1,9 +1,11 @@
-"""Training-free inverse problems (spec §15): the measurement side.
+"""Training-free inverse problems (docs/method.md §15): measurements, guidance and reconstruction.
 
 One file per concept: ``operators`` (the operator interface, trilinear downsampling, masks and
 their makers, Gaussian blur, simulated measurements), ``projector`` (the cone-beam X-ray
 projector and its geometry), ``metrics`` (PSNR, the reference's three-axis SSIM, and each task's
-classical baseline). Names are imported on first use, so a command line can register its
+classical baseline), ``guidance`` (the guided predictor–corrector hook and the per-task
+settings), ``tasks`` (each task's operator and measurement files), ``run`` and ``cli``
+(``prdit reconstruct``). Names are imported on first use, so a command line can register its
 commands without importing torch.
 """
 
@@ -22,6 +24,9 @@ _EXPORTS = {
     "density_to_model": "prdit.inverse.projector",
     "psnr": "prdit.inverse.metrics", "ssim": "prdit.inverse.metrics",
     "classical_baseline": "prdit.inverse.metrics",
+    "GuidanceSettings": "prdit.inverse.guidance", "TASK_DEFAULTS": "prdit.inverse.guidance",
+    "MeasurementGuidance": "prdit.inverse.guidance", "task_settings": "prdit.inverse.guidance",
+    "task_operator": "prdit.inverse.tasks",
 }
 
 __all__ = list(_EXPORTS)

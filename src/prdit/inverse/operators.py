@@ -1,4 +1,4 @@
-"""Measurement operators ``A`` for training-free inverse problems (spec §15), and simulated measurements.
+"""Measurement operators ``A`` for training-free inverse problems (docs/method.md §15), and simulated measurements.
 
 Every operator maps a batch of volumes in the model range, ``[B, 1, D, H, W]``, to a measurement
 with plain differentiable torch operations, on whatever device and dtype the input has. All share

@@ -1,6 +1,6 @@
 """Cone-beam X-ray projector: exact (Siddon) line integrals of CT density, differentiable, on any device.
 
-Geometry (spec §15, the reference's LIDC setting by default): a point source and a flat detector
+Geometry (docs/method.md §15, the reference's LIDC setting by default): a point source and a flat detector
 rotate about the patient's long axis (z) through the isocentre, which is the centre of the
 volume. World axes are the volume's LPS axes, ``[D, H, W]`` = (z, y, x), in mm:
 

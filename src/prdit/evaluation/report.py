@@ -115,8 +115,11 @@ def report_table(report: dict):
     table.add_column("published way")
     table.add_column("notes")
     network = report.get("feature_network", {})
-    features_note = ("random-init features: NOT comparable" if network and not network["comparable_with_published"]
-                     else "MedicalNet ResNet-50")
+    features_note = network.get("label", "MedicalNet ResNet-50")
+    if network and not network["comparable_with_published"]:
+        features_note += ": NOT comparable with published numbers"
+    if network.get("weights_sha256") and network.get("kind") == "ct-resnet152":
+        features_note += f" (weights sha256 {network['weights_sha256'][:12]})"
     if "fid" in report:
         fid = report["fid"]
         table.add_row("FID x10^3", f"{fid['value_x1e3']:.4f}", _published(report, "fid"), f"{features_note}; raw {fid['value']:.6g}")
@@ -167,10 +170,10 @@ def _features(real_set: VolumeSet | None, fake_set: VolumeSet, stats_file: Path 
     from prdit.evaluation.features import FEATURES_VERSION, extract_features, feature_network
     from prdit.evaluation.reference import (ReferenceStats, load_reference_stats, save_reference_stats)
 
-    network = feature_network(config.weights, config.seed)
+    network = feature_network(config.weights, config.seed, config.features, config.normalization)
     report["feature_network"] = network.describe()
-    if not network.comparable:
-        report["warnings"].append(network.describe()["warning"])
+    if "warning" in report["feature_network"]:
+        report["warnings"].append(report["feature_network"]["warning"])
     kwargs = dict(network=network, batch_size=config.batch_size, device=device, cache_dir=config.cache_dir,
                   progress=config.progress)
     identity = {"identity": network.cache_identity()}
@@ -217,7 +220,8 @@ def _protocol(report: dict, real_set: VolumeSet | None, fake_set: VolumeSet, con
     feature_reasons = list(sizing)
     network = report.get("feature_network")
     if network is not None and not network["comparable_with_published"]:
-        feature_reasons.append("feature network is not MedicalNet ResNet-50 with its published weights")
+        feature_reasons.append(f"feature network is {network.get('label', 'not MedicalNet')}, not MedicalNet "
+                               "ResNet-50 with its published weights")
     protocol = {}
     for metric in config.metrics:
         if metric in ("fid", "mmd"):

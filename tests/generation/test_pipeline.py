@@ -135,3 +135,19 @@ def test_cuda_sampling_in_each_precision(model_dir):
     # same CUDA noise: TF32 and bf16 stay close to strict fp32
     assert (out["auto"] - out["fp32"]).abs().mean() < 0.02 * out["fp32"].abs().mean()
     assert (out["bf16"] - out["fp32"]).abs().mean() < 0.1 * out["fp32"].abs().mean()
+
+
+def test_compile_falls_back_to_eager_with_a_warning(model_dir, monkeypatch):
+    eager = PRDiTPipeline.from_pretrained(model_dir, device="cpu")
+    expected = eager(num_volumes=2, steps=STEPS, seed=5, output_type="model").volumes
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler for the inductor backend")
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: broken)
+    pipe = PRDiTPipeline.from_pretrained(model_dir, device="cpu")
+    with pytest.warns(RuntimeWarning, match="torch.compile is not available here .*no C\\+\\+ compiler.*sampling runs"):
+        out = pipe(num_volumes=2, steps=STEPS, seed=5, output_type="model", compile=True).volumes
+    assert torch.equal(out, expected)
+    assert "_prdit_compiled" not in pipe.model.state_dict() and list(pipe.model.state_dict()) == list(
+        eager.model.state_dict())

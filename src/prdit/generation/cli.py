@@ -52,6 +52,9 @@ def register(app: typer.Typer) -> None:
         exact: bool = typer.Option(DEFAULTS.exact, "--exact/--no-exact", help="One network call per volume, so a "
                                    "volume is bit-identical in any batch; --no-exact batches the network call "
                                    "(equal up to float rounding; on CPU no faster, see --batch)."),
+        compile: bool = typer.Option(DEFAULTS.compile, "--compile", help="Run the network through torch.compile "
+                                     "(compiles on the first step; falls back to eager with a warning where it "
+                                     "fails; results equal up to float rounding, not bit for bit)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """Generate CT volumes as .nii.gz in Hounsfield units, with a manifest and previews; resumable."""
@@ -74,7 +77,7 @@ def register(app: typer.Typer) -> None:
         pipe = PRDiTPipeline.from_pretrained(model_dir, device=device, input_size=input_size, precision=precision)
         settings = pipe.settings(SamplingConfig(steps=steps, sampler=sampler, schedule=schedule, batch_size=batch,
                                                 seed=seed, precision=precision, exact=exact,
-                                                preview_window=preview_window))
+                                                preview_window=preview_window, compile=compile))
         if pipe.normalization.kind == "quantile":
             typer.secho(f"warning: the model was trained with per-volume quantile normalisation, so HU are nominal "
                         f"(model range mapped onto [{pipe.normalization.hu_min:g}, {pipe.normalization.hu_max:g}])",

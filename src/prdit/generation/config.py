@@ -23,6 +23,7 @@ class SamplingConfig(SamplerSettings):
     precision: str = "auto"
     exact: bool = True
     preview_window: str = "lung"
+    compile: bool = False
 
     def resolved(self, process) -> "SamplingConfig":
         """Checked, with the process's defaults filled in (see :meth:`SamplerSettings.resolved`)."""

@@ -72,18 +72,26 @@ def numerics(model: torch.nn.Module, precision: str) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved_tf32
 
 
-def denoiser(model: torch.nn.Module, precision: str, exact: bool) -> Denoiser:
+def denoiser(model: torch.nn.Module, precision: str, exact: bool, compile: bool = False) -> Denoiser:
     """``model`` as the sampler calls it: ``(x [B, C, D, H, W], t [B]) -> fp32 [B, C_out, D, H, W]``.
 
     ``exact`` calls the network once per volume; ``bf16`` autocasts the network call only, so
-    the sampler's arithmetic stays in fp32.
+    the sampler's arithmetic stays in fp32; ``compile`` runs it through ``torch.compile`` (compiled
+    once per model and reused; eager where compiling fails).
     """
+    network = model
+    if compile:
+        from prdit.device import compiled
+
+        if "_prdit_compiled" not in model.__dict__:  # a plain attribute: not a submodule, not in the state dict
+            model.__dict__["_prdit_compiled"] = compiled(model, "sampling")
+        network = model.__dict__["_prdit_compiled"]
 
     def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             if exact:
-                return torch.cat([model(x[b:b + 1], t[b:b + 1]).float() for b in range(x.shape[0])])
-            return model(x, t).float()
+                return torch.cat([network(x[b:b + 1], t[b:b + 1]).float() for b in range(x.shape[0])])
+            return network(x, t).float()
 
     return call
 
@@ -98,5 +106,5 @@ def sample_volumes(model: torch.nn.Module, process: Process, generators: Sequenc
     shape = (len(generators), cfg.in_channels, *cfg.input_size)
     resolved = resolve_precision(settings.precision, device)
     with numerics(model, resolved):
-        return sample(denoiser(model, resolved, settings.exact), process, shape, settings, device=device,
+        return sample(denoiser(model, resolved, settings.exact, settings.compile), process, shape, settings, device=device,
                       generator=list(generators), hooks=hooks)

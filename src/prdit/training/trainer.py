@@ -154,7 +154,9 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
         forward_model = ddp_model = DistributedDataParallel(
             model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
     if config.train.compile:
-        forward_model = torch.compile(forward_model)
+        from prdit.device import compiled
+
+        forward_model = compiled(forward_model, "training")
 
     total = config.train.steps
     end = total if stop_after is None else min(total, start_step + stop_after)

@@ -31,9 +31,11 @@ def volume_paths(sources: Sequence[str | Path]) -> list[Path]:
 
 
 def volume_names(paths: Sequence[Path]) -> list[str]:
-    """Short names of volume files: the file name without its suffix, with its folder where names repeat."""
+    """Short names of volume files: the file name without its suffix, with its folder where names repeat,
+    numbered where they still do (a file given twice)."""
     stems = [p.name[: len(p.name) - len(volume_suffix(p))] or p.name for p in paths]
-    return [f"{p.parent.name}/{s}" if stems.count(s) > 1 else s for p, s in zip(paths, stems)]
+    names = [f"{p.parent.name}/{s}" if stems.count(s) > 1 else s for p, s in zip(paths, stems)]
+    return [f"{n} ({names[:k].count(n) + 1})" if names[:k].count(n) else n for k, n in enumerate(names)]
 
 
 def write_viewer(volumes: Sequence[str | Path | Volume], out: str | Path, names: Sequence[str] | None = None,

@@ -8,8 +8,8 @@
  * Test hooks: window.prditViewer (state, setSlice, setCursor, setWindow, pixel, hu, open, showGrid), the
  * JSON summary in <pre id="prdit-state"> rewritten after every redraw, and the URL fragment, applied in
  * order once the page is built: #window=lung | #window=L,W, cursor=V,Z,Y,X, slider=V,VIEW,INDEX (sets the
- * slider and dispatches an input event), grid=1, open=V (clicks thumbnail V), probe=V:VIEW:X:Y;... (extra
- * canvas pixels reported in the summary).
+ * slider and dispatches an input event), click=V,VIEW,X,Y (a mouse press on canvas pixel X,Y), grid=1,
+ * open=V (clicks thumbnail V), probe=V:VIEW:X:Y;... (extra canvas pixels reported in the summary).
  */
 (function () {
   "use strict";
@@ -402,6 +402,12 @@
         setCursor(i, { z, y, x });
       } else if (key === "slider") {
         window.prditViewer.setSlice(Number(parts[0]), parts[1], Number(parts[2]));
+      } else if (key === "click") {
+        const [i, view, x, y] = parts;
+        const canvas = $(`prdit-canvas-${Number(i)}-${view}`), box = canvas.getBoundingClientRect();
+        const clientX = box.left + ((Number(x) + 0.5) / canvas.width) * box.width;
+        const clientY = box.top + ((Number(y) + 0.5) / canvas.height) * box.height;
+        canvas.dispatchEvent(new MouseEvent("mousedown", { bubbles: true, cancelable: true, clientX, clientY }));
       } else if (key === "grid") {
         showGrid();
       } else if (key === "open") {

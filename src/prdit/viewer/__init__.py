@@ -39,13 +39,14 @@ def volume_names(paths: Sequence[Path]) -> list[str]:
 
 
 def write_viewer(volumes: Sequence[str | Path | Volume], out: str | Path, names: Sequence[str] | None = None,
-                 max_size: int = MAX_SIZE, window: str | tuple[float, float] = "lung", grid: bool = False, title: str = "prdit view",
-                 shown: Sequence[int] | None = None) -> Path:
+                 max_size: int = MAX_SIZE, window: str | tuple[float, float] = "lung", grid: bool = False,
+                 title: str = "prdit view", shown: Sequence[int] | None = None) -> Path:
     """Write the viewer page of ``volumes`` (files, folders, list files or ``Volume`` objects in HU) to ``out``.
 
     Volumes larger than ``max_size`` voxels along any axis are resampled for the page (the page says so);
-    ``window`` is a name of ``prdit.visualization.CT_WINDOWS`` or ``(level, width)`` in HU; ``grid`` opens the page on a grid of axial views; ``shown`` are the volumes of the three-view layout
-    (default: all). The file is written atomically.
+    ``window`` is a name of ``prdit.visualization.CT_WINDOWS`` or ``(level, width)`` in HU; ``grid`` opens
+    the page on a grid of axial views; ``shown`` are the volumes of the three-view layout (default: all).
+    The file is written atomically.
     """
     from prdit.data.dataset import list_volumes
 

@@ -82,8 +82,8 @@ def page_volume(volume: Volume, name: str, max_size: int = MAX_SIZE) -> PageVolu
     return PageVolume(name=name, hu=hu, spacing=new_spacing, original_shape=shape, original_spacing=spacing)
 
 
-def page_data(volumes: list[PageVolume], window: str | tuple[float, float] = "lung", grid: bool = False, title: str = "prdit view",
-              shown: list[int] | None = None) -> dict:
+def page_data(volumes: list[PageVolume], window: str | tuple[float, float] = "lung", grid: bool = False,
+              title: str = "prdit view", shown: list[int] | None = None) -> dict:
     """Everything the page's script reads: volumes, CT windows, the start window (a name of ``CT_WINDOWS``
     or ``(level, width)`` in HU) and the layout."""
     if isinstance(window, str):
@@ -117,8 +117,8 @@ def downsampling_notes(volumes: list[PageVolume]) -> list[str]:
             f"per axis, `prdit view --max-size` changes that)" for v in volumes if v.downsampled]
 
 
-def build_page(volumes: list[PageVolume], window: str | tuple[float, float] = "lung", grid: bool = False, title: str = "prdit view",
-               shown: list[int] | None = None) -> str:
+def build_page(volumes: list[PageVolume], window: str | tuple[float, float] = "lung", grid: bool = False,
+               title: str = "prdit view", shown: list[int] | None = None) -> str:
     """The self-contained HTML page of ``volumes``."""
     import html
 

@@ -354,11 +354,14 @@
     const [cw, ch] = [rec.canvas.width, rec.canvas.height];
     const v = volumes[rec.volume], g = GEOMETRY[rec.view];
     const points = [g.pixel(v, v.cursor)];
-    for (const fy of [0.25, 0.5, 0.75]) for (const fx of [0.25, 0.5, 0.75]) points.push([Math.floor(fx * cw), Math.floor(fy * ch)]);
+    for (const fy of [0.25, 0.5, 0.75]) {
+      for (const fx of [0.25, 0.5, 0.75]) points.push([Math.floor(fx * cw), Math.floor(fy * ch)]);
+    }
     for (const p of extraProbes) if (p.volume === rec.volume && p.view === rec.view) points.push([p.x, p.y]);
     return points.map(([x, y]) => {
       const voxel = g.voxel(v, v.cursor[g.axis], x, y);
-      return { x, y, gray: rec.ctx.getImageData(x, y, 1, 1).data[0], voxel, hu: hu(rec.volume, voxel.z, voxel.y, voxel.x) };
+      const gray = rec.ctx.getImageData(x, y, 1, 1).data[0];
+      return { x, y, gray, voxel, hu: hu(rec.volume, voxel.z, voxel.y, voxel.x) };
     });
   }
 
@@ -439,6 +442,7 @@
   });
   for (const id of ["prdit-level", "prdit-width"]) {
     $(id).addEventListener("input", () => {
+      if ($("prdit-level").value === "" || $("prdit-width").value === "") return;  // still being typed
       const level = Number($("prdit-level").value), width = Number($("prdit-width").value);
       if (Number.isFinite(level) && Number.isFinite(width) && width > 0) setWindow(level, width);
     });

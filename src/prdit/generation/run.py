@@ -7,7 +7,7 @@ Layout of ``OUT``::
     x0/sample_00000.nii.gz      with ``save_x0``: the final x̂₀ in the model range (float32)
     previews/sample_00000.png   three orthogonal mid-slices
     grid.png                    every preview in one image
-    view.html                   the volumes in an interactive viewer (``prdit view``), downsampled
+    view.html                   the first 16 volumes in the viewer of ``prdit view``, at most 64³
 
 Volumes in HU and x̂₀ sit in different folders, so ``prdit evaluate --fake OUT`` reads the HU
 volumes only. Each file is written under ``OUT/.partial`` and renamed into place, so a killed

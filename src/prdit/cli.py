@@ -43,6 +43,7 @@ COMMAND_MODULES = [  # in the order of the workflow, as `prdit --help` lists the
     "prdit.generation.cli",
     "prdit.inverse.cli",
     "prdit.evaluation.cli",
+    "prdit.viewer.cli",
     "prdit.demo.cli",
 ]
 

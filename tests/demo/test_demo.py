@@ -3,6 +3,7 @@ import json
 import pytest
 
 from prdit.demo.run import DemoSettings, run_demo
+from prdit.viewer.page import read_page_data
 
 pytestmark = pytest.mark.slow
 
@@ -19,6 +20,13 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     assert "stage 1 only" in page and "PRDiT (local denoiser + global residual DiT)" in page
     assert "NOT comparable with published numbers" in page
     assert (tmp_path / "report.md").is_file()
+    assert "Scroll through the volumes" in page and "href='viewer.html'" in page
+    assert "(viewer.html)" in (tmp_path / "report.md").read_text()
+    viewer = read_page_data((tmp_path / "viewer.html").read_text())
+    names = [v["name"] for v in viewer["volumes"]]
+    assert len(names) == 2 + 3 + 3 and names[0].startswith("real phantoms: phantom_")  # the validation set has 2
+    assert names[2].startswith("stage 1 only: sample_") and names[5].startswith("PRDiT: sample_")
+    assert viewer["shown"] == [0, 2, 5]
     superres = json.loads((tmp_path / "superres.json").read_text())
     assert "×4 super-resolution" in page and superres["steps"] == 8
     assert {"psnr", "ssim"} <= set(superres["reconstruction"]) and superres["baseline"]["psnr"] > 0

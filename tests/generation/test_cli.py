@@ -60,6 +60,14 @@ def test_full_run_writes_hu_nifti_manifest_and_previews(full_run, spacing):
         assert entry["x0_file"] == f"x0/sample_{i:05d}.nii.gz"
         assert (full_run / entry["preview"]).is_file()
     assert (full_run / "grid.png").is_file() and not (full_run / ".partial").exists()
+    # view.html: the folder's volumes in the viewer, exact HU (16³ needs no downsampling)
+    from prdit.viewer.page import decode_volume, read_page_data
+
+    page = read_page_data((full_run / "view.html").read_text())
+    assert [v["name"] for v in page["volumes"]] == [f"sample_{i:05d}" for i in range(3)]
+    for i, entry in enumerate(page["volumes"]):
+        np.testing.assert_array_equal(decode_volume(entry), arrays(full_run, f"sample_{i:05d}.nii.gz"))
+        assert entry["spacing"] == pytest.approx(list(spacing))
     # the x̂₀ files are in their own folder: a directory of volumes holds HU volumes only
     assert sorted(p.name for p in full_run.glob("*.nii.gz")) == [f"sample_{i:05d}.nii.gz" for i in range(3)]
 
@@ -110,7 +118,7 @@ def test_resume_skips_existing_volumes_without_touching_them(full_run, model_dir
     manifest["volumes"] = [v for v in manifest["volumes"] if v["index"] != 0]  # written, not yet recorded
     del manifest["schedule"]  # folders written before the option existed resume too
     (out / "manifest.json").write_text(json.dumps(manifest))
-    kept = [p for p in age(out) if "00001" not in p.name and p.name not in ("manifest.json", "grid.png")]
+    kept = [p for p in age(out) if "00001" not in p.name and p.name not in ("manifest.json", "grid.png", "view.html")]
     result = ok(sample(model_dir, "--out", out, "--num", 4, "--batch", 2, "--seed", 4, "--save-x0"))
     assert "generated 2, skipped 2 existing" in result.output
     assert all(p.stat().st_mtime == OLD for p in kept), [p.name for p in kept if p.stat().st_mtime != OLD]

@@ -23,6 +23,22 @@ def _load_sets(data: Path, samples: dict[str, Path], count: int) -> dict[str, li
     return sets
 
 
+def _write_viewer(data: Path, samples: dict[str, Path], path: Path, count: int) -> Path:
+    """The viewer page: ``count`` validation phantoms and generated volumes of each set, linked."""
+    from prdit.data.dataset import list_volumes
+    from prdit.viewer import volume_names, write_viewer
+
+    sets = {"real": list_volumes(data / "val.txt")[:count]}
+    sets.update({name: sorted(folder.glob("sample_*.nii.gz"))[:count] for name, folder in samples.items()})
+    files, names, first = [], [], []
+    for name, paths in sets.items():
+        first.append(len(files))
+        files += paths
+        names += [f"{SET_LABELS[name].split(' (')[0]}: {stem}" for stem in volume_names(paths)]
+    return write_viewer(files, path, names=names, window="overview", title="PRDiT demo: real and generated volumes",
+                        shown=first)
+
+
 def _comparison_figure(sets: dict[str, list[np.ndarray]], path: Path, view: str) -> Path:
     """Rows: real / stage 1 / PRDiT; columns: volumes; one mid-slice each."""
     import matplotlib
@@ -104,7 +120,8 @@ PROCESS_TEXT = {
 
 def write_report(out: Path, data: Path, runs: list[Path], samples: dict[str, Path],
                  reports: dict[str, dict], process: str = "ian", superres: dict | None = None) -> Path:
-    """Write ``out/report.html`` and ``out/report.md`` with their figures in ``out/figures``."""
+    """Write ``out/report.html`` and ``out/report.md`` with their figures in ``out/figures`` and the volumes in
+    ``out/viewer.html``."""
     from prdit.training.plot import plot_runs
     from prdit.visualization import save_slices_figure
 
@@ -119,6 +136,7 @@ def write_report(out: Path, data: Path, runs: list[Path], samples: dict[str, Pat
         "loss": plot_runs(runs, figures / "loss.png"),
         "histogram": _histogram_figure({n: v for n, v in sets.items()}, figures / "histogram.png"),
     }
+    viewer = _write_viewer(data, samples, out / "viewer.html", 3)
     header, rows = _metric_rows(reports)
     network = next(iter(reports.values())).get("feature_network", {})
     caveat = ("FID and MMD use a randomly initialised MedicalNet ResNet-50 (seed "
@@ -132,6 +150,10 @@ def write_report(out: Path, data: Path, runs: list[Path], samples: dict[str, Pat
          "the local denoiser alone (stage 1). Bottom: full PRDiT, the same starting noise as the middle row. The "
          "local denoiser sees one patch at a time and gets the coarse anatomy; the global residual DiT attends "
          "over the whole volume and adds the detail that needs context.", ["coronal", "axial"]),
+        ("Scroll through the volumes", "Mid-slices show little of a volume. viewer.html holds three volumes of each "
+         "kind in an interactive viewer (any browser, no server): axial, coronal and sagittal views with linked "
+         "crosshairs and slice sliders, CT windows and the HU under the mouse. It opens on the first volume of "
+         "each kind; the list at its top shows the others. `prdit view` writes such a page for any volumes.", []),
         ("Three orthogonal views", "One volume of each kind: axial, coronal and sagittal mid-slices.", ["views"]),
         ("Training", f"Loss of both stages ({loss_terms}) and the validation x₀-MSE at fixed noise levels "
          "(EMA weights).", ["loss"]),
@@ -147,14 +169,17 @@ def write_report(out: Path, data: Path, runs: list[Path], samples: dict[str, Pat
             "`prdit reconstruct --task sr`). Rows: trilinear upsampling of the measurement, the reconstruction, the "
             f"ground truth. PSNR / SSIM against the truth: trilinear {base['psnr']:.2f} dB / {base['ssim']:.3f}, "
             f"PRDiT prior {recon['psnr']:.2f} dB / {recon['ssim']:.3f}.", ["superres"]))
-    _write_markdown(out / "report.md", sections, images, header, rows, caveat)
-    return _write_html(out / "report.html", sections, images, header, rows, caveat)
+    links = {"Scroll through the volumes": viewer.name}
+    _write_markdown(out / "report.md", sections, images, header, rows, caveat, links)
+    return _write_html(out / "report.html", sections, images, header, rows, caveat, links)
 
 
-def _write_markdown(path: Path, sections, images, header, rows, caveat) -> Path:
+def _write_markdown(path: Path, sections, images, header, rows, caveat, links) -> Path:
     lines = ["# PRDiT demo report", ""]
     for title, text, names in sections:
         lines += [f"## {title}", "", text, ""] + [f"![{n}]({images[n].relative_to(path.parent)})" for n in names] + [""]
+        if title in links:
+            lines += [f"[Open {links[title]}]({links[title]})", ""]
     lines += ["## Metrics", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += ["", f"*{caveat}* MS-SSIM: mean over pairs of volumes of one set (lower = more diverse); the real "
@@ -163,7 +188,7 @@ def _write_markdown(path: Path, sections, images, header, rows, caveat) -> Path:
     return path
 
 
-def _write_html(path: Path, sections, images, header, rows, caveat) -> Path:
+def _write_html(path: Path, sections, images, header, rows, caveat, links) -> Path:
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>PRDiT demo report</title><style>",
              "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}",
              "img{max-width:100%;border:1px solid #ddd;margin:.5em 0}table{border-collapse:collapse}",
@@ -173,6 +198,8 @@ def _write_html(path: Path, sections, images, header, rows, caveat) -> Path:
     for title, text, names in sections:
         parts.append(f"<h2>{html.escape(title)}</h2><p>{html.escape(text)}</p>")
         parts += [f"<img src='{images[n].relative_to(path.parent)}' alt='{n}'>" for n in names]
+        if title in links:
+            parts.append(f"<p><a href='{html.escape(links[title])}'>Open {html.escape(links[title])}</a></p>")
     parts.append("<h2>Metrics</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
     parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows]
     parts.append(f"</table><p class='note'>{html.escape(caveat)}</p><p>MS-SSIM: mean over pairs of volumes of one "

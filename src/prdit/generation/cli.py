@@ -39,7 +39,8 @@ def register(app: typer.Typer) -> None:
         save_x0: bool = typer.Option(False, "--save-x0", help="Also keep the final x0 in the model range, "
                                      "as OUT/x0/sample_*.nii.gz."),
         previews: bool = typer.Option(True, "--previews/--no-previews", help="PNG mid-slices per volume "
-                                      "(OUT/previews/) and OUT/grid.png."),
+                                      "(OUT/previews/), OUT/grid.png and OUT/view.html (the first volumes, "
+                                      "downsampled, in the interactive viewer of `prdit view`)."),
         preview_window: str = typer.Option(DEFAULTS.preview_window, "--preview-window", help=f"CT window of the "
                                            f"previews: {', '.join(PREVIEW_WINDOWS)} ('full' = the normalisation "
                                            f"window)."),
@@ -91,7 +92,8 @@ def register(app: typer.Typer) -> None:
                                                                   err=True))
         typer.echo(f"generated {len(summary.generated)}, skipped {len(summary.skipped)} existing"
                    + (" (--overwrite replaces them)" if summary.skipped else ""))
-        typer.echo(f"manifest: {summary.out / MANIFEST}" + (f"  grid: {summary.grid}" if summary.grid else ""))
+        typer.echo(f"manifest: {summary.out / MANIFEST}" + (f"  grid: {summary.grid}" if summary.grid else "")
+                   + (f"  viewer: {summary.view}" if summary.view else ""))
 
 
 def _parse_size(size: str | None) -> tuple[int, int, int] | None:

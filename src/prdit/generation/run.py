@@ -7,12 +7,13 @@ Layout of ``OUT``::
     x0/sample_00000.nii.gz      with ``save_x0``: the final x̂₀ in the model range (float32)
     previews/sample_00000.png   three orthogonal mid-slices
     grid.png                    every preview in one image
+    view.html                   the first 16 volumes in the viewer of ``prdit view``, at most 64³
 
 Volumes in HU and x̂₀ sit in different folders, so ``prdit evaluate --fake OUT`` reads the HU
 volumes only. Each file is written under ``OUT/.partial`` and renamed into place, so a killed
 run never leaves a half-written file that a resumed run would take for done. Existing volumes
 are skipped (their files are not touched) unless ``overwrite``; ``manifest.json`` and
-``grid.png`` are summaries and are brought up to date by every run.
+``grid.png``/``view.html`` are summaries and are brought up to date by every run.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ X0_DIR = "x0"
 PREVIEW_DIR = "previews"
 PARTIAL_DIR = ".partial"
 GRID = "grid.png"
+VIEW = "view.html"
+VIEW_MAX_SIZE = 64  # voxels per axis in view.html: 2 bytes per voxel as base64, 0.7 MB per volume
+VIEW_MAX_VOLUMES = 16  # view.html holds the first ones; `prdit view OUT` shows them all
 # Settings that fix what a volume of a given index is; a folder is resumed only if they match.
 RUN_KEYS = ("model.weights_sha256", "model.input_size", "seed", "steps", "sampler", "schedule", "normalization",
             "spacing")
@@ -61,6 +65,7 @@ class RunSummary:
     skipped: list[int] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)  # volume files in OUT that the manifest does not list
     grid: Path | None = None
+    view: Path | None = None
 
 
 def weights_digest(model_folder: str | Path) -> str:
@@ -222,7 +227,23 @@ def _generate(pipe: PRDiTPipeline, folder: SampleFolder, indices: list[int], set
                  if e.get("preview") and (folder.out / e["preview"]).is_file()]
         if shown:
             summary.grid = folder.write(folder.out / GRID, lambda tmp: save_grid(tmp, shown))
+        summary.view = _write_view(folder, window)
     return summary
+
+
+def _write_view(folder: SampleFolder, window: tuple[float, float]) -> Path | None:
+    """``view.html``: the first volumes of the folder in the viewer, in the previews' window."""
+    from prdit.viewer import write_viewer
+
+    files = [folder.out / e["file"] for e in folder.manifest["volumes"] if (folder.out / e["file"]).is_file()]
+    if not files:
+        return None
+    shown = files[:VIEW_MAX_VOLUMES]
+    title = f"{folder.out.name}: {len(shown)} of {len(files)} volume(s)" if len(shown) < len(files) else \
+        f"{folder.out.name}: {len(files)} volume(s)"
+    return folder.write(folder.out / VIEW, lambda tmp: write_viewer(
+        shown, tmp, max_size=VIEW_MAX_SIZE, window=((window[0] + window[1]) / 2, window[1] - window[0]),
+        grid=len(shown) > 3, title=title, shown=list(range(min(len(shown), 3)))))
 
 
 def _run_settings(pipe: PRDiTPipeline, settings: SamplingConfig) -> dict:

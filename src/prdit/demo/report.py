@@ -141,8 +141,8 @@ def write_report(out: Path, data: Path, runs: list[Path], samples: dict[str, Pat
     network = next(iter(reports.values())).get("feature_network", {})
     if network.get("kind") == "ct-resnet152":
         caveat = (f"FID and MMD use the CT-pretrained ResNet-152 (weights sha256 {network['weights_sha256'][:12]}…, "
-                  "`prdit evaluate --features ct-resnet152`): they compare runs made with the same network, but are NOT "
-                  "comparable with published numbers, which use pretrained MedicalNet weights "
+                  "`prdit evaluate --features ct-resnet152`): they compare runs made with the same network, but "
+                  "are NOT comparable with published numbers, which use pretrained MedicalNet weights "
                   "(`prdit evaluate --weights resnet_50_23dataset.pth`).")
     else:
         caveat = ("FID and MMD use a randomly initialised MedicalNet ResNet-50 (seed "

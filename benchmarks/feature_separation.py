@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue  # the same architecture as the pretrained one: the same cost
             seconds, peak = time_extraction(model, timing_size, device, 1 if args.smoke else args.repeats)
             results["timing"][f"{name}@{timing_size}"] = {"seconds": seconds, "peak_bytes": peak}
-            timing_rows.append(f"{name} at {timing_size}³: {seconds:.2f} s per volume, peak {fmt_bytes(peak)}")
+            timing_rows.append(f"{name} at {timing_size}³: {seconds:.2f} s per volume, peak {fmt_bytes(peak)} MiB")
     notes = [f"{count} phantoms per set at {size}³; ratio = FID(real, corrupted) / FID(real, clean other set); "
              "noise in HU (sigma), blur sigma in voxels, shuffle = fraction of the 4x4x4 blocks permuted",
              *timing_rows]

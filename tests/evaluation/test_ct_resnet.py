@@ -1,5 +1,5 @@
 """The CT-pretrained feature network: its input convention, digest-checked strict loading, and
-whether its features see corruption that a randomly initialised network misses."""
+deterministic features whose FID grows with the corruption of a volume set."""
 
 from __future__ import annotations
 
@@ -154,21 +154,15 @@ def _features(model: torch.nn.Module, volumes: list[np.ndarray]) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_pretrained_features_are_deterministic_and_separate_noise_better_than_random_ones(pretrained):
+def test_pretrained_features_are_deterministic_and_fid_grows_with_the_noise_level(pretrained):
     from prdit.evaluation.frechet import fid_from_features
-    from prdit.evaluation.medicalnet import random_medicalnet
 
+    model = ct_resnet.CTFeatures(pretrained)
     real, clean = _phantoms(0, 8), _phantoms(1, 8)
-    rng = np.random.default_rng(0)
-    noise = rng.normal(size=(8, 16, 16, 16)).astype(np.float32)
-    levels = (50.0, 100.0, 200.0)
-    ratios = {}
-    for name, model in {"ct": ct_resnet.CTFeatures(pretrained), "random": random_medicalnet(0)}.items():
-        real_f = _features(model, real)
-        if name == "ct":
-            assert np.array_equal(real_f, _features(model, real))  # bit-identical on a second run
-        baseline = fid_from_features(real_f, _features(model, clean))
-        ratios[name] = [fid_from_features(real_f, _features(model, [v + s * n for v, n in zip(clean, noise)]))
-                        / baseline for s in levels]
-    assert np.all(np.diff(ratios["ct"]) > 0), ratios  # FID grows with the noise level
-    assert ratios["ct"][-1] > 2.0 and ratios["ct"][1] > 2 * ratios["random"][1], ratios
+    real_f = _features(model, real)
+    assert np.array_equal(real_f, _features(model, real))  # bit-identical on a second run
+    noise = np.random.default_rng(0).normal(size=(8, 16, 16, 16)).astype(np.float32)
+    baseline = fid_from_features(real_f, _features(model, clean))
+    ratios = [fid_from_features(real_f, _features(model, [v + sigma * n for v, n in zip(clean, noise)])) / baseline
+              for sigma in (50.0, 100.0, 200.0)]
+    assert np.all(np.diff(ratios) > 0) and ratios[-1] > 2.0, ratios  # FID grows with the noise level

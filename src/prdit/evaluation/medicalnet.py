@@ -137,17 +137,17 @@ def backbone_state_dict(checkpoint: object, model: MedicalNetResNet50, source: s
                    for k, v in state.items() if k in expected and v.shape != expected[k].shape]
     problems = []
     if missing:
-        problems.append(f"missing keys: {_some(missing)}")
+        problems.append(f"missing keys: {name_list(missing)}")
     if unexpected:
-        problems.append(f"unexpected keys: {_some(unexpected)}")
+        problems.append(f"unexpected keys: {name_list(unexpected)}")
     if wrong_shape:
-        problems.append(f"wrong shapes: {_some(wrong_shape)}")
+        problems.append(f"wrong shapes: {name_list(wrong_shape)}")
     if problems:
         raise CheckpointError(f"{source} is not a MedicalNet ResNet-50 checkpoint ({'; '.join(problems)}); "
                               "use resnet_50_23dataset.pth or resnet_50.pth from MedicalNet")
     return state
 
 
-def _some(names: list[str], limit: int = 8) -> str:
+def name_list(names: list[str], limit: int = 8) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

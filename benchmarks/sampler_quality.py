@@ -64,9 +64,12 @@ def hu_wasserstein(real: "np.ndarray", fake: "np.ndarray", voxels: int = 200_000
     from scipy.stats import wasserstein_distance
 
     rng = np.random.default_rng(seed)
-    real, fake = np.asarray(real).ravel(), np.asarray(fake).ravel()
-    pick = lambda a: a if a.size <= voxels else a[rng.choice(a.size, voxels, replace=False)]  # noqa: E731
-    return float(wasserstein_distance(pick(real), pick(fake)))
+
+    def subset(values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values).ravel()
+        return values if values.size <= voxels else values[rng.choice(values.size, voxels, replace=False)]
+
+    return float(wasserstein_distance(subset(real), subset(fake)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samplers", default="", help="comma-separated sampler[:schedule] (schedule uniform or "
                         "lambda); default: every sampler of the process, DPM-Solver++ on both schedules")
     parser.add_argument("--reference-steps", type=int, default=1000, help="Heun steps of the ODE solution")
+    parser.add_argument("--real-baseline", type=Path, default=REFERENCE / "data" / "train.txt",
+                        help="other real volumes (default: the reference model's training phantoms): --num of them "
+                        "are scored like a row, the floor the metrics reach with real volumes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated volumes (same for every row)")
     parser.add_argument("--features", default="auto", help="FID/MMD network: ct-resnet152, random-init, medicalnet "
                         "(with --weights); auto: ct-resnet152 where installed, else random-init")
@@ -173,6 +176,17 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"{process} {sampler} ({schedule}) {steps:>4} steps: {seconds:.3g} s/volume, ODE error "
                           f"{rows[-1][6]}, FID×10³ {entry['fid_x1e3']:.4g}, MMD {entry['mmd']:.4f}, "
                           f"W(HU) {entry['hu_wasserstein']:.1f}", flush=True)
+        if args.real_baseline.is_file() and not args.smoke:
+            baseline = np.stack([read_volume(f).array for f in list_volume_files(args.real_baseline)[:num]])
+            base = evaluate(real, baseline, config)
+            entry = {"process": "-", "sampler": "real volumes", "schedule": "-", "steps": 0, "network_calls": 0,
+                     "seconds_per_volume": 0.0, "ode_error": None, "fid_x1e3": base["fid"]["value_x1e3"],
+                     "mmd": base["mmd"]["value"], "hu_wasserstein": hu_wasserstein(real_hu, baseline),
+                     "msssim": base["msssim"]["fake"]["mean"]}
+            results.append(entry)
+            rows.append(["-", f"{num} real ({args.real_baseline.name})", "-", "-", "-", "-", "-",
+                         f"{entry['fid_x1e3']:.4g}", f"{entry['mmd']:.4f}", f"{entry['hu_wasserstein']:.1f}",
+                         f"{entry['msssim']:.4f}"])
         real_msssim = scores["msssim"]["real"]["mean"]
         network = scores["feature_network"]
 

@@ -559,7 +559,8 @@ def report(name: str, device: torch.device, args: argparse.Namespace, title: str
     print(format_table(columns, rows))
     path = args.json or RESULTS_DIR / f"{name}-{device.type}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    arguments = {k: ([str(p) for p in v] if isinstance(v, list) and v and isinstance(v[0], Path)
+                     else str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     payload = {"benchmark": name, "title": title, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                "machine": machine, "arguments": arguments, "notes": list(notes),
                "table": {"columns": list(columns), "rows": [[str(v) for v in r] for r in rows]},

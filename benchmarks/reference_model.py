@@ -10,7 +10,7 @@ with one thread and fixed seeds, and exports the stage-2 EMA weights:
 
 The output holds ``prdit/`` (the model folder ``benchmarks/sampler_quality.py`` uses by default),
 ``data/`` (the phantoms, with ``val.txt`` as the held-out set) and ``training.json`` (steps,
-seconds and final losses of both stages). Re-running continues an interrupted run from its
+seconds and final training losses of both stages). Re-running continues an interrupted run from its
 checkpoints; a finished run is not trained again. The repository holds ``prdit/`` and
 ``training.json``; ``--data-only`` writes the (ignored) phantoms and split the benchmark needs:
 
@@ -46,9 +46,18 @@ def train_stage(name: str, steps: int, data: Path, out: Path, seed: int, init_fr
     config = load_config(name, overrides)
     started = time.perf_counter()
     state = train(config, progress=True)
-    return {"config": name, "steps": state.step, "last_loss": round(state.last_loss, 5),
-            "seconds_this_call": round(time.perf_counter() - started, 1),
-            "run": str((out / "runs" / config.run.name).relative_to(out))}
+    run = out / "runs" / config.run.name
+    return {"config": name, "steps": state.step, "final_loss": _last_logged_loss(run / "train.csv"),
+            "seconds_this_call": round(time.perf_counter() - started, 1), "run": str(run.relative_to(out))}
+
+
+def _last_logged_loss(path: Path) -> float | None:
+    """The training loss of the run's last log line (the mean over its last ``log.every`` steps)."""
+    import csv
+
+    with open(path, newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["split"] == "train"]
+    return round(float(rows[-1]["loss"]), 5) if rows else None
 
 
 def main(argv: list[str] | None = None) -> None:

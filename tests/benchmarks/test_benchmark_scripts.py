@@ -16,7 +16,9 @@ sys.path.insert(0, str(REPO))
 SMOKE = ["--smoke", "--device", "cpu", "--warmup", "1", "--repeats", "1", "--threads", "1"]
 SCRIPTS = ["forward_memory", "train_step", "sampling", "attention_scaling", "efficiency", "sampler_quality",
            "gpu_readiness", "batched_sampling", "solver_order",
-           "inverse_problems"]
+           "inverse_problems", "feature_separation"]
+# Extra arguments: the separation smoke run leaves out the pretrained weights (a test of their own loads them).
+EXTRA = {"feature_separation": ["--networks", "ct-resnet152-random,medicalnet-random"]}
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -24,7 +26,8 @@ def test_script_runs_with_the_smoke_configuration(name, tmp_path, capsys):
     script = importlib.import_module(f"benchmarks.{name}")
     out = tmp_path / f"{name}.json"
     # forward_memory measures in a fresh process as by default; the others stay in this one to keep the test short
-    script.main(SMOKE + ["--json", str(out)] + ([] if name == "forward_memory" else ["--same-process"]))
+    script.main(SMOKE + ["--json", str(out)] + ([] if name == "forward_memory" else ["--same-process"])
+                + EXTRA.get(name, []))
     printed = capsys.readouterr().out
     result = json.loads(out.read_text())
     assert result["benchmark"] == name
@@ -60,3 +63,27 @@ def test_script_starts_from_the_command_line(tmp_path):
     subprocess.run([sys.executable, str(REPO / "benchmarks" / "efficiency.py"), *SMOKE, "--json", str(out)],
                    check=True, cwd=tmp_path, capture_output=True, timeout=120)
     assert json.loads(out.read_text())["benchmark"] == "efficiency"
+
+
+def test_reference_model_trains_both_stages_exports_and_does_not_train_again(tmp_path):
+    script = importlib.import_module("benchmarks.reference_model")
+    args = ["--out", str(tmp_path), "--phantoms", "8", "--stage1-steps", "2", "--stage2-steps", "2"]
+    script.main(args)
+    record = json.loads((tmp_path / "training.json").read_text())
+    stages = record["stages"]
+    assert [stages[name]["steps"] for name in script.STAGES] == [2, 2]
+    assert all(stages[name]["final_loss"] > 0 for name in script.STAGES)
+    from prdit.data.dataset import list_volumes
+
+    assert (tmp_path / "prdit" / "model.safetensors").is_file() and len(list_volumes(tmp_path / "data" / "val.txt")) == 2
+    weights = (tmp_path / "prdit" / "model.safetensors").read_bytes()
+    script.main(args)  # finished: nothing is trained again, the export is the same
+    assert json.loads((tmp_path / "training.json").read_text())["stages"][script.STAGES[1]]["steps"] == 2
+    assert (tmp_path / "prdit" / "model.safetensors").read_bytes() == weights
+
+
+def test_reference_model_data_only_writes_phantoms_and_split(tmp_path):
+    script = importlib.import_module("benchmarks.reference_model")
+    script.main(["--out", str(tmp_path), "--phantoms", "8", "--data-only"])
+    assert len(list((tmp_path / "data").glob("phantom_*.nii.gz"))) == 8 and (tmp_path / "data" / "val.txt").is_file()
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "prdit").exists()

@@ -24,6 +24,7 @@ class FlowMatching(Process):
     default_sampler = "euler"
     loss_names = ("loss",)
     default_steps = 100
+    sample_steps = 100
 
     def __post_init__(self) -> None:
         if not self.time_scale > 0:

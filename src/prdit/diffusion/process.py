@@ -36,7 +36,8 @@ class Process(ABC):
     kind: ClassVar[str]
     samplers: ClassVar[tuple[str, ...]]
     default_sampler: ClassVar[str]
-    default_steps: ClassVar[int]
+    default_steps: ClassVar[int]  # the reference's (guided reconstruction keeps it)
+    sample_steps: ClassVar[int]  # what `prdit sample` and the pipeline use when no steps are given (measured)
     loss_names: ClassVar[tuple[str, ...]]  # the keys of :meth:`loss`, "loss" (the optimised one) first
 
     # --- what training needs ------------------------------------------------------------

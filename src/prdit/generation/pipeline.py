@@ -149,6 +149,8 @@ class PRDiTPipeline:
         operator = operator if operator is not None else task_operator(task, self.volume_shape, self.spacing,
                                                                        self.normalization)
         changes = {"sampler": "pc", "jump": guidance.jump, "corrector_noise": guidance.corrector_noise, **changes}
+        if "steps" not in changes and (settings is None or settings.steps is None):
+            changes["steps"] = self.process.default_steps  # guidance is tuned for the reference's 1,000 steps
         settings = self.settings(settings, **changes)
         hook = MeasurementGuidance(operator, measurement.to(self.device), guidance, self.process.grid(1)[0])
         seeds = [volume_seed(settings.seed, b) for b in range(measurement.shape[0])]

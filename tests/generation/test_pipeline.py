@@ -151,3 +151,23 @@ def test_compile_falls_back_to_eager_with_a_warning(model_dir, monkeypatch):
     assert torch.equal(out, expected)
     assert "_prdit_compiled" not in pipe.model.state_dict() and list(pipe.model.state_dict()) == list(
         eager.model.state_dict())
+
+
+def test_sampling_defaults_to_the_measured_steps_and_reconstruction_to_the_reference(pipe, monkeypatch):
+    from prdit.generation import pipeline as module
+
+    assert (pipe.settings().sampler, pipe.settings().steps) == ("pc", IaNDiffusion.sample_steps) == ("pc", 50)
+    assert pipe.settings(sampler="euler").steps == 50 and pipe.settings(steps=1000).steps == 1000
+    seen = []
+
+    def record(model, process, generators, settings, device, hooks=()):
+        seen.append(settings)
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(module, "sample_volumes", record)
+    measurement = torch.zeros(1, 1, 4, 4, 4)
+    with pytest.raises(RuntimeError, match="recorded"):
+        pipe.reconstruct("sr", measurement)
+    with pytest.raises(RuntimeError, match="recorded"):
+        pipe.reconstruct("sr", measurement, steps=30)
+    assert [s.steps for s in seen] == [IaNDiffusion.default_steps, 30] == [1000, 30]

@@ -16,7 +16,7 @@ PREVIEW_WINDOWS = (*CT_WINDOWS, "full")  # "full": the model's normalisation win
 @dataclass(frozen=True)
 class SamplingConfig(SamplerSettings):
     """Sampler and steps (``None``: the model's process default sampler and its ``sample_steps``: IaN
-    50 predictor-corrector steps, measured to match the reference's 250; the reference samples with
+    50 predictor-corrector steps, measured to beat the reference's 250 on FID, MMD and HU; the reference samples with
     1,000), plus how volumes are batched, seeded, computed and previewed."""
 
     batch_size: int = 1

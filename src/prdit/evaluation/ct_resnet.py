@@ -30,7 +30,7 @@ from torch import nn
 
 from prdit.data.io import file_sha256
 from prdit.errors import CheckpointError
-from prdit.evaluation.medicalnet import Bottleneck, name_list
+from prdit.evaluation.medicalnet import ResNet3d, name_list
 
 FEATURE_DIM = 2048
 LAYERS = (3, 8, 36, 3)
@@ -45,8 +45,9 @@ INPUT_CONVENTION = ("HU clipped to [-1000, 1000] and scaled to [0, 1]; one chann
                     "z inferior->superior, y anterior->posterior, x right->left (prdit's [D, H, W] in LPS, as stored)")
 
 
-class CTResNet152(nn.Module):
-    """The inflated ResNet-152 backbone; ``forward`` takes ``[B, 3, D, H, W]`` in [0, 1], returns ``[B, 2048]``."""
+class CTResNet152(ResNet3d):
+    """The inflated ResNet-152 backbone; ``forward`` takes ``[B, 3, D, H, W]`` in [0, 1] (see
+    :func:`network_input`) and returns ``[B, 2048]`` (the feature map is ``D/16, H/32, W/32``, rounded up)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -59,33 +60,7 @@ class CTResNet152(nn.Module):
         self.layer2 = self._make_layer(128, LAYERS[1], stride=2)
         self.layer3 = self._make_layer(256, LAYERS[2], stride=2)
         self.layer4 = self._make_layer(512, LAYERS[3], stride=2)
-        for module in self.modules():
-            if isinstance(module, nn.Conv3d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm3d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-
-    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
-        downsample = None
-        if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
-            downsample = nn.Sequential(
-                nn.Conv3d(self.inplanes, planes * Bottleneck.expansion, kernel_size=1, stride=stride, bias=False),
-                nn.BatchNorm3d(planes * Bottleneck.expansion),
-            )
-        layers = [Bottleneck(self.inplanes, planes, stride, downsample=downsample)]
-        self.inplanes = planes * Bottleneck.expansion
-        layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
-
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, 3, D, H, W]`` -> ``[B, 2048, D/16, H/32, W/32]`` (rounded up)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features ``[B, 2048]`` of a network input (see :func:`network_input`)."""
-        return self.feature_map(x).mean(dim=(2, 3, 4))
+        self._initialize()
 
 
 class CTFeatures(nn.Module):

@@ -54,26 +54,11 @@ class Bottleneck(nn.Module):
         return self.relu(out + residual)
 
 
-class MedicalNetResNet50(nn.Module):
-    """Med3D ResNet-50 backbone; ``forward`` returns pooled features ``[B, 2048]``."""
+class ResNet3d(nn.Module):
+    """What the 3D ResNet backbones share: layers of Bottleneck blocks with a type-B shortcut, the
+    stem -> max-pool -> layer1..4 feature map, global average pooling, and the initialisation."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.inplanes = 64
-        self.conv1 = nn.Conv3d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm3d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(64, LAYERS[0])
-        self.layer2 = self._make_layer(128, LAYERS[1], stride=2)
-        self.layer3 = self._make_layer(256, LAYERS[2], dilation=2)
-        self.layer4 = self._make_layer(512, LAYERS[3], dilation=4)
-        for module in self.modules():
-            if isinstance(module, nn.Conv3d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out")
-            elif isinstance(module, nn.BatchNorm3d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+    inplanes: int
 
     def _make_layer(self, planes: int, blocks: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
         downsample = None
@@ -88,14 +73,40 @@ class MedicalNetResNet50(nn.Module):
         layers += [Bottleneck(self.inplanes, planes, dilation=dilation) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
+    def _initialize(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv3d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out")
+            elif isinstance(module, nn.BatchNorm3d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, 1, D, H, W]`` -> ``[B, 2048, D/8, H/8, W/8]`` (the input to MedicalNet's head)."""
+        """The input through the stem, the max-pool and the four layers: ``[B, 2048, D', H', W']``."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, 1, D, H, W]`` in the training range -> features ``[B, 2048]``."""
+        """Globally average-pooled features ``[B, 2048]``."""
         return self.feature_map(x).mean(dim=(2, 3, 4))
+
+
+class MedicalNetResNet50(ResNet3d):
+    """Med3D ResNet-50 backbone; ``forward`` takes ``[B, 1, D, H, W]`` in the training range and returns
+    pooled features ``[B, 2048]`` (the feature map, MedicalNet's head input, is ``D/8, H/8, W/8``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv3d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm3d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(64, LAYERS[0])
+        self.layer2 = self._make_layer(128, LAYERS[1], stride=2)
+        self.layer3 = self._make_layer(256, LAYERS[2], dilation=2)
+        self.layer4 = self._make_layer(512, LAYERS[3], dilation=4)
+        self._initialize()
 
 
 def random_medicalnet(seed: int) -> MedicalNetResNet50:

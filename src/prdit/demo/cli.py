@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from prdit.demo.run import DEFAULT_MINUTES
+
 
 def register(app: typer.Typer) -> None:
     """Add the demo command to the CLI."""
@@ -13,8 +15,8 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo_command(
         out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for data, runs, samples and the report."),
-        minutes: float = typer.Option(15.0, "--minutes", help="Time budget; each training stage stops early "
-                                      "(with a checkpoint) to stay within it."),
+        minutes: float = typer.Option(DEFAULT_MINUTES, "--minutes", help="Time budget of the whole demo; each "
+                                      "training stage stops early (with a checkpoint) at its share of it."),
         process: str = typer.Option("ian", "--process", help="'ian' (PRDiT's diffusion) or 'flow' (PRDiT-FM, "
                                     "flow matching; its models, samples and report go to OUT/flow)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),

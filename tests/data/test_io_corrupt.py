@@ -103,3 +103,12 @@ def test_plain_gzip_of_garbage_is_an_error(tmp_path):
     path.write_bytes(gzip.compress(b"\x00" * 400))
     with pytest.raises(DataError, match="scan.nii.gz"):
         read_volume(path)
+
+
+def test_corrupt_npz_deflate_stream_is_an_error(tmp_path):
+    path = write_volume(tmp_path / "scan.npz", _volume())
+    data = bytearray(path.read_bytes())
+    data[120:184] = bytes(range(64))  # damage the compressed 'ct' member, keep the zip directory
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="scan.npz"):
+        read_volume(path)

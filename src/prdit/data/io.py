@@ -14,6 +14,8 @@ nibabel-style RAS affine of the same image for users who want one.
 from __future__ import annotations
 
 import hashlib
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,8 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = NIFTI_SUFFIXES + (".nrrd", ".mha", ".mhd")
 NUMPY_SUFFIXES = (".npz", ".npy")
 VOLUME_SUFFIXES = ITK_SUFFIXES + NUMPY_SUFFIXES
+NPZ_READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
+"""What numpy raises for a truncated or corrupt ``.npz`` (a cut zip directory, a damaged deflate stream)."""
 
 
 @dataclass
@@ -130,8 +134,6 @@ def _read_itk(path: Path) -> Volume:
 
 
 def _read_npz(path: Path, npz_key: str | None) -> Volume:
-    import zipfile
-
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.keys())
@@ -140,7 +142,7 @@ def _read_npz(path: Path, npz_key: str | None) -> Volume:
                 raise DataError(f"{path}: no array '{npz_key or 'ct'}' in the archive (it holds {keys})")
             array = archive[key]
             spacing = tuple(float(s) for s in archive["spacing"]) if "spacing" in keys else (1.0, 1.0, 1.0)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+    except NPZ_READ_ERRORS as err:
         raise DataError(f"{path}: not a readable .npz archive; truncated or corrupt? ({err})") from err
     return Volume(array=array, spacing=spacing)
 

@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from prdit.data.io import NPZ_READ_ERRORS
 from prdit.data.preprocess import (
     CaseJob,
     CaseResult,
@@ -50,8 +51,9 @@ def read_rad_chestct(path: str | Path, source_spacing: float = DOCUMENTED_SPACIN
             if "ct" not in archive:
                 raise DataError(f"{path}: no array 'ct' in the archive (it holds {list(archive.keys())})")
             array = archive["ct"]
-    except (ValueError, OSError, EOFError) as err:
-        raise DataError(f"{path}: not a readable .npz archive ({err})") from err
+    except NPZ_READ_ERRORS as err:
+        raise DataError(f"{path}: not a readable .npz archive; the file is truncated or corrupt "
+                        f"({type(err).__name__}: {err})") from err
     if array.ndim != 3:
         raise DataError(f"{path}: 'ct' has shape {array.shape}, expected 3D [slices, rows, columns]")
     if array.dtype.kind not in "fiu":

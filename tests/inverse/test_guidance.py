@@ -11,7 +11,8 @@ import torch
 from prdit.data.normalization import Normalization
 from prdit.data.phantoms import generate_phantom
 from prdit.diffusion import IaNDiffusion
-from prdit.diffusion.samplers import SamplerSettings, sample
+from prdit.diffusion.process import Prediction
+from prdit.diffusion.samplers import SamplerSettings, SamplerStep, sample
 from prdit.errors import ConfigError
 from prdit.inverse.guidance import TASK_DEFAULTS, MeasurementGuidance, guidance_weight, task_settings
 from prdit.inverse.metrics import psnr
@@ -105,3 +106,21 @@ def test_guidance_gradient_is_that_of_the_residual_norm() -> None:
     expected = torch.autograd.grad((residual / residual.flatten(1).norm(dim=1).view(-1, 1, 1, 1, 1)).detach()
                                    .mul(residual).sum(), leaf)[0]
     torch.testing.assert_close(g, expected)
+
+
+def test_infill_guidance_takes_the_gradient_before_hard_consistency() -> None:
+    """With hard consistency the state still moves against the gradient of the network's own x̂₀,
+    and only then does x̂₀ take the measurement where it is known (after the replacement the
+    residual would be zero and ρ would do nothing)."""
+    mask = make_mask("centre_cube", (8, 8, 8))
+    generator = torch.Generator().manual_seed(0)
+    truth, x0, x = (torch.randn(1, 1, 8, 8, 8, generator=generator, dtype=torch.float64) for _ in range(3))
+    y = mask(truth)
+    settings = task_settings("infill", decay=False)
+    step = SamplerStep(0, 10, 500.0, 400.0, x, Prediction(x0, torch.zeros_like(x0)))
+    hook = MeasurementGuidance(mask, y, settings, 1000)
+    guided = hook(step)
+    known = mask.weights(x0)
+    torch.testing.assert_close(guided.x, x - settings.scale * hook.gradient(x0))
+    assert not torch.equal(guided.x, x)
+    torch.testing.assert_close(guided.prediction.x0, (1 - known) * x0 + known * y)

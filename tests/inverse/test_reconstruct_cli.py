@@ -126,3 +126,14 @@ def test_bad_input_is_refused_with_a_clear_error(model_dir, ct, tmp_path):
     write_volume(mask, read_volume(ct).__class__(array=np.full((16, 16, 16), 2, np.uint8)))
     result = reconstruct(model_dir, "--task", "infill", "--mask", mask, "--simulate-from", ct, "--out", tmp_path / "m")
     assert isinstance(result.exception, DataError) and "mask.nii.gz" in str(result.exception)
+
+
+def test_infill_guidance_changes_the_reconstruction(model_dir, ct, tmp_path):
+    """ρ matters for infill too: the same seed with --scale 0 and --scale 3 gives different volumes."""
+    volumes = {}
+    for scale in ("0", "3"):
+        out = tmp_path / f"scale-{scale}"
+        ok(reconstruct(model_dir, "--task", "infill", "--mask-pattern", "centre_cube", "--simulate-from", ct,
+                       "--out", out, "--scale", scale, "--no-previews"))
+        volumes[scale] = read_volume(out / "reconstruction.nii.gz").array
+    assert not np.array_equal(volumes["0"], volumes["3"])

@@ -7,7 +7,7 @@ square; the gradient is taken with respect to x̂₀ only, never through the net
 step is additive in the state, ``x − ρ·c·g`` followed by the sampler's own step is the guided
 predictor ``x̃ = x_i − p·h·f − ρ·c·g``; the jump p and the corrector's noise scale w are
 sampler settings (:class:`~prdit.diffusion.samplers.SamplerSettings`). Infill also replaces
-x̂₀ by the measurement where it is known.
+x̂₀ by the measurement where it is known, after the gradient is taken on the network's own x̂₀.
 """
 
 from __future__ import annotations
@@ -96,16 +96,16 @@ class MeasurementGuidance:
         self.t_max = float(t_max)
 
     def __call__(self, step: SamplerStep) -> SamplerStep:
-        """The step with x̂₀ made consistent (infill) and the state moved against the guidance gradient."""
+        """The state moved against the guidance gradient of the network's x̂₀, then x̂₀ made consistent (infill)."""
         x0, noise = step.prediction
-        y = self.measurement.to(device=x0.device, dtype=x0.dtype)
-        if self.settings.hard_consistency:
-            known = self.operator.weights(x0)
-            x0 = (1 - known) * x0 + known * y
         x = step.x
         if step.t > self.settings.cutoff and self.settings.scale > 0:
             weight = guidance_weight(step.t, self.t_max) if self.settings.decay else 1.0
             x = x - self.settings.scale * weight * self.gradient(x0)
+        if self.settings.hard_consistency:
+            # After the gradient, as the reference: on the replaced x̂₀ the residual m·(x̂₀ − y) is zero.
+            known = self.operator.weights(x0)
+            x0 = (1 - known) * x0 + known * self.measurement.to(device=x0.device, dtype=x0.dtype)
         return replace(step, x=x, prediction=Prediction(x0.detach(), noise))
 
     def gradient(self, x0: torch.Tensor) -> torch.Tensor:

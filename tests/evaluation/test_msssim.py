@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from prdit.data.normalization import Normalization
+from prdit.data.phantoms import generate_phantom
 from prdit.errors import ConfigError, DataError
 from prdit.evaluation.config import MSSSIMConfig
 from prdit.evaluation.msssim import STANDARD_WEIGHTS, ms_ssim, msssim_diversity, msssim_settings, sample_pairs
@@ -16,7 +18,7 @@ from prdit.evaluation.volumes import VolumeSet
 def test_default_is_the_published_setting_where_it_fits(side):
     settings = msssim_settings((side, side, side))
     assert (settings["scales"], settings["kernel_size"], settings["kernel_sigma"]) == (5, 3, 1.5)
-    assert settings["weights"] == pytest.approx(STANDARD_WEIGHTS, rel=1e-3)
+    assert settings["weights"] == list(STANDARD_WEIGHTS)
     assert settings["published_setting"] is True
 
 
@@ -37,6 +39,24 @@ def test_other_settings_are_labelled_and_impossible_ones_are_errors():
         msssim_settings((2, 2, 2))
     with pytest.raises(ConfigError):
         msssim_settings((32, 32, 32), MSSSIMConfig(kernel_size=11, scales=5))
+
+
+def test_diversity_is_monai_msssim_on_model_range_volumes_as_they_are():
+    # The published script: MONAI's metric with data range 1 on volumes in [-1, 1], not mapped to
+    # [0, 1] and not clipped (samplers overshoot [-1, 1] a little). SSIM's constants are not
+    # shift-invariant, so the mapping changes the value.
+    from monai.metrics import MultiScaleSSIMMetric
+
+    volumes = np.stack([Normalization().to_model(generate_phantom(48, seed=i).array) for i in range(3)])
+    volumes = volumes + 0.05 * np.random.default_rng(0).standard_normal(volumes.shape).astype(np.float32)
+    assert volumes.min() < -1.0  # air overshoots the range, as sampled volumes do
+    metric = MultiScaleSSIMMetric(spatial_dims=3, data_range=1.0, kernel_size=3)
+    tensors = torch.from_numpy(volumes)[:, None]
+    published = np.mean([float(metric(tensors[i:i + 1], tensors[j:j + 1]))
+                         for i in range(3) for j in range(3) if i != j])
+    ours = msssim_diversity(VolumeSet(volumes), MSSSIMConfig(), progress=False)
+    assert ours["published_setting"] and ours["pairs"] == 3
+    assert ours["mean"] == pytest.approx(published, abs=1e-6)
 
 
 def test_ms_ssim_is_one_for_identical_volumes_and_falls_with_noise(phantoms16):

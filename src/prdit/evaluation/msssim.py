@@ -2,10 +2,13 @@
 
 MS-SSIM itself is MONAI's ``compute_ms_ssim``. The default is the published setting: 3D, a
 3^3 Gaussian window (sigma 1.5), five scales with the standard weights (Wang et al., 2003),
-volumes mapped from [-1, 1] to [0, 1] (data range 1). MONAI's size rule needs at least 48
-voxels per side for five scales; smaller volumes (the 32^3 demo) get the most scales that fit
-with the standard weights truncated and renormalised, and the report says the setting is not
-the published one. Values are comparable only between equal settings.
+data range 1, volumes in the model range [-1, 1] as they are (neither mapped to [0, 1] nor
+clipped), as the published script feeds them. SSIM's stabilising constants are fixed by the
+data range, not by the values, so mapping to [0, 1] would change every value (three 48^3
+phantoms: 0.6595 this way, 0.6884 mapped). MONAI's size rule needs at least 48 voxels per side
+for five scales; smaller volumes (the 32^3 demo) get the most scales that fit with the standard
+weights truncated and renormalised, and the report says the setting is not the published one.
+Values are comparable only between equal settings.
 """
 
 from __future__ import annotations
@@ -37,9 +40,12 @@ def msssim_settings(shape: Sequence[int], config: MSSSIMConfig = MSSSIMConfig())
         # fit inside the coarsest scale.
         largest = min(side // max(1, scales - 1) ** 2, side // 2 ** (scales - 1))
         if kernel >= 3 and kernel % 2 == 1 and kernel <= largest:
+            # The five standard weights as MONAI has them (they sum to 1.0001); fewer are renormalised.
             weights = np.asarray(STANDARD_WEIGHTS[:scales])
+            if scales < len(STANDARD_WEIGHTS):
+                weights = weights / weights.sum()
             settings = {"kernel_size": int(kernel), "kernel_sigma": config.kernel_sigma, "scales": int(scales)}
-            return {**settings, "weights": [float(w) for w in weights / weights.sum()],
+            return {**settings, "weights": [float(w) for w in weights],
                     "published_setting": settings == PUBLISHED}
     raise ConfigError(f"volumes of shape {tuple(shape)} are too small for MS-SSIM with an odd kernel of "
                       f"{kernel} (at least 3) and {config.scales or 'any number of'} scales")
@@ -61,11 +67,10 @@ def sample_pairs(n: int, max_pairs: int, seed: int = 0) -> np.ndarray:
 
 
 def ms_ssim(a: torch.Tensor, b: torch.Tensor, settings: dict) -> torch.Tensor:
-    """3D MS-SSIM of pairs ``[B, 1, D, H, W]`` in the training range -> ``[B]``."""
+    """3D MS-SSIM of pairs ``[B, 1, D, H, W]`` in the training range, fed as they are -> ``[B]``."""
     from monai.metrics.regression import compute_ms_ssim
 
-    to_unit = lambda x: (x.clamp(-1.0, 1.0) + 1.0) / 2.0  # noqa: E731
-    return compute_ms_ssim(to_unit(a.float()), to_unit(b.float()), spatial_dims=3, data_range=1.0,
+    return compute_ms_ssim(a.float(), b.float(), spatial_dims=3, data_range=1.0,
                            kernel_size=settings["kernel_size"], kernel_sigma=settings["kernel_sigma"],
                            weights=settings["weights"])[:, 0]
 

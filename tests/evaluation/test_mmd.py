@@ -32,6 +32,25 @@ def test_published_mmd_against_a_hand_computation():
     assert mmd_unbiased(real, fake) == pytest.approx(np.sqrt(max(unbiased, 0.0)), rel=1e-12)
 
 
+def test_published_mmd_takes_torchs_lower_median_like_the_published_script():
+    # N² ordered pairs is an even count: torch's median is the lower middle value, numpy's the mean of the two.
+    import torch
+
+    rng = np.random.default_rng(5)
+    real, fake = rng.standard_normal((6, 8)), rng.standard_normal((7, 8)) + 0.3
+    x, y = torch.from_numpy(real), torch.from_numpy(fake)
+    squared = torch.cdist(x, x) ** 2
+    assert float(squared.median()) < float(np.median(squared.numpy())) - 0.1  # the two medians differ here
+    gamma = 1.0 / (2.0 * squared.median())
+
+    def kernel(a, b):
+        return torch.exp(-gamma * torch.cdist(a, b) ** 2)
+
+    published = torch.sqrt(torch.clamp(kernel(x, x).mean() + kernel(y, y).mean() - 2.0 * kernel(x, y).mean(), min=0.0))
+    assert published_gamma(real) == pytest.approx(float(gamma), abs=1e-9)
+    assert mmd(real, fake) == pytest.approx(float(published), abs=1e-6)
+
+
 def test_published_estimate_is_never_below_zero_and_exceeds_the_unbiased_one():
     rng = np.random.default_rng(3)
     for _ in range(10):

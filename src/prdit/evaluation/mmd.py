@@ -3,7 +3,9 @@
 Two estimates, both reported as ``sqrt(max(MMD², 0))``:
 
 * :func:`mmd` — the published figure. ``γ = 1 / (2·median(‖x_i − x_j‖²))`` over *all* ordered
-  pairs of real features, the zero self-distances included, and the biased V-statistic
+  pairs of real features, the zero self-distances included, the median taken as ``torch.median``
+  takes it (N² pairs are an even count whenever N is: the lower middle value, not the mean of the
+  two), and the biased V-statistic
   ``MMD² = mean(K_xx) + mean(K_yy) − 2·mean(K_xy)`` with the diagonals included. This is how
   the numbers in the PRDiT paper and its baselines were computed; only it is comparable with them.
 * :func:`mmd_unbiased` — the U-statistic (diagonals left out), bandwidth the median distance
@@ -22,10 +24,16 @@ from prdit.errors import DataError
 
 def published_gamma(real: np.ndarray) -> float:
     """``1 / (2·median(‖x_i − x_j‖²))`` over all ordered pairs of rows of ``[N, F]``, self-pairs included."""
-    median = float(np.median(_squared_distances(real, real)))
+    median = lower_median(_squared_distances(real, real))
     if median <= 0.0:
         raise DataError("more than half the real feature vectors coincide; the median bandwidth is 0")
     return 1.0 / (2.0 * median)
+
+
+def lower_median(values: np.ndarray) -> float:
+    """The median as ``torch.median`` takes it: for an even count the lower of the two middle values."""
+    flat = np.sort(np.asarray(values, np.float64), axis=None)
+    return float(flat[(flat.size - 1) // 2])
 
 
 def median_bandwidth(features: np.ndarray) -> float:

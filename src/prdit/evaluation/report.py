@@ -204,7 +204,7 @@ def _mmd(real_features: np.ndarray, fake_features: np.ndarray, comparable: bool)
     unbiased, bandwidth = mmd_squared(real_features, fake_features)
     return {"value": float(np.sqrt(max(squared, 0.0))), "mmd_squared": squared, "gamma": gamma,
             "estimator": "RBF kernel, gamma = 1/(2 median squared distance over all ordered pairs of real "
-                         "features, self-pairs included), biased V-statistic, sqrt(max(MMD^2, 0)) (published)",
+                         "features, self-pairs included; torch's lower median), biased V-statistic, sqrt(max(MMD^2, 0)) (published)",
             "comparable_with_published": comparable,
             "unbiased": {"value": float(np.sqrt(max(unbiased, 0.0))), "mmd_squared": unbiased,
                          "bandwidth": bandwidth, "estimator": "RBF kernel, bandwidth = median distance between "

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     from prdit.generation.pipeline import PRDiTPipeline
     from prdit.inverse.guidance import task_settings
     from prdit.inverse.metrics import classical_baseline, psnr, ssim
-    from prdit.inverse.operators import make_mask, simulate_measurement
+    from prdit.inverse.operators import DEFAULT_MASK_PATTERN, make_mask, simulate_measurement
     from prdit.inverse.tasks import task_operator
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         truths = [torch.from_numpy(pipe.normalization.to_model(read_volume(f).array))[None, None] for f in files]
         rows, results = [], []
         for task in [t for t in args.tasks.split(",") if t]:
-            mask = make_mask("centre_cube", pipe.volume_shape) if task == "infill" else None
+            mask = make_mask(DEFAULT_MASK_PATTERN, pipe.volume_shape) if task == "infill" else None
             operator = task_operator(task, pipe.volume_shape, pipe.spacing, pipe.normalization, mask=mask)
             guidance = task_settings(task)
             scores = {"reconstruction": {"psnr": [], "ssim": []}, "baseline": {"psnr": [], "ssim": []}}
@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
 
     notes = [f"{pipe.model.name} at {'x'.join(map(str, pipe.volume_shape))} ({model_dir}), {steps} guided pc "
              f"steps, seed {args.seed}", f"{len(truths)} held-out volumes per task from {real}, no measurement noise",
-             "infill: centre cube missing; xray: two views (0°, 90°), reference geometry; scores in the model range"]
+             f"infill: the {DEFAULT_MASK_PATTERN} pattern missing; xray: two views (0°, 90°), reference geometry; "
+             "scores in the model range"]
     columns = ["task", "PSNR (ours)", "PSNR (baseline)", "SSIM (ours)", "SSIM (baseline)", "s/reconstruction"]
     report(NAME, device, args, "training-free inverse problems", notes, columns, rows, results)
 

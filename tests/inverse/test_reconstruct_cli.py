@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from prdit.cli import app
+from prdit.cli import app, main
 from prdit.data.io import read_volume, write_volume
 from prdit.data.normalization import Normalization
 from prdit.data.phantoms import generate_phantom
 from prdit.diffusion import IaNDiffusion
 from prdit.errors import ConfigError, DataError
+from prdit.inverse.operators import DEFAULT_MASK_PATTERN, make_mask
 from prdit.model_folder import save_model_folder
 from prdit.models import create_model
 
@@ -113,19 +115,50 @@ def test_measurement_files_give_the_measurements_geometry(model_dir, ct, tmp_pat
     assert isinstance(wrong.exception, DataError) and "measurement.npy" in str(wrong.exception)
 
 
-def test_bad_input_is_refused_with_a_clear_error(model_dir, ct, tmp_path):
-    cases = [(["--task", "infill", "--simulate-from", ct], ConfigError, "mask"),
+def test_bad_input_is_refused_with_a_clear_error_before_out_is_made(model_dir, ct, tmp_path):
+    missing = tmp_path / "missing.nii.gz"
+    mask = tmp_path / "mask.nii.gz"
+    write_volume(mask, read_volume(ct).__class__(array=np.full((16, 16, 16), 2, np.uint8)))
+    cases = [(["--task", "infill", "--measurement", ct], ConfigError, "mask"),
              (["--task", "paint", "--simulate-from", ct], ConfigError, "unknown task"),
              (["--task", "sr"], ConfigError, "--measurement"),
              (["--task", "sr", "--measurement", ct], DataError, "ct.nii.gz"),
-             (["--task", "sr", "--simulate-from", ct, "--jump", "0"], ConfigError, "jump")]
+             (["--task", "sr", "--simulate-from", ct, "--jump", "0"], ConfigError, "jump"),
+             (["--task", "sr", "--measurement", missing], DataError, "missing.nii.gz"),
+             (["--task", "deblur", "--simulate-from", missing], DataError, "missing.nii.gz"),
+             (["--task", "infill", "--mask", missing, "--simulate-from", ct], DataError, "missing.nii.gz"),
+             (["--task", "infill", "--mask", mask, "--simulate-from", ct], DataError, "mask.nii.gz")]
     for args, error, words in cases:
         result = reconstruct(model_dir, *args, "--out", tmp_path / "bad")
         assert isinstance(result.exception, error) and words in str(result.exception), (args, result.exception)
-    mask = tmp_path / "mask.nii.gz"
-    write_volume(mask, read_volume(ct).__class__(array=np.full((16, 16, 16), 2, np.uint8)))
-    result = reconstruct(model_dir, "--task", "infill", "--mask", mask, "--simulate-from", ct, "--out", tmp_path / "m")
-    assert isinstance(result.exception, DataError) and "mask.nii.gz" in str(result.exception)
+        assert not (tmp_path / "bad").exists(), args
+    result = reconstruct(model_dir, "--task", "sr", "--simulate-from", ct, "--out", mask)
+    assert isinstance(result.exception, ConfigError) and "mask.nii.gz" in str(result.exception)
+
+
+def test_a_missing_measurement_is_one_line_naming_the_file(model_dir, tmp_path, monkeypatch, capsys):
+    """The console command prints the project's error, not a traceback, and exits with status 2."""
+    missing = tmp_path / "views.npy"
+    monkeypatch.setattr(sys, "argv", ["prdit", "reconstruct", str(model_dir), "--task", "xray", "--measurement",
+                                      str(missing), "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert str(missing) in error and "Traceback" not in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_infill_simulated_without_a_mask_takes_the_default_pattern(model_dir, ct, tmp_path):
+    out = tmp_path / "infill"
+    printed = ok(reconstruct(model_dir, "--task", "infill", "--simulate-from", ct, "--out", out,
+                             "--no-previews")).output
+    assert f"note: no --mask or --mask-pattern: infill of the {DEFAULT_MASK_PATTERN} pattern" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["operator"]["pattern"] == DEFAULT_MASK_PATTERN
+    assert any(DEFAULT_MASK_PATTERN in note for note in manifest["notes"])
+    known = read_volume(out / "mask.nii.gz").array.astype(bool)
+    assert np.array_equal(known, make_mask(DEFAULT_MASK_PATTERN, known.shape).known.numpy())
 
 
 def test_infill_guidance_changes_the_reconstruction(model_dir, ct, tmp_path):

@@ -30,7 +30,8 @@ def register(app: typer.Typer) -> None:
                                            "PSNR/SSIM next to the classical baseline."),
         mask: Path = typer.Option(None, "--mask", help="infill: mask volume, 1 = known voxel, 0 = missing."),
         mask_pattern: str = typer.Option(None, "--mask-pattern", help=f"infill without --mask: "
-                                         f"{', '.join(MASK_PATTERNS)} (reference patterns)."),
+                                         f"{', '.join(MASK_PATTERNS)} (reference patterns; with --simulate-from "
+                                         f"and neither, the benchmark's pattern)."),
         views: int = typer.Option(2, "--views", help="xray: 1 (0°), 2 (0° and 90°) or N angles."),
         angles: str = typer.Option(None, "--angles", help="xray: the projections' angles in degrees, e.g. 0,90 "
                                    "(overrides --views)."),
@@ -56,7 +57,7 @@ def register(app: typer.Typer) -> None:
         from prdit.errors import ConfigError
         from prdit.generation.pipeline import PRDiTPipeline
         from prdit.inverse.guidance import task_settings
-        from prdit.inverse.operators import make_mask
+        from prdit.inverse.operators import DEFAULT_MASK_PATTERN, make_mask
         from prdit.inverse.run import MANIFEST, reconstruct_to_folder
         from prdit.inverse.tasks import read_mask, task_operator
 
@@ -64,10 +65,17 @@ def register(app: typer.Typer) -> None:
                                  cutoff=cutoff)
         pipe = PRDiTPipeline.from_pretrained(model_dir, device=device, precision=precision)
         shape = pipe.volume_shape
-        known = None
+        known, notes = None, []
         if task == "infill":
-            if (mask is None) == (mask_pattern is None):
-                raise ConfigError("infill takes a mask: give --mask FILE or --mask-pattern, one of them")
+            if mask is not None and mask_pattern is not None:
+                raise ConfigError("infill takes one mask: give --mask FILE or --mask-pattern, not both")
+            if mask is None and mask_pattern is None:
+                if simulate_from is None:
+                    raise ConfigError("infill of a measurement needs its mask: give --mask FILE (1 = known voxel) "
+                                      "or --mask-pattern")
+                mask_pattern = DEFAULT_MASK_PATTERN
+                notes.append(f"no --mask or --mask-pattern: infill of the {mask_pattern} pattern (the benchmark's)")
+                typer.echo(f"note: {notes[-1]}")
             if mask is not None:
                 known = read_mask(mask, shape)
             else:
@@ -94,7 +102,8 @@ def register(app: typer.Typer) -> None:
         try:
             summary = reconstruct_to_folder(pipe, task, out, operator, guidance, settings, measurement, simulate_from,
                                             noise_std, seed, overwrite, previews,
-                                            progress=(lambda done, total: bar.update(1)) if bar else None)
+                                            progress=(lambda done, total: bar.update(1)) if bar else None,
+                                            notes=notes)
         finally:
             if bar is not None:
                 bar.close()

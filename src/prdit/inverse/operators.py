@@ -150,6 +150,10 @@ class Mask(Operator):
                 "known_fraction": float(self.known.float().mean())}
 
 
+# The infill pattern of the benchmark, and of `prdit reconstruct --simulate-from` when no mask is given.
+DEFAULT_MASK_PATTERN = "centre_cube"
+
+
 def make_mask(pattern: str, shape: Sequence[int], **settings) -> Mask:
     """A :class:`Mask` of a named reference pattern: ``centre_cube``, ``random_voxels`` or ``axial_slab``.
 

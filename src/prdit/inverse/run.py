@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from prdit.data.io import Volume, file_sha256, read_volume, write_volume
-from prdit.errors import ConfigError
+from prdit.errors import ConfigError, DataError
 from prdit.files import atomic_write
 from prdit.generation.config import SamplingConfig
 from prdit.generation.pipeline import PRDiTPipeline
@@ -29,7 +29,6 @@ from prdit.visualization import window_range
 FORMAT, FORMAT_VERSION = "prdit-reconstruct", 1
 MANIFEST = "manifest.json"
 RECONSTRUCTION = "reconstruction.nii.gz"
-RESULT_KEYS = ("metrics", "seconds", "files", "device")  # what a run adds; everything else must match to resume
 
 
 @dataclass
@@ -45,17 +44,23 @@ class ReconstructionSummary:
 def reconstruct_to_folder(pipe: PRDiTPipeline, task: str, out: str | Path, operator: Operator,
                           guidance: GuidanceSettings, settings: SamplingConfig, measurement_file: Path | None = None,
                           simulate_from: Path | None = None, noise_std: float = 0.0, noise_seed: int = 0,
-                          overwrite: bool = False, previews: bool = True, progress=None) -> ReconstructionSummary:
+                          overwrite: bool = False, previews: bool = True, progress=None,
+                          notes: list[str] | None = None) -> ReconstructionSummary:
     """Reconstruct from ``measurement_file``, or from the measurement ``operator`` makes of the CT
     ``simulate_from`` (HU, the model's shape; plus ``noise_std`` noise drawn with ``noise_seed``),
-    into ``out``; with ``simulate_from`` also PSNR/SSIM of reconstruction and baseline against it."""
+    into ``out``; with ``simulate_from`` also PSNR/SSIM of reconstruction and baseline against it.
+    ``notes`` (choices made for the user) go into the manifest. ``out`` is created only once every
+    input has been read and checked."""
     if (measurement_file is None) == (simulate_from is None):
         raise ConfigError("give either --measurement FILE or --simulate-from CT, not both or neither")
     out = Path(out)
-    source = measurement_file if measurement_file is not None else simulate_from
+    if measurement_file is not None and not Path(measurement_file).is_file():
+        raise DataError(f"{measurement_file}: no such measurement file; check the path given to --measurement")
+    if simulate_from is not None and not Path(simulate_from).is_file():
+        raise DataError(f"{simulate_from}: no such CT file; check the path given to --simulate-from")
     run = _run_settings(pipe, task, operator, guidance, settings, measurement_file, simulate_from, noise_std,
                         noise_seed)
-    manifest = _open(out, run, overwrite)
+    manifest = _finished(out, run, overwrite)
     if manifest is not None:
         return ReconstructionSummary(out, False, manifest.get("metrics", {}), manifest.get("seconds"))
 
@@ -74,6 +79,7 @@ def reconstruct_to_folder(pipe: PRDiTPipeline, task: str, out: str | Path, opera
                                                         pipe.normalization)
         measurement = measurement if isinstance(operator, ConeBeamProjector) else measurement[:, None]
         geometry = reconstruction_geometry(measured_volume, operator, pipe.to_volume(np.zeros(pipe.volume_shape)))
+    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     result = pipe.reconstruct(task, measurement, operator=operator, guidance=guidance, settings=settings,
                               output_type="model", progress=progress)
@@ -97,7 +103,8 @@ def reconstruct_to_folder(pipe: PRDiTPipeline, task: str, out: str | Path, opera
     if previews:
         files["previews"] = _previews(out, pipe, measurement, operator, measured_volume, x0, baseline, truth,
                                       geometry, settings.preview_window)
-    manifest = {**run, "seed_of_volume": result.seeds[0], "metrics": metrics, "seconds": round(seconds, 3),
+    manifest = {**run, "seed_of_volume": result.seeds[0], "notes": list(notes or []), "metrics": metrics,
+                "seconds": round(seconds, 3),
                 "device": {"device": str(pipe.device), "precision": resolve_precision(settings.precision, pipe.device)},
                 "files": files}
     atomic_write(out / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
@@ -125,14 +132,16 @@ def _run_settings(pipe: PRDiTPipeline, task: str, operator: Operator, guidance: 
     }
 
 
-def _open(out: Path, run: dict, overwrite: bool) -> dict | None:
-    """The finished manifest of this very run (then nothing is to do), else None once ``out`` may be written."""
+def _finished(out: Path, run: dict, overwrite: bool) -> dict | None:
+    """The finished manifest of this very run (then nothing is to do), else None if ``out`` may be written;
+    a ``ConfigError`` if it holds something else."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder; choose another --out")
     path = out / MANIFEST
     if not path.is_file():
         if (out / RECONSTRUCTION).exists() and not overwrite:
             raise ConfigError(f"{out} holds {RECONSTRUCTION} but no {MANIFEST}; choose another --out or pass "
                               f"--overwrite")
-        out.mkdir(parents=True, exist_ok=True)
         return None
     try:
         manifest = json.loads(path.read_text())

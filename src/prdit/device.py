@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from prdit.errors import ConfigError
@@ -17,37 +19,57 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
     return device
 
 
-def compiled(module: torch.nn.Module, purpose: str):
-    """``torch.compile(module)`` that falls back to the eager module, with a warning, where compiling fails.
+class CompiledModule:
+    """``torch.compile(module)`` that runs the eager module from the first compile failure on.
 
-    Compilation happens on the first call, so that call is the one that is guarded; later calls
-    go straight to whichever version worked. Compiled results equal eager ones up to float
-    rounding, not bit for bit.
+    Compiling happens on the first call and again whenever an input needs a new graph (another
+    shape, another dtype), so every call is guarded: where the compiled path raises and the eager
+    module runs the same inputs, the eager result is returned, one warning says so, and every
+    later call is eager. Where eager raises too, the inputs are at fault and eager's error is
+    raised. A backward graph is compiled lazily, on the first ``backward()``, outside any call:
+    the caller that runs backward hands such a failure to :meth:`fall_back` and repeats its step
+    (the trainer does). Compiled results equal eager ones up to float rounding, not bit for bit.
     """
-    import warnings
 
-    def fall_back(err: BaseException) -> None:
+    def __init__(self, module: torch.nn.Module, purpose: str) -> None:
+        self.module, self.purpose = module, purpose
+        self.fast = None
+        try:
+            self.fast = torch.compile(module)
+        except Exception as err:  # torch raises several types where a backend is missing
+            self._warn(err)
+
+    @property
+    def is_compiled(self) -> bool:
+        """True until compiling has failed once."""
+        return self.fast is not None
+
+    def fall_back(self, err: BaseException) -> bool:
+        """Run eagerly from now on and warn; False (and no warning) where already eager."""
+        if self.fast is None:
+            return False
+        self.fast = None
+        self._warn(err)
+        return True
+
+    def _warn(self, err: BaseException) -> None:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
         warnings.warn(f"torch.compile is not available here ({type(err).__name__}: {detail[:200]}); "
-                      f"{purpose} runs without it", RuntimeWarning, stacklevel=3)
+                      f"{self.purpose} runs without it", RuntimeWarning, stacklevel=4)
 
-    try:
-        fast = torch.compile(module)
-    except Exception as err:  # torch raises several types where a backend is missing
-        fall_back(err)
-        return module
-    state = {"call": None}
-
-    def call(*args, **kwargs):
-        if state["call"] is not None:
-            return state["call"](*args, **kwargs)
+    def __call__(self, *args, **kwargs):
+        if self.fast is None:
+            return self.module(*args, **kwargs)
         try:
-            out = fast(*args, **kwargs)
-            state["call"] = fast
+            return self.fast(*args, **kwargs)
+        except torch.cuda.OutOfMemoryError:
+            raise  # eager needs more memory than compiled code, not less
         except Exception as err:
-            fall_back(err)
-            state["call"] = module
-            out = module(*args, **kwargs)
-        return out
+            out = self.module(*args, **kwargs)
+            self.fall_back(err)
+            return out
 
-    return call
+
+def compiled(module: torch.nn.Module, purpose: str) -> CompiledModule:
+    """``module`` through ``torch.compile``, eager with one warning where compiling fails (see :class:`CompiledModule`)."""
+    return CompiledModule(module, purpose)

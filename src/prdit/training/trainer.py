@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from prdit.device import CompiledModule, compiled
 from prdit.diffusion import Process
 from prdit.errors import ConfigError, PRDiTError
 from prdit.model_folder import CHECKPOINT_DIR
@@ -148,14 +149,12 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
     if dist.is_main:
         write_run_config(run_dir, config)
 
-    forward_model: torch.nn.Module = model
+    forward_model: torch.nn.Module | CompiledModule = model
     ddp_model = None
     if dist.enabled:
         forward_model = ddp_model = DistributedDataParallel(
             model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
     if config.train.compile:
-        from prdit.device import compiled
-
         forward_model = compiled(forward_model, "training")
 
     total = config.train.steps
@@ -199,6 +198,29 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
                   + (f"; {init_note}" if init_note else ""))
 
     names = process.loss_names
+
+    def gradients(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step's gradients in ``.grad``, micro-batch by micro-batch ([B, C, D, H, W] in
+        micro-batches of ``micro_batch``): the weighted losses and whether this rank's are finite."""
+        optimizer.zero_grad(set_to_none=True)
+        step_losses = torch.zeros(len(names), dtype=torch.float64, device=device)
+        local_finite = torch.ones(1, device=device)
+        starts = range(0, x0.shape[0], micro_batch)
+        for k, lo in enumerate(starts):
+            part = slice(lo, lo + micro_batch)
+            weight = x0[part].shape[0] / x0.shape[0]
+            # Gradients are all-reduced once per step, on the last micro-batch.
+            sync = (ddp_model.no_sync() if ddp_model is not None and k < len(starts) - 1
+                    else contextlib.nullcontext())
+            with sync:
+                with autocast:
+                    losses = process.training_losses(forward_model, x0[part], t=t[part], noise=noise[part])
+                (losses["loss"] * weight).backward()
+            values = torch.stack([losses[key].detach().double() for key in names])
+            step_losses += weight * values
+            local_finite = local_finite * torch.isfinite(values[0]).float()
+        return step_losses, local_finite
+
     window = torch.zeros(len(names) + 1, dtype=torch.float64, device=device)  # each loss, then the step count
     skipped = 0
     last_loss = float("nan")
@@ -219,23 +241,20 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
             # Timesteps and noise for the whole batch first, so micro-batches see what one big batch would.
             t = process.sample_time(x0.shape[0], x0.device, generator)
             noise = process.sample_noise(x0.shape, x0.device, generator, x0.dtype)
-            optimizer.zero_grad(set_to_none=True)
-            step_losses = torch.zeros(len(names), dtype=torch.float64, device=device)
-            local_finite = torch.ones(1, device=device)
-            starts = range(0, x0.shape[0], micro_batch)
-            for k, lo in enumerate(starts):
-                part = slice(lo, lo + micro_batch)
-                weight = x0[part].shape[0] / x0.shape[0]
-                # Gradients are all-reduced once per step, on the last micro-batch.
-                sync = (ddp_model.no_sync() if ddp_model is not None and k < len(starts) - 1
-                        else contextlib.nullcontext())
-                with sync:
-                    with autocast:
-                        losses = process.training_losses(forward_model, x0[part], t=t[part], noise=noise[part])
-                    (losses["loss"] * weight).backward()
-                values = torch.stack([losses[key].detach().double() for key in names])
-                step_losses += weight * values
-                local_finite = local_finite * torch.isfinite(values[0]).float()
+            try:
+                step_losses, local_finite = gradients(x0, t, noise)
+            except Exception as err:
+                # A compiled backward graph is built lazily, on the first backward() of each
+                # graph, outside the guarded forward: the step is repeated eagerly. Under DDP
+                # the other ranks are already reducing this step's gradients; it cannot be redone.
+                if (not isinstance(forward_model, CompiledModule) or not forward_model.is_compiled
+                        or isinstance(err, torch.cuda.OutOfMemoryError)):
+                    raise
+                if dist.enabled:
+                    raise PRDiTError(f"torch.compile failed during step {step + 1} ({type(err).__name__}: {err}); "
+                                     "run again with train.compile=false") from err
+                forward_model.fall_back(err)
+                step_losses, local_finite = gradients(x0, t, noise)
             # Skip a non-finite step on every rank together, so no rank waits in all-reduce.
             finite = D.all_reduce(local_finite, "min").item() > 0
             if finite:

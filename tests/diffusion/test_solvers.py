@@ -126,3 +126,41 @@ def test_the_first_multistep_update_leaves_pure_noise_as_the_spec_says():
     s1, a1 = math.sin(math.pi / 2 * 0.75), math.cos(math.pi / 2 * 0.75)
     torch.testing.assert_close(seen[1], s1 * seen[0] + a1 * x0, atol=1e-6, rtol=0)  # s(T) = 1, x̂₀ exact
     torch.testing.assert_close(result.x0, x0, atol=1e-6, rtol=0)
+
+
+class DisagreeingHeads(torch.nn.Module):
+    """The two-Gaussian oracle on IaN with its x̂₀ head shifted by ``offset``: the two heads disagree, as
+    a trained network's do, and the sampling ODE is the one of the velocity ``−sin β·x̂₀ + cos β·ε̂``."""
+
+    def __init__(self, process: IaNDiffusion, offset: float) -> None:
+        super().__init__()
+        self.oracle, self.offset = TwoGaussians(process, MEANS, VARIANCE), offset
+
+    def forward(self, x: torch.Tensor, model_time: torch.Tensor) -> torch.Tensor:
+        noise, x0 = self.oracle(x, model_time).chunk(2, dim=1)
+        return torch.cat([noise, x0 + self.offset], dim=1)
+
+
+def half_time_state_and_result(model, process, sampler: str, steps: int,
+                               noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sampler's state at t = T/2 (grid index ``steps/2`` of the uniform grid) and its result."""
+    seen = []
+    result = sample(model, process, noise.shape, SamplerSettings(sampler, steps), noise=noise,
+                    hooks=[lambda step: seen.append(step.x.clone()) if step.index == steps // 2 else None])
+    return seen[0], result.x0
+
+
+@pytest.mark.parametrize("sampler", ["dpm++1", "dpm++2m", "dpm++3m"])
+def test_dpm_solver_integrates_the_ode_of_euler_and_heun_when_the_heads_disagree(sampler):
+    process = IaNDiffusion()
+    model = DisagreeingHeads(process, 0.2)
+    noise = process.sample_noise((64, 1, 2, 2, 2), generator=torch.Generator().manual_seed(0))
+    reference = half_time_state_and_result(model, process, "heun", 1000, noise)
+    errors = [[(a - b).abs().mean().item() for a, b in zip(half_time_state_and_result(model, process, sampler, n,
+                                                                                        noise), reference)]
+              for n in (20, 40, 80)]
+    # With the x̂₀ head alone as its data prediction the state's error stalls near 0.033 (the solution of
+    # another ODE) and the result's grows with the steps (0.37, 0.51, 0.65).
+    (state_20, result_20), (state_40, result_40), (state_80, result_80) = errors
+    assert state_80 < 0.6 * state_40 < 0.36 * state_20 and state_80 < 0.01, errors
+    assert result_80 < result_40 < result_20 and result_80 < 0.005, errors

@@ -95,3 +95,7 @@ class FlowMatching(Process):
     def velocity(self, x: torch.Tensor, t: float, prediction: Prediction) -> torch.Tensor:
         """``v̂ = x̂₀ − ε̂``."""
         return prediction.x0 - prediction.noise
+
+    def data_prediction(self, x: torch.Tensor, t: float, prediction: Prediction) -> torch.Tensor:
+        """``D = x + (1 − t)·v̂`` (the x̂₀ of :meth:`predict`)."""
+        return x + (1.0 - float(t)) * self.velocity(x, t, prediction)

@@ -122,6 +122,12 @@ class IaNDiffusion(Process):
         beta = self.ode_time(t)
         return math.cos(beta) * prediction.noise - math.sin(beta) * prediction.x0
 
+    def data_prediction(self, x: torch.Tensor, t: float, prediction: Prediction) -> torch.Tensor:
+        """``D = cos β·x − sin β·v̂ = sin²β·x̂₀ + cos β·(x − sin β·ε̂)``: on the exact path ``cos β·x − sin β·v = x₀``;
+        it is the x̂₀ head only where the heads agree (and at pure noise, β = π/2)."""
+        beta = self.ode_time(t)
+        return math.cos(beta) * x - math.sin(beta) * self.velocity(x, t, prediction)
+
     def step(self, x: torch.Tensor, t_from: float, t_to: float, prediction: Prediction) -> torch.Tensor:
         """``x_j = x_i + (β_i − β_j)·(sin β_i·x̂₀ − cos β_i·ε̂)`` (the Euler step in β, docs/method.md §8)."""
         beta_from = self.ode_time(t_from)

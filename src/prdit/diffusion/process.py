@@ -3,8 +3,8 @@
 A process is a Gaussian path ``x_t = a(t)·x₀ + s(t)·ε`` between clean volumes and noise,
 with what training needs (draw t and noise, ``q_sample``, the loss on the network's output) and
 what sampling needs (its time grid from noise to data, the split of the network's output into
-the clean-volume and noise estimates, the ODE velocity, a deterministic step and the re-noising
-of the predictor–corrector sampler). Samplers (``samplers.py``) call only this interface, so a
+the clean-volume and noise estimates, the ODE velocity and the data prediction it implies, a
+deterministic step and the re-noising of the predictor–corrector sampler). Samplers (``samplers.py``) call only this interface, so a
 new process is one file with one class and one entry in ``registry.PROCESSES``.
 """
 
@@ -120,6 +120,11 @@ class Process(ABC):
     @abstractmethod
     def velocity(self, x: torch.Tensor, t: float, prediction: Prediction) -> torch.Tensor:
         """``dx/d(ode_time)`` along the path through the predicted x̂₀ and ε̂."""
+
+    @abstractmethod
+    def data_prediction(self, x: torch.Tensor, t: float, prediction: Prediction) -> torch.Tensor:
+        """The clean volume the sampling ODE at ``x`` points to: the x̂₀ whose path through ``x`` has the
+        velocity :meth:`velocity` (DPM-Solver++ steps in it, so it integrates the ODE Euler and Heun do)."""
 
     def log_snr(self, t: float) -> float:
         """``λ(t) = log(a/(σ·s))``, the log signal-to-noise ratio DPM-Solver++ steps in (finite inside the grid)."""

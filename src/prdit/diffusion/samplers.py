@@ -8,10 +8,13 @@ per-step hook for guidance and previews.
 * ``heun``: Euler, then the average of the velocities at both ends (two calls a step; the last
   step into the data end stays Euler).
 * ``dpm++1``, ``dpm++2m``, ``dpm++3m``: DPM-Solver++ in data prediction (docs/method.md §16), an
-  exponential integrator in ``λ = log(a/(σ·s))`` that reuses the x̂₀ of up to two earlier steps
-  (first order is DDIM). The first step leaves pure noise (a = 0, λ = −∞), where no earlier
-  x̂₀ exists: ``x = (s_j/s_0)·x + a_j·x̂₀``; the second step is first order, the third at most
-  second; the last step, into s = 0 (λ = +∞), returns x̂₀.
+  exponential integrator in ``λ = log(a/(σ·s))`` that reuses the data prediction of up to two
+  earlier steps (first order is DDIM). The data prediction D is the process's
+  (:meth:`Process.data_prediction`): the clean volume the velocity of Euler and Heun points to
+  (on IaN ``cos β·x − sin β·v̂``, not the x̂₀ head alone, which a trained network's ε̂ head
+  contradicts), so every deterministic sampler integrates one ODE. The first step leaves pure
+  noise (a = 0, λ = −∞), where no earlier D exists: ``x = (s_j/s_0)·x + a_j·D``; the second step
+  is first order, the third at most second; the last step, into s = 0 (λ = +∞), returns x̂₀.
 
 The grid is the process's own (uniform in its time: β for IaN, t for flow matching) or, with the
 ``lambda`` schedule, keeps its two end steps and spaces the points between uniformly in λ, which
@@ -118,7 +121,7 @@ def sample(model: Denoiser, process: Process, shape: tuple[int, ...], settings: 
 
     x = noise.to(device) if noise is not None else process.start(shape, device, generator)
     x0_hat = x
-    history: list[tuple[float, torch.Tensor]] = []  # (λ, x̂₀) of earlier steps at finite λ, newest first
+    history: list[tuple[float, torch.Tensor]] = []  # (λ, D) of earlier steps at finite λ, newest first
     for i in range(settings.steps):
         t_i, t_j = grid[i], grid[i + 1]
         state = SamplerStep(i, settings.steps, t_i, t_j, x, predict(x, t_i))
@@ -138,9 +141,9 @@ def sample(model: Denoiser, process: Process, shape: tuple[int, ...], settings: 
                     x = prediction.x0
                 elif i == 0:
                     x = (float(process.noise_scale(t_j)) / float(process.noise_scale(t_i))) * x \
-                        + float(process.signal(t_j)) * prediction.x0
+                        + float(process.signal(t_j)) * process.data_prediction(x, t_i, prediction)
                 else:
-                    history.insert(0, (process.log_snr(t_i), prediction.x0))
+                    history.insert(0, (process.log_snr(t_i), process.data_prediction(x, t_i, prediction)))
                     del history[MULTISTEP_ORDER[settings.sampler]:]
                     x = dpm_solver_step(process, x, t_i, t_j, history)
             elif settings.sampler == "heun" and i + 1 < settings.steps:
@@ -167,8 +170,8 @@ def time_grid(process: Process, steps: int, schedule: str) -> list[float]:
 def dpm_solver_step(process: Process, x: torch.Tensor, t_i: float, t_j: float,
                     history: Sequence[tuple[float, torch.Tensor]]) -> torch.Tensor:
     """One DPM-Solver++ multistep update of ``x`` ``[B, C, D, H, W]`` from ``t_i`` to ``t_j`` (both at finite λ)
-    with ``history`` = (λ, x̂₀) at ``t_i`` and at up to two earlier grid points, newest first; its order is
-    the number of entries."""
+    with ``history`` = (λ, data prediction) at ``t_i`` and at up to two earlier grid points, newest first; its
+    order is the number of entries."""
     lam_j = process.log_snr(t_j)
     (lam_0, m0), earlier = history[0], history[1:]
     h = lam_j - lam_0

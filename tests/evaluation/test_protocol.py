@@ -105,6 +105,30 @@ def test_reference_statistics_are_saved_once_and_reused(workflow, tmp_path):
         evaluate(sorted((root / "data").glob("case*.nii.gz"))[:2], root / "samples", config)
 
 
+def test_reference_statistics_refuse_another_normalisation_or_units(workflow, tmp_path):
+    stats, samples = tmp_path / "stats.npz", workflow / "samples"
+    common = dict(features="random-init", seed=1, real_stats=str(stats), metrics=("fid",), progress=False,
+                  cache_dir=None)
+    made = evaluate(workflow / "data" / "val.txt", samples, EvaluationConfig(normalization=MODEL_NORMALIZATION,
+                                                                              **common))
+    assert made["reference_stats"]["real"]["normalization"] == MODEL_NORMALIZATION.to_dict()
+    reused = evaluate(None, samples, EvaluationConfig(normalization=MODEL_NORMALIZATION, **common))
+    assert reused["reference_stats"]["reused"] and reused["fid"]["value"] == pytest.approx(made["fid"]["value"])
+    # The default HU window is not the one the real volumes were normalised with.
+    with pytest.raises(DataError, match="normalised with .* give the --model"):
+        evaluate(None, samples, EvaluationConfig(**common))
+    with pytest.raises(DataError, match="--real-units hu"):
+        evaluate(None, samples, EvaluationConfig(normalization=MODEL_NORMALIZATION, real_units="model", **common))
+    # Statistics that do not record their normalisation are not trusted.
+    with np.load(stats) as archive:
+        contents = dict(archive)
+    header = json.loads(str(contents["header"]))
+    del header["real"]["normalization"]
+    np.savez(stats, **{**contents, "header": np.array(json.dumps(header))})
+    with pytest.raises(DataError, match="does not record"):
+        evaluate(None, samples, EvaluationConfig(normalization=MODEL_NORMALIZATION, **common))
+
+
 def test_units_are_inferred_and_ambiguous_values_need_a_flag(workflow, tmp_path):
     norm = Normalization()
     model_range = np.stack([norm.to_model(generate_phantom(16, seed=i).array) for i in range(2)])

@@ -60,6 +60,21 @@ def test_full_report_with_random_features_says_not_comparable(folders, tmp_path)
     report_table(report)
 
 
+def test_generated_hu_files_of_a_quantile_model_are_evaluated_as_sampled(tmp_path, phantoms16):
+    # The same model-range volumes, once as arrays and once as the HU files `prdit sample` writes:
+    # one MS-SSIM, because generated HU map back linearly over the nominal window.
+    from prdit.generation.run import hu_file_array
+
+    norm = Normalization(kind="quantile")
+    sampled = phantoms16[:4]  # a sample's brightest 0.1% need not reach 1, as the training volumes' do
+    for i, x in enumerate(sampled):
+        write_volume(tmp_path / "samples" / f"sample_{i:05d}.nii.gz", Volume(hu_file_array(norm.to_hu(x), norm)))
+    config = EvaluationConfig(metrics=("msssim",), normalization=norm, real_units="model", **QUICK)
+    report = evaluate(sampled, tmp_path / "samples", config)
+    assert report["fake"]["units"] == "hu" and report["fake"]["hu_mapping"] == "sampling"
+    assert report["msssim"]["fake"]["mean"] == pytest.approx(report["msssim"]["real"]["mean"], abs=1e-3)
+
+
 def test_fid_and_mmd_refuse_without_weights_other_metrics_do_not(folders):
     with pytest.raises(ConfigError, match="--weights.*random-init"):
         EvaluationConfig(real_units="hu")

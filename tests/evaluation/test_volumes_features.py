@@ -36,6 +36,29 @@ def test_directory_list_and_arrays_give_the_same_volumes(tmp_path, hu_files):
     assert from_dir.shape == (16, 16, 16) and from_dir.batch([0, 2]).shape == (2, 1, 16, 16, 16)
 
 
+QUANTILE = Normalization(kind="quantile", quantile=0.999)
+
+
+def test_generated_hu_files_of_a_quantile_model_read_back_to_the_sampled_arrays(tmp_path, phantoms16):
+    # `prdit sample` maps the model range linearly to the nominal window and stores rounded int16 HU;
+    # the per-volume quantile normalisation of training data is not its inverse.
+    from prdit.generation.run import hu_file_array
+
+    sampled = phantoms16[:3]  # a sample's brightest 0.1% need not reach 1, as the training volumes' do
+    paths = [write_volume(tmp_path / f"sample_{i:05d}.nii.gz", Volume(hu_file_array(QUANTILE.to_hu(x), QUANTILE)))
+             for i, x in enumerate(sampled)]
+    generated = VolumeSet(paths, units="hu", normalization=QUANTILE, hu_mapping="sampling")
+    half_hu = 1.0 / (QUANTILE.hu_max - QUANTILE.hu_min)  # int16 rounding, in model-range units
+    for i in range(3):
+        np.testing.assert_allclose(generated[i], sampled[i], rtol=0, atol=half_hu + 1e-6)
+    assert generated.describe()["hu_mapping"] == "sampling"
+    real = VolumeSet(paths, units="hu", normalization=QUANTILE)  # HU scans: normalised as training data are
+    assert real.describe()["hu_mapping"] == "training"
+    assert real.content_hash() != generated.content_hash()
+    with pytest.raises(DataError, match="hu_mapping"):
+        VolumeSet(paths, units="hu", normalization=QUANTILE, hu_mapping="inverse")
+
+
 def test_units_are_checked(hu_files, phantoms16):
     with pytest.raises(DataError, match="if these are Hounsfield units"):
         VolumeSet(hu_files[0], units="model")[0]

@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
                                        "generated files."),
         real_stats: Path = typer.Option(None, "--real-stats", help="Reference statistics of the real set (.npz): "
                                         "written from --real on the first run, reused afterwards (checked against "
-                                        "the feature network's weights digest)."),
+                                        "the feature network's weights digest and the real set's units and "
+                                        "normalisation)."),
         weights: Path = typer.Option(None, "--weights", help="MedicalNet ResNet-50 weights "
                                      "(resnet_50_23dataset.pth or resnet_50.pth); needed for FID and MMD."),
         features: str = typer.Option(EvaluationConfig.features, "--features", help="'medicalnet' (with "

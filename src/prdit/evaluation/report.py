@@ -36,7 +36,7 @@ def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConf
     """
     from prdit.device import resolve_device
 
-    fake_set = _volume_set(fake, config.fake_units, config, "generated")
+    fake_set = _volume_set(fake, config.fake_units, config, "generated", "sampling")
     stats_file = Path(config.real_stats).expanduser() if config.real_stats else None
     reuse_stats = stats_file is not None and stats_file.is_file()
     if real is None and not reuse_stats:
@@ -45,7 +45,7 @@ def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConf
     if real is None and "wasserstein" in config.metrics:
         raise DataError("the Wasserstein estimate trains a critic on real volumes: give the real set, or leave "
                         "wasserstein out of the metrics")
-    real_set = None if real is None else _volume_set(real, config.real_units, config, "real",
+    real_set = None if real is None else _volume_set(real, config.real_units, config, "real", "training",
                                                      size=None if config.resize else fake_set.shape)
     if real_set is not None and real_set.shape != fake_set.shape:
         raise DataError(f"real volumes are {real_set.shape} but generated volumes are {fake_set.shape}; metrics "
@@ -178,7 +178,9 @@ def _features(real_set: VolumeSet | None, fake_set: VolumeSet, stats_file: Path 
                   progress=config.progress)
     identity = {"identity": network.cache_identity()}
     if reuse_stats:
-        stats = load_reference_stats(stats_file, identity, FEATURES_VERSION)
+        units, normalization = ((real_set.units, real_set.normalization) if real_set is not None
+                                else (config.real_units, config.normalization))
+        stats = load_reference_stats(stats_file, identity, FEATURES_VERSION, units, normalization)
         if list(stats.input_size) != list(fake_set.shape):
             raise DataError(f"{stats_file}: reference statistics of {stats.input_size} volumes, but the generated "
                             f"volumes are {list(fake_set.shape)}")
@@ -238,9 +240,9 @@ def _protocol(report: dict, real_set: VolumeSet | None, fake_set: VolumeSet, con
     return protocol
 
 
-def _volume_set(source: VolumeInput, units: str, config: EvaluationConfig, name: str,
+def _volume_set(source: VolumeInput, units: str, config: EvaluationConfig, name: str, hu_mapping: str,
                 size: tuple[int, int, int] | None = None) -> VolumeSet:
     if isinstance(source, VolumeSet):
         return source
     return VolumeSet(source, units=units, normalization=config.normalization, resize=config.resize,
-                     memory_budget_gib=config.memory_budget_gib, name=name, size=size)
+                     memory_budget_gib=config.memory_budget_gib, name=name, size=size, hu_mapping=hu_mapping)

@@ -10,6 +10,12 @@ smoothing resize (``resize``) is available only when asked for, and labelled as 
 Units are ``"hu"``, ``"model"`` (the training range [-1, 1]) or ``"auto"``: read off the first
 volume where that is unambiguous (within ±1.5: the model range; reaching -500 HU or below,
 as every CT with air in it does: Hounsfield units).
+
+HU reach the model range one of two ways (``hu_mapping``): ``"training"`` normalises them as
+training data are (for real scans; per volume under ``quantile`` normalisation), ``"sampling"``
+inverts how ``prdit sample`` writes generated volumes, linearly over the nominal window
+``[hu_min, hu_max]``. The two agree for ``window`` normalisation; for ``quantile`` only the
+linear map gives back the sampled model-range arrays.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +41,7 @@ MODEL_RANGE_TOLERANCE = 1.5
 HU_AIR_BELOW = -500.0
 
 VolumeSource = str | Path | np.ndarray
+HU_MAPPINGS = ("training", "sampling")
 
 
 def list_volume_files(source: str | Path) -> list[Path]:
@@ -55,13 +63,15 @@ class VolumeSet:
 
     ``size`` block-averages every volume to ``(D, H, W)`` by integer factors after normalising
     at the stored size (how training data are made); ``resize`` resamples to ``(D, H, W)`` with
-    an anti-aliased trilinear resize instead (not the published protocol).
+    an anti-aliased trilinear resize instead (not the published protocol). ``hu_mapping`` says
+    how HU files reach the model range: as training data are normalised, or as generated volumes
+    were written (see the module docstring).
     """
 
     def __init__(self, items: Sequence[VolumeSource] | np.ndarray | str | Path, units: str = "model",
                  normalization: Normalization | None = None, resize: tuple[int, int, int] | None = None,
                  memory_budget_gib: float = EvaluationConfig.memory_budget_gib, name: str = "volumes",
-                 size: tuple[int, int, int] | None = None) -> None:
+                 size: tuple[int, int, int] | None = None, hu_mapping: str = "training") -> None:
         if isinstance(items, (str, Path)):
             items = list_volume_files(items)
         elif isinstance(items, np.ndarray):
@@ -76,9 +86,12 @@ class VolumeSet:
                 raise DataError(f"{name}: each volume must be [D, H, W], got shape {item.shape}")
         if resize is not None and size is not None:
             raise DataError(f"{name}: give a pooling size or a resize, not both")
+        if hu_mapping not in HU_MAPPINGS:
+            raise DataError(f"{name}: hu_mapping must be one of {', '.join(HU_MAPPINGS)}, got '{hu_mapping}'")
         self.items = items
         self.units = units
         self.normalization = normalization or Normalization()
+        self.hu_mapping = hu_mapping
         self.resize = tuple(resize) if resize is not None else None
         self.size = tuple(size) if size is not None else None
         self.name = name
@@ -133,11 +146,19 @@ class VolumeSet:
             digest = hashlib.sha256()
             for item in self.items:
                 digest.update(_item_hash(item).encode())
-            digest.update(json.dumps({"units": self.units, "resize": self.resize, "size": self.size,
-                                      "normalization": self.normalization.to_dict() if self.units == "hu" else None},
-                                     sort_keys=True).encode())
+            mapping = self.mapping()
+            if mapping["hu_mapping"] != "sampling":
+                # Sets mapped the one way there was at first keep their hash, and so their cached features.
+                del mapping["hu_mapping"]
+            digest.update(json.dumps({"resize": self.resize, "size": self.size, **mapping}, sort_keys=True).encode())
             self._hash = digest.hexdigest()
         return self._hash
+
+    def mapping(self) -> dict:
+        """How the files reach the model range: units, and for HU the normalisation and the mapping."""
+        if self.units != "hu":
+            return {"units": self.units, "normalization": None, "hu_mapping": None}
+        return {"units": "hu", "normalization": self.normalization.to_dict(), "hu_mapping": self.hu_mapping}
 
     def describe(self) -> dict:
         """What the report says about this set."""
@@ -151,7 +172,7 @@ class VolumeSet:
             sizing = f"block-averaged from {list(stored)} after normalising at the stored size (as in training)"
         else:
             sizing = "as stored"
-        return {"count": len(self), "units": self.units, "shape": list(shape), "sizing": sizing,
+        return {"count": len(self), **self.mapping(), "shape": list(shape), "sizing": sizing,
                 "sha256": self.content_hash(), "source": str(first.parent) if isinstance(first, Path)
                 else "in-memory arrays"}
 
@@ -187,6 +208,9 @@ class VolumeSet:
         if low >= -MODEL_RANGE_TOLERANCE and high <= MODEL_RANGE_TOLERANCE:
             raise DataError(f"{self._label(index)}: values span [{low:.4g}, {high:.4g}], which looks like the "
                             "training range, not Hounsfield units; if so, say so (units 'model')")
+        if self.hu_mapping == "sampling":
+            # The inverse of Normalization.to_hu, which is the window mapping over [hu_min, hu_max].
+            return replace(self.normalization, kind="window").to_model(array)
         return self.normalization.to_model(array)
 
 

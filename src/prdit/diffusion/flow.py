@@ -23,8 +23,7 @@ class FlowMatching(Process):
     samplers = ("euler", "heun", "dpm++2m", "dpm++3m")
     default_sampler = "euler"
     loss_names = ("loss",)
-    default_steps = 100
-    sample_steps = 100
+    sample_steps = 100  # the reference's
 
     def __post_init__(self) -> None:
         if not self.time_scale > 0:

@@ -28,11 +28,11 @@ class IaNDiffusion(Process):
     samplers = ("pc", "euler", "heun", "dpm++1", "dpm++2m", "dpm++3m")
     default_sampler = "pc"
     loss_names = ("loss", "loss_x0", "loss_eps")
-    default_steps = 1000
     # 50 predictor-corrector steps match the reference's 250 within the seed-to-seed spread on FID and
     # MMD and are closer on the HU histogram with every seed, at a fifth of the calls (README, "Fast
     # sampling"; benchmarks/sampler_quality.py).
     sample_steps = 50
+    guided_steps = 1000  # the reference's, which each task's guidance weights were tuned for (§15)
 
     def __post_init__(self) -> None:
         if self.num_timesteps < 1:

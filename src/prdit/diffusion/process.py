@@ -36,8 +36,8 @@ class Process(ABC):
     kind: ClassVar[str]
     samplers: ClassVar[tuple[str, ...]]
     default_sampler: ClassVar[str]
-    default_steps: ClassVar[int]  # the reference's (guided reconstruction keeps it)
-    sample_steps: ClassVar[int]  # what `prdit sample` and the pipeline use when no steps are given (measured)
+    sample_steps: ClassVar[int]  # steps of plain sampling when none are given (`prdit sample`, PRDiTPipeline)
+    guided_steps: ClassVar[int | None] = None  # steps of guided reconstruction when none are given; None: no guidance
     loss_names: ClassVar[tuple[str, ...]]  # the keys of :meth:`loss`, "loss" (the optimised one) first
 
     # --- what training needs ------------------------------------------------------------

@@ -47,7 +47,10 @@ SCHEDULES = ("uniform", "lambda")
 @dataclass(frozen=True)
 class SamplerSettings:
     """Which sampler, how many grid steps (``None``: the process's defaults) and how they are spaced;
-    for ``pc`` also the predictor's jump in grid steps and the scale w of the corrector's noise."""
+    for ``pc`` also the predictor's jump in grid steps and the scale w of the corrector's noise.
+
+    :meth:`resolved` is the one place omitted settings are filled in, for plain sampling and for
+    guided reconstruction alike (``prdit sample``, ``prdit reconstruct``, ``PRDiTPipeline``)."""
 
     sampler: str | None = None
     steps: int | None = None
@@ -55,10 +58,15 @@ class SamplerSettings:
     jump: int = 2
     corrector_noise: float = 1.0
 
-    def resolved(self, process: Process) -> "SamplerSettings":
-        """A copy with the process's defaults filled in, checked against what the process offers."""
+    def resolved(self, process: Process, guided: bool = False) -> "SamplerSettings":
+        """A copy with the process's defaults filled in (its ``sample_steps``, or its ``guided_steps`` for
+        guided reconstruction), checked against what the process offers."""
+        if guided and process.guided_steps is None:
+            raise ConfigError(f"the {process.kind} process has no guided reconstruction; use a model of a process "
+                              f"with guided sampling (ian)")
+        default_steps = process.guided_steps if guided else process.sample_steps
         settings = replace(self, sampler=self.sampler or process.default_sampler,
-                           steps=self.steps if self.steps is not None else process.default_steps)
+                           steps=self.steps if self.steps is not None else default_steps)
         if settings.sampler not in process.samplers:
             raise ConfigError(f"sampler '{settings.sampler}' does not apply to the {process.kind} process; "
                               f"choose one of {', '.join(process.samplers)}")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from prdit.diffusion import FlowMatching, IaNDiffusion
 from prdit.generation.config import PRECISIONS, PREVIEW_WINDOWS, SamplingConfig
 
 DEFAULTS = SamplingConfig()
@@ -25,10 +26,11 @@ def register(app: typer.Typer) -> None:
                                   "with it). On CPU it saves no time: batch 1, 4 and 16 of the demo model at 32³ "
                                   "cost the same per volume to within 10 % (benchmarks/batched_sampling.py); not "
                                   "measured on a GPU."),
-        steps: int = typer.Option(None, "--steps", help="Sampler steps (default: IaN 50 "
-                                  "predictor-corrector steps, which beat the reference's 250 on FID, MMD and HU "
-                                  "histogram of the benchmark's reference model (the reference samples with 1000); "
-                                  "flow matching 100); network calls per volume, twice that for 'heun'."),
+        steps: int = typer.Option(None, "--steps", help=f"Sampler steps (default: IaN {IaNDiffusion.sample_steps} "
+                                  "predictor-corrector steps, which match the reference's 250 on FID and MMD and are "
+                                  "closer on the HU histogram of the benchmark's reference model (the reference "
+                                  f"samples with 1000); flow matching {FlowMatching.sample_steps}); network calls per "
+                                  "volume, twice that for 'heun'."),
         sampler: str = typer.Option(None, "--sampler", help="IaN: 'pc' (predictor-corrector, default), 'euler', "
                                     "'heun', 'dpm++1' (DDIM), 'dpm++2m', 'dpm++3m' (DPM-Solver++, for 10-50 "
                                     "steps); flow matching: 'euler' (default), 'heun', 'dpm++2m', 'dpm++3m'."),

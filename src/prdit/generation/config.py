@@ -3,7 +3,7 @@ pipeline down to the sampling loop (light: importing this does not import torch)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from prdit.diffusion.samplers import SamplerSettings
 from prdit.errors import ConfigError
@@ -15,9 +15,8 @@ PREVIEW_WINDOWS = (*CT_WINDOWS, "full")  # "full": the model's normalisation win
 
 @dataclass(frozen=True)
 class SamplingConfig(SamplerSettings):
-    """Sampler and steps (``None``: the model's process default sampler and its ``sample_steps``: IaN
-    50 predictor-corrector steps, measured to beat the reference's 250 on FID, MMD and HU; the reference samples with
-    1,000), plus how volumes are batched, seeded, computed and previewed."""
+    """Sampler and steps (``None``: the defaults of the model's process, see :meth:`SamplerSettings.resolved`),
+    plus how volumes are batched, seeded, computed and previewed."""
 
     batch_size: int = 1
     seed: int = 0
@@ -26,7 +25,7 @@ class SamplingConfig(SamplerSettings):
     preview_window: str = "lung"
     compile: bool = False
 
-    def resolved(self, process) -> "SamplingConfig":
+    def resolved(self, process, guided: bool = False) -> "SamplingConfig":
         """Checked, with the process's defaults filled in (see :meth:`SamplerSettings.resolved`)."""
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
@@ -37,6 +36,4 @@ class SamplingConfig(SamplerSettings):
         if self.preview_window not in PREVIEW_WINDOWS:
             raise ConfigError(f"unknown preview window '{self.preview_window}'; "
                               f"choose one of {', '.join(PREVIEW_WINDOWS)}")
-        if self.steps is None:
-            return replace(self, steps=process.sample_steps).resolved(process)
-        return super().resolved(process)
+        return super().resolved(process, guided)

@@ -70,11 +70,17 @@ class PRDiTPipeline:
         """``(D, H, W)`` of a generated volume."""
         return tuple(self.model.config.input_size)
 
-    def settings(self, settings: SamplingConfig | None = None, **changes) -> SamplingConfig:
-        """``settings`` (default: this pipeline's precision, the process's sampler and steps) with
-        ``changes`` applied, checked and resolved against the model's process."""
+    def settings(self, settings: SamplingConfig | None = None, guided: bool = False, **changes) -> SamplingConfig:
+        """``settings`` (default: this pipeline's precision, the process's sampler and steps, those of guided
+        reconstruction where ``guided``) with ``changes`` applied, checked and resolved against the model's process."""
         base = settings if settings is not None else SamplingConfig(precision=self.precision)
-        return replace(base, **changes).resolved(self.process)
+        return replace(base, **changes).resolved(self.process, guided)
+
+    def guided_settings(self, guidance, settings: SamplingConfig | None = None, **changes) -> SamplingConfig:
+        """The settings of guided reconstruction: the predictor–corrector sampler with ``guidance``'s jump and
+        corrector noise and the process's ``guided_steps``, unless ``settings`` or ``changes`` say otherwise."""
+        changes = {"sampler": "pc", "jump": guidance.jump, "corrector_noise": guidance.corrector_noise, **changes}
+        return self.settings(settings, guided=True, **changes)
 
     def __call__(self, num_volumes: int = 1, settings: SamplingConfig | None = None,
                  generator: torch.Generator | Sequence[torch.Generator] | None = None,
@@ -148,10 +154,7 @@ class PRDiTPipeline:
         guidance = guidance if guidance is not None else task_settings(task)
         operator = operator if operator is not None else task_operator(task, self.volume_shape, self.spacing,
                                                                        self.normalization)
-        changes = {"sampler": "pc", "jump": guidance.jump, "corrector_noise": guidance.corrector_noise, **changes}
-        if "steps" not in changes and (settings is None or settings.steps is None):
-            changes["steps"] = self.process.default_steps  # guidance is tuned for the reference's 1,000 steps
-        settings = self.settings(settings, **changes)
+        settings = self.guided_settings(guidance, settings, **changes)
         hook = MeasurementGuidance(operator, measurement.to(self.device), guidance, self.process.grid(1)[0])
         seeds = [volume_seed(settings.seed, b) for b in range(measurement.shape[0])]
         hooks = [hook] if progress is None else [hook, progress_hook(progress)]

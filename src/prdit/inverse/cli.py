@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from prdit.diffusion import IaNDiffusion
 from prdit.generation.config import PRECISIONS, PREVIEW_WINDOWS, SamplingConfig
 
 DEFAULTS = SamplingConfig()
@@ -42,7 +43,8 @@ def register(app: typer.Typer) -> None:
         jump: int = typer.Option(None, "--jump", help="Predictor jump p in grid steps."),
         corrector_noise: float = typer.Option(None, "--corrector-noise", help="Corrector noise scale w."),
         cutoff: float = typer.Option(None, "--cutoff", help="Guidance while t > cutoff (timesteps of T)."),
-        steps: int = typer.Option(None, "--steps", help="Sampler steps (default: the process's, IaN 1000)."),
+        steps: int = typer.Option(None, "--steps", help=f"Sampler steps (default: the reference's, "
+                                  f"{IaNDiffusion.guided_steps})."),
         seed: int = typer.Option(DEFAULTS.seed, "--seed", help="Seed of the sampler (and of a random mask)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished or different run in --out."),
         previews: bool = typer.Option(True, "--previews/--no-previews", help="PNGs of measurement, reconstruction, "
@@ -89,9 +91,8 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--angles takes degrees separated by commas (e.g. 0,90), got '{angles}'") from None
         operator = task_operator(task, shape, pipe.spacing, pipe.normalization, mask=known, views=views,
                                  angles=angle_list)
-        settings = pipe.settings(SamplingConfig(steps=steps, seed=seed, precision=precision,
-                                                preview_window=preview_window), sampler="pc", jump=guidance.jump,
-                                 corrector_noise=guidance.corrector_noise)
+        settings = pipe.guided_settings(guidance, SamplingConfig(steps=steps, seed=seed, precision=precision,
+                                                                 preview_window=preview_window))
         typer.echo(f"{pipe.model.name} at {'x'.join(map(str, shape))} on {pipe.device}: {task}, {settings.steps} "
                    f"guided pc steps, seed {seed} -> {out}")
         bar = None

@@ -71,5 +71,5 @@ class CompiledModule:
 
 
 def compiled(module: torch.nn.Module, purpose: str) -> CompiledModule:
-    """``module`` through ``torch.compile``, eager with one warning where compiling fails (see :class:`CompiledModule`)."""
+    """``module`` through ``torch.compile``; eager, with one warning, from a failure on (:class:`CompiledModule`)."""
     return CompiledModule(module, purpose)

@@ -11,7 +11,7 @@ from prdit.data.normalization import Normalization
 from prdit.evaluation.config import BootstrapConfig, KIDConfig
 from prdit.evaluation.frechet import fid_from_features
 from prdit.evaluation.hu_wasserstein import hu_bins, hu_histograms, hu_wasserstein
-from prdit.evaluation.kid import kid
+from prdit.evaluation.kid import kid, polynomial_kernel
 from prdit.evaluation.mmd import mmd, mmd_unbiased
 from prdit.evaluation.prdc import prdc
 from prdit.evaluation.statistics import (fid_resamples, hu_wasserstein_resamples, interval, kid_resamples,
@@ -60,33 +60,96 @@ def test_fid_resamples_equal_fid_of_the_resampled_sets(features, counts):
                                    for c, e in zip(*counts)], rel=1e-10)
 
 
+def positions(c: np.ndarray) -> np.ndarray:
+    """The item of each draw of a resample with multiplicities ``c``."""
+    return np.repeat(np.arange(len(c)), c)
+
+
+def different_items(items: np.ndarray) -> np.ndarray:
+    """Mask ``[n, n]`` of the ordered pairs of draws holding different items (a copy never pairs with its item)."""
+    return items[:, None] != items[None, :]
+
+
+def weighted_rank(values: np.ndarray, weights: np.ndarray, rank: int) -> float:
+    order = np.argsort(values, kind="stable")
+    return float(values[order][np.searchsorted(np.cumsum(weights[order]), rank, side="right")])
+
+
+def mmd_of_draws(real: np.ndarray, fake: np.ndarray, c: np.ndarray, e: np.ndarray, unbiased: bool) -> float:
+    """MMD over the draws themselves, copies never paired, from the resampled feature arrays."""
+    r_items, f_items = positions(c), positions(e)
+    x, y = real[r_items], fake[f_items]
+    n, m = len(x), len(y)
+    d_xx = ((x[:, None] - x[None]) ** 2).sum(-1)
+    d_yy = ((y[:, None] - y[None]) ** 2).sum(-1)
+    d_xy = ((x[:, None] - y[None]) ** 2).sum(-1)
+    pairs_x, pairs_y = different_items(r_items), different_items(f_items)
+    if unbiased:  # median over unordered pairs of different items
+        median = np.median(d_xx[np.triu(pairs_x, k=1)])
+    else:  # n self-pairs at 0, the n(n-1) ordered others represented by the pairs of different items
+        values = np.concatenate([np.zeros(n), d_xx[pairs_x]])
+        weights = np.concatenate([np.ones(n), np.full(pairs_x.sum(), n * (n - 1) / pairs_x.sum())])
+        median = weighted_rank(values, weights, (n * n - 1) // 2)
+    gamma = 1.0 / (2.0 * median)
+    mean_x, mean_y = np.exp(-gamma * d_xx)[pairs_x].mean(), np.exp(-gamma * d_yy)[pairs_y].mean()
+    if not unbiased:
+        mean_x, mean_y = (1 + (n - 1) * mean_x) / n, (1 + (m - 1) * mean_y) / m
+    return float(np.sqrt(max(mean_x + mean_y - 2.0 * np.exp(-gamma * d_xy).mean(), 0.0)))
+
+
 @pytest.mark.parametrize("unbiased", [False, True])
-def test_mmd_resamples_equal_mmd_of_the_resampled_sets(features, counts, unbiased):
+def test_mmd_resamples_are_mmd_of_the_draws_with_copies_never_paired(features, counts, unbiased):
     real, fake = features
     values = mmd_resamples(real, fake, *counts, unbiased=unbiased)
-    estimate = mmd_unbiased if unbiased else mmd
-    expected = [estimate(resampled(real, c), resampled(fake, e)) for c, e in zip(*counts)]
+    expected = [mmd_of_draws(real, fake, c, e, unbiased) for c, e in zip(*counts)]
     assert values == pytest.approx(expected, rel=1e-9)
+    assert values[0] == pytest.approx((mmd_unbiased if unbiased else mmd)(real, fake), rel=1e-9)  # identity
 
 
-def test_kid_resamples_equal_kid_of_the_resampled_sets(features):
-    # at most 1000 per set and as many real as generated: KID's subsets are the whole (resampled) sets
+def test_kid_resamples_are_the_unbiased_mmd2_of_the_draws_with_copies_never_paired(features):
     real, fake = features[0][:11], features[1]
     counts = paired_counts(11, 11, BootstrapConfig(resamples=4, seed=1))
     values = kid_resamples(real, fake, *counts)
-    expected = [kid(resampled(real, c), resampled(fake, e), KIDConfig(subsets=2))["value"] for c, e in zip(*counts)]
-    assert values == pytest.approx(expected, rel=1e-9)
+    for value, c, e in zip(values, *counts):
+        r_items, f_items = positions(c), positions(e)
+        k_xx = polynomial_kernel(real[r_items], real[r_items])[different_items(r_items)].mean()
+        k_yy = polynomial_kernel(fake[f_items], fake[f_items])[different_items(f_items)].mean()
+        cross = polynomial_kernel(real[r_items], fake[f_items]).mean()
+        assert value == pytest.approx(k_xx + k_yy - 2 * cross, rel=1e-9)
+    # at identity multiplicities: KID itself (at most 1000 per set and as many real as generated: subsets = sets)
+    ones = np.ones((1, 11), int)
+    assert kid_resamples(real, fake, ones, ones)[0] == pytest.approx(kid(real, fake, KIDConfig(subsets=2))["value"],
+                                                                      rel=1e-9)
 
 
-def test_prdc_resamples_equal_prdc_of_the_resampled_sets():
+def test_prdc_resamples_use_one_ball_per_distinct_item_and_count_every_draw():
     rng = np.random.default_rng(5)
     real, fake = rng.standard_normal((40, 3)), rng.standard_normal((35, 3)) + 0.3
     real_counts, fake_counts = paired_counts(40, 35, BootstrapConfig(resamples=6, seed=2))
     values = prdc_resamples(real, fake, real_counts, fake_counts)
+
+    def radii(centres: np.ndarray, k: int) -> np.ndarray:
+        return np.array([np.sort(np.linalg.norm(centres - p, axis=1))[k] for p in centres])  # [0]: the point
+
+    def inside(point: np.ndarray, centres: np.ndarray, radius: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(centres - point, axis=1) < radius
+
     for b, (c, e) in enumerate(zip(real_counts, fake_counts)):
-        expected = prdc(resampled(real, c), resampled(fake, e))
-        for name in ("precision", "recall", "density", "coverage"):
-            assert values[name][b] == pytest.approx(expected[name], abs=1e-12), (b, name)
+        x, y = real[c > 0], fake[e > 0]  # one ball per distinct item drawn
+        x3, x5, y3 = radii(x, 3), radii(x, 5), radii(y, 3)
+        draws_x, draws_y = real[positions(c)], fake[positions(e)]
+        ball5 = {i: r for i, r in zip(np.flatnonzero(c), x5)}
+        expected = {"precision": np.mean([inside(p, x, x3).any() for p in draws_y]),
+                    "recall": np.mean([inside(p, y, y3).any() for p in draws_x]),
+                    "density": np.mean([inside(p, x, x5).sum() for p in draws_y]) / 5,
+                    "coverage": np.mean([(np.linalg.norm(y - real[i], axis=1) < ball5[i]).any()
+                                         for i in positions(c)])}
+        for name, value in expected.items():
+            assert values[name][b] == pytest.approx(value, abs=1e-12), (b, name)
+    ones = (np.ones((1, 40), int), np.ones((1, 35), int))
+    identity, point = prdc_resamples(real, fake, *ones), prdc(real, fake)
+    for name in ("precision", "recall", "density", "coverage"):
+        assert identity[name][0] == pytest.approx(point[name], abs=1e-12)
 
 
 def test_pair_means_weight_each_pair_by_the_pairs_of_resampled_volumes_it_stands_for():
@@ -138,6 +201,23 @@ def test_intervals_narrow_with_more_samples_and_sit_above_fid():
     assert widths[1] < 0.7 * widths[0]  # ~ 1/sqrt(N): half at 4x the samples
     for point, entry in fids:
         assert entry["resample_mean"] > point  # duplicates bias FID upwards
+
+
+def test_intervals_of_two_samples_of_one_distribution_hold_the_point_estimate():
+    # Pairing a draw with its own copy would add pairs at distance 0 to every resample: MMD, KID and the k-NN
+    # radii would all shift one way, and no interval would hold its point estimate.
+    rng = np.random.default_rng(8)
+    real, fake = rng.standard_normal((150, 16)), rng.standard_normal((150, 16))
+    config = BootstrapConfig(resamples=100, seed=0)
+    counts = paired_counts(150, 150, config)
+    checks = {"MMD": (mmd(real, fake), mmd_resamples(real, fake, *counts)),
+              "MMD unbiased": (mmd_unbiased(real, fake), mmd_resamples(real, fake, *counts, unbiased=True)),
+              "KID": (kid(real, fake)["value"], kid_resamples(real, fake, *counts))}
+    point, resampled = prdc(real, fake), prdc_resamples(real, fake, *counts)
+    checks.update({name: (point[name], resampled[name]) for name in resampled})
+    for name, (value, values) in checks.items():
+        entry = interval(values, config)
+        assert entry["low"] <= value <= entry["high"], name
 
 
 def test_an_interval_leaves_out_resamples_without_a_value():

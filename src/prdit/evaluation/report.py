@@ -243,6 +243,8 @@ def _with_interval(value: float, interval: dict | None, spec: str, scale: float 
     text = format(value * scale, spec)
     if interval is None:
         return text
+    if interval["low"] is None:
+        return f"{text} (no interval: no resample had enough distinct samples)"
     return escape(f"{text} [{format(interval['low'] * scale, spec)}, {format(interval['high'] * scale, spec)}]")
 
 
@@ -267,21 +269,27 @@ def _feature_intervals(report: dict, real_features: np.ndarray, fake_features: n
     if "fid" in report:
         entry = statistics.interval(statistics.fid_resamples(real_features, fake_features, *counts), boot,
                                     statistics.FID_NOTE)
-        report["fid"]["interval"] = {**entry, "low_x1e3": entry["low"] * 1e3, "high_x1e3": entry["high"] * 1e3}
+        report["fid"]["interval"] = {**entry, **_scaled(entry, 1e3)}
     if "mmd" in report:
         report["mmd"]["interval"] = statistics.interval(
-            statistics.mmd_resamples(real_features, fake_features, *counts), boot)
+            statistics.mmd_resamples(real_features, fake_features, *counts), boot, statistics.PAIRS_NOTE)
         report["mmd"]["unbiased"]["interval"] = statistics.interval(
-            statistics.mmd_resamples(real_features, fake_features, *counts, unbiased=True), boot)
+            statistics.mmd_resamples(real_features, fake_features, *counts, unbiased=True), boot,
+            statistics.PAIRS_NOTE)
     if "kid" in report:
         subsets = report["kid"]["subset_size"] < min(len(real_features), len(fake_features))
         entry = statistics.interval(statistics.kid_resamples(real_features, fake_features, *counts), boot,
-                                    statistics.KID_NOTE if subsets else None)
-        report["kid"]["interval"] = {**entry, "low_x1e3": entry["low"] * 1e3, "high_x1e3": entry["high"] * 1e3}
+                                    statistics.KID_NOTE if subsets else statistics.PAIRS_NOTE)
+        report["kid"]["interval"] = {**entry, **_scaled(entry, 1e3)}
     if "prdc" in report and "skipped" not in report["prdc"]:
         values = statistics.prdc_resamples(real_features, fake_features, *counts, config.prdc)
         report["prdc"]["intervals"] = {name: statistics.interval(v, boot, statistics.PRDC_NOTE)
                                        for name, v in values.items()}
+
+
+def _scaled(interval: dict, scale: float) -> dict:
+    """The bounds ×10³ (``low_x1e3``, ``high_x1e3``), as FID and KID are printed."""
+    return {f"{k}_x1e3": None if interval[k] is None else interval[k] * scale for k in ("low", "high")}
 
 
 def _msssim(volumes: VolumeSet, counts: np.ndarray, config: EvaluationConfig, device) -> dict:
@@ -291,7 +299,7 @@ def _msssim(volumes: VolumeSet, counts: np.ndarray, config: EvaluationConfig, de
     pairs, values, entry = pairwise_msssim(volumes, config.msssim, config.batch_size, device, config.progress)
     if config.bootstrap.resamples:
         entry["interval"] = statistics.interval(statistics.pair_mean_resamples(pairs, values, counts),
-                                                config.bootstrap, statistics.MSSSIM_NOTE)
+                                                config.bootstrap, statistics.PAIRS_NOTE)
     return entry
 
 

@@ -11,19 +11,17 @@ kernel and distance matrices of the features, the per-pair MS-SSIM values, the p
 histograms — so a resample costs a fraction of the metric itself. Every metric draws the same
 resamples for a given seed and set sizes, so FID, MMD, KID and PRDC move together.
 
-What a resample means for each metric:
-
-* **FID, MMD, KID, PRDC, W(HU)**: the metric of the resampled sets, duplicates and all. A
-  duplicate narrows a set's spread: FID of resamples is biased upwards (the interval sits
-  above the point estimate), and k-NN radii shrink. The report gives the mean of the resamples
-  beside the interval, so the shift is visible. KID's resample value is the unbiased MMD² over
-  the whole resampled sets — what KID's random subsets estimate (exactly KID when N ≤ 1000).
-* **MS-SSIM diversity** (one set, a mean over pairs of its volumes): volumes are resampled,
-  and each computed pair (i, j) enters the resample's mean with weight c_i·c_j, the number of
-  pairs of resampled volumes it stands for; a volume paired with its own copy is left out (its
-  MS-SSIM is 1 and says nothing about diversity). Resampling the per-pair values instead would
-  treat pairs as independent, though pairs sharing a volume are not, and give too narrow an
-  interval.
+Two copies of one item in a resample are one item drawn twice: **they are never paired with
+each other**. Metrics that average over pairs within a set (MMD, KID, MS-SSIM) average over pairs
+of different items, each weighted by the number of pairs of draws it stands for; k-NN balls
+(precision, recall, density, coverage) have their radius to the k-th nearest *other* item and
+count once, while the features tested against them count as often as drawn. Pairing a draw with
+its own copy would add a pair at distance 0 (kernel value 1, MS-SSIM 1, a k-NN radius of 0) that
+no real sample has, and bias every resample the same way: for two sets of one distribution the
+intervals of MMD and KID would not even hold the point estimate. FID, a function of means and
+covariances, has no pairs to leave out; fewer distinct samples raise its bias, so its interval
+sits above the point estimate, as the note beside it says. W(HU) pools voxels, with no pairs
+either. At identity multiplicities every resample formula gives the point estimate.
 """
 
 from __future__ import annotations
@@ -35,10 +33,10 @@ from prdit.evaluation.config import BootstrapConfig, PRDCConfig
 METHOD = ("percentile bootstrap: real and generated sets resampled independently with replacement, "
           "the metric recomputed on each pair of resamples")
 FID_NOTE = "resampled sets hold duplicates, which biases FID upwards: the interval sits above the point estimate"
-KID_NOTE = "resamples score the unbiased MMD^2 of the whole resampled sets, which KID's random subsets estimate"
-PRDC_NOTE = "a resampled feature's copies are its nearest neighbours at distance 0, which shrinks k-NN radii"
-MSSSIM_NOTE = ("volumes resampled; each computed pair weighted by the product of its volumes' multiplicities, a "
-               "volume and its own copy being no pair")
+PAIRS_NOTE = "copies of one item in a resample are never paired with each other"
+KID_NOTE = ("resamples score the unbiased MMD^2 of the whole resampled sets, which KID's random subsets estimate; "
+            + PAIRS_NOTE)
+PRDC_NOTE = "copies of one item in a resample are one ball, its radius to the k-th nearest other item"
 
 
 def resample_counts(n: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -54,14 +52,15 @@ def paired_counts(n_real: int, n_fake: int, config: BootstrapConfig) -> tuple[np
 
 
 def interval(values: np.ndarray, config: BootstrapConfig, note: str | None = None) -> dict:
-    """The percentile interval of resampled values ``[B]`` (non-finite ones, resamples without a value, left out)."""
+    """The percentile interval of resampled values ``[B]``; non-finite ones (resamples without a value, e.g. too
+    few distinct items for k neighbours) are left out, and with none left the bounds are None."""
     values = np.asarray(values, np.float64)
     finite = values[np.isfinite(values)]
     tail = 50.0 * (1.0 - config.level)
-    low, high = np.percentile(finite, [tail, 100.0 - tail]) if finite.size else (np.nan, np.nan)
-    entry = {"low": float(low), "high": float(high), "level": config.level, "resamples": config.resamples,
-             "used": int(finite.size), "seed": config.seed, "resample_mean": float(finite.mean()) if finite.size
-             else float("nan"), "method": METHOD}
+    low, high = np.percentile(finite, [tail, 100.0 - tail]) if finite.size else (None, None)
+    entry = {"low": None if low is None else float(low), "high": None if high is None else float(high),
+             "level": config.level, "resamples": config.resamples, "used": int(finite.size), "seed": config.seed,
+             "resample_mean": float(finite.mean()) if finite.size else None, "method": METHOD}
     if note is not None:
         entry["note"] = note
     return entry
@@ -72,8 +71,9 @@ def interval(values: np.ndarray, config: BootstrapConfig, note: str | None = Non
 # ---------------------------------------------------------------------------------------
 
 
-def fid_resamples(real: np.ndarray, fake: np.ndarray, real_counts: np.ndarray, fake_counts: np.ndarray) -> np.ndarray:
-    """FID of each pair of resamples ``[B]``, from features ``[N, F]``, ``[M, F]`` and multiplicities ``[B, N]``, ``[B, M]``.
+def fid_resamples(real: np.ndarray, fake: np.ndarray, real_counts: np.ndarray,
+                  fake_counts: np.ndarray) -> np.ndarray:
+    """FID of each pair of resamples ``[B]`` from features ``[N, F]``, ``[M, F]`` and multiplicities ``[B, N]``, ``[B, M]``.
 
     With N, M <= F (the usual case), from the Gram matrices: the centred cross product of the
     resampled sets, weighted by the square roots of the multiplicities, has the nuclear norm
@@ -109,88 +109,97 @@ def mmd_resamples(real: np.ndarray, fake: np.ndarray, real_counts: np.ndarray, f
                   unbiased: bool = False) -> np.ndarray:
     """MMD (``sqrt(max(MMD², 0))``) of each pair of resamples ``[B]``, bandwidth recomputed from each real resample.
 
-    ``unbiased=False``: the published estimate (V-statistic, γ from torch's lower median over all
-    ordered pairs, self-pairs included); ``True``: the U-statistic with the median distance between
-    distinct positions of the real resample as bandwidth (mmd.py).
+    ``unbiased=False``: the published estimate (V-statistic with the n self-pairs, γ from torch's
+    lower median over all ordered pairs, self-pairs included); ``True``: the U-statistic with the
+    median distance between distinct items as bandwidth (mmd.py). The n(n−1) ordered pairs of
+    different draws are represented by the pairs of different items (copies never pair).
     """
-    from prdit.evaluation.prdc import pairwise_distances
-
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
     n1, n2 = len(real), len(fake)
-    d11, d22, d12 = (pairwise_distances(a, b) ** 2 for a, b in ((real, real), (fake, fake), (real, fake)))
-    if unbiased:
-        rows, cols = np.triu_indices(n1, k=1)
-    else:
-        rows, cols = (index.ravel() for index in np.indices((n1, n1)))
+    d11, d22, d12 = (_squared_distances(a, b) for a, b in ((real, real), (fake, fake), (real, fake)))
+    rows, cols = np.triu_indices(n1, k=1)
     order = np.argsort(d11[rows, cols], kind="stable")
     sorted_values, rows, cols = d11[rows, cols][order], rows[order], cols[order]
     values = np.empty(len(real_counts))
     for b, (c_all, e_all) in enumerate(zip(real_counts, fake_counts)):
-        c_all = c_all.astype(np.float64)
+        c_all, e_all = c_all.astype(np.float64), e_all.astype(np.float64)
+        pairs_real = (n1 * n1 - (c_all**2).sum()) / 2  # unordered pairs of draws of different items
+        pairs_fake = (n2 * n2 - (e_all**2).sum()) / 2
+        if min(pairs_real, pairs_fake) == 0:  # a set drawn as copies of one item: no pairs
+            values[b] = np.nan
+            continue
         cumulative = np.cumsum(c_all[rows] * c_all[cols])
         if unbiased:
-            # pairs of positions holding copies of one item: distance 0, before every sorted value
-            zeros = float((c_all * (c_all - 1)).sum() / 2)
-            total = n1 * (n1 - 1) / 2
-            median = float(np.mean([_rank_value(sorted_values, cumulative, rank - zeros) for rank in
-                                    sorted({int((total - 1) // 2), int(total // 2)})]))
+            median = float(np.mean([_rank_value(sorted_values, cumulative, rank) for rank in
+                                    sorted({int((pairs_real - 1) // 2), int(pairs_real // 2)})]))
         else:
-            median = _rank_value(sorted_values, cumulative, (n1 * n1 - 1) // 2)
-        if median <= 0.0:  # most of the real resample is copies of one feature: no bandwidth, no value
+            # n zero self-distances first, then the n(n-1) ordered pairs: each unordered pair of items stands for
+            # c_a c_b of the pairs_real pairs of different draws, scaled to the n(n-1)/2 of the full set
+            scale = n1 * (n1 - 1) / 2 / pairs_real
+            median = _rank_value(sorted_values, 2.0 * scale * cumulative, (n1 * n1 - 1) // 2 - n1)
+        if median <= 0.0:
             values[b] = np.nan
             continue
         gamma = 1.0 / (2.0 * median)
         u1, u2 = np.flatnonzero(c_all), np.flatnonzero(e_all)
-        c, e = c_all[u1], e_all[u2].astype(np.float64)
-        k11 = c @ np.exp(-gamma * d11[np.ix_(u1, u1)]) @ c
-        k22 = e @ np.exp(-gamma * d22[np.ix_(u2, u2)]) @ e
-        k12 = c @ np.exp(-gamma * d12[np.ix_(u1, u2)]) @ e
-        if unbiased:  # leave out the position diagonals, whose kernel value is exp(0) = 1
-            squared = (k11 - n1) / (n1 * (n1 - 1)) + (k22 - n2) / (n2 * (n2 - 1)) - 2.0 * k12 / (n1 * n2)
-        else:
-            squared = k11 / n1**2 + k22 / n2**2 - 2.0 * k12 / (n1 * n2)
+        c, e = c_all[u1], e_all[u2]
+        within_real = _pair_sum(np.exp(-gamma * d11[np.ix_(u1, u1)]), c)
+        within_fake = _pair_sum(np.exp(-gamma * d22[np.ix_(u2, u2)]), e)
+        cross = c @ np.exp(-gamma * d12[np.ix_(u1, u2)]) @ e / (n1 * n2)
+        mean_real, mean_fake = within_real / (2 * pairs_real), within_fake / (2 * pairs_fake)
+        if unbiased:
+            squared = mean_real + mean_fake - 2.0 * cross
+        else:  # the n self-pairs (kernel 1) and the n(n-1) others at the mean of pairs of different items
+            squared = ((n1 + n1 * (n1 - 1) * mean_real) / n1**2 + (n2 + n2 * (n2 - 1) * mean_fake) / n2**2
+                       - 2.0 * cross)
         values[b] = np.sqrt(max(squared, 0.0))
     return values
 
 
 def kid_resamples(real: np.ndarray, fake: np.ndarray, real_counts: np.ndarray, fake_counts: np.ndarray) -> np.ndarray:
     """KID's estimand of each pair of resamples ``[B]``: the unbiased polynomial-kernel MMD² over the whole
-    resampled sets (what KID's random subsets average to; KID itself when both sets have at most 1000)."""
+    resampled sets, copies never paired (what KID's random subsets average to; KID itself when both sets have
+    at most 1000 features and no copies)."""
     from prdit.evaluation.kid import polynomial_kernel
 
     k11, k22, k12 = polynomial_kernel(real, real), polynomial_kernel(fake, fake), polynomial_kernel(real, fake)
     n1, n2 = real_counts.shape[1], fake_counts.shape[1]
     c, e = real_counts.astype(np.float64), fake_counts.astype(np.float64)
-    within_real = ((c @ k11) * c).sum(1) - c @ np.diag(k11)
-    within_fake = ((e @ k22) * e).sum(1) - e @ np.diag(k22)
+    within_real = ((c @ k11) * c).sum(1) - (c**2) @ np.diag(k11)
+    within_fake = ((e @ k22) * e).sum(1) - (e**2) @ np.diag(k22)
     cross = ((c @ k12) * e).sum(1)
-    return within_real / (n1 * (n1 - 1)) + within_fake / (n2 * (n2 - 1)) - 2.0 * cross / (n1 * n2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (within_real / (n1 * n1 - (c**2).sum(1)) + within_fake / (n2 * n2 - (e**2).sum(1))
+                - 2.0 * cross / (n1 * n2))
 
 
 def prdc_resamples(real: np.ndarray, fake: np.ndarray, real_counts: np.ndarray, fake_counts: np.ndarray,
                    config: PRDCConfig = PRDCConfig()) -> dict[str, np.ndarray]:
     """Precision, recall, density and coverage of each pair of resamples, ``{name: [B]}``.
 
-    Radii count a resampled item's copies as its nearest neighbours (at distance 0), as the
-    reference code does on a set holding duplicates.
+    The balls are those of the distinct items drawn (radius to the k-th nearest other item drawn,
+    each ball counted once); generated features (precision, density) and real features (recall,
+    coverage) count as often as drawn. NaN where a set has too few distinct items for k neighbours.
     """
-    from prdit.evaluation.prdc import pairwise_distances
+    from prdit.evaluation.prdc import nearest_neighbour_radii, pairwise_distances
 
     d11, d22, d12 = pairwise_distances(real, real), pairwise_distances(fake, fake), pairwise_distances(real, fake)
     n1, n2 = real_counts.shape[1], fake_counts.shape[1]
     k_pr, k_dc = config.k_precision_recall, config.k_density_coverage
-    out = {name: np.empty(len(real_counts)) for name in ("precision", "recall", "density", "coverage")}
+    out = {name: np.full(len(real_counts), np.nan) for name in ("precision", "recall", "density", "coverage")}
     for b, (c_all, e_all) in enumerate(zip(real_counts, fake_counts)):
         u1, u2 = np.flatnonzero(c_all), np.flatnonzero(e_all)
+        if min(len(u1), len(u2)) <= max(k_pr, k_dc):
+            continue
         c, e = c_all[u1], e_all[u2]
-        real_radii = _resampled_radii(d11[np.ix_(u1, u1)], c, (k_pr, k_dc))
-        fake_radii = _resampled_radii(d22[np.ix_(u2, u2)], e, (k_pr,))
+        real_within = d11[np.ix_(u1, u1)]
+        real_pr, real_dc = nearest_neighbour_radii(real_within, k_pr), nearest_neighbour_radii(real_within, k_dc)
+        fake_pr = nearest_neighbour_radii(d22[np.ix_(u2, u2)], k_pr)
         cross = d12[np.ix_(u1, u2)]
-        inside_pr = cross < real_radii[k_pr][:, None]
-        inside_dc = cross < real_radii[k_dc][:, None]
-        out["precision"][b] = e @ inside_pr.any(axis=0) / n2
-        out["recall"][b] = c @ (cross < fake_radii[k_pr][None, :]).any(axis=1) / n1
-        out["density"][b] = (c @ inside_dc) @ e / (k_dc * n2)
+        inside_dc = cross < real_dc[:, None]
+        out["precision"][b] = e @ (cross < real_pr[:, None]).any(axis=0) / n2
+        out["recall"][b] = c @ (cross < fake_pr[None, :]).any(axis=1) / n1
+        out["density"][b] = e @ inside_dc.sum(axis=0) / (k_dc * n2)
         out["coverage"][b] = c @ inside_dc.any(axis=1) / n1
     return out
 
@@ -201,8 +210,8 @@ def prdc_resamples(real: np.ndarray, fake: np.ndarray, real_counts: np.ndarray, 
 
 
 def pair_mean_resamples(pairs: np.ndarray, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Mean of per-pair values ``[P]`` over pairs ``[P, 2]`` of volumes, each pair weighted by the product of its
-    volumes' multiplicities ``[B, N]`` -> ``[B]`` (NaN where no computed pair has both volumes drawn)."""
+    """Mean of per-pair values ``[P]`` over pairs ``[P, 2]`` of different volumes, each pair weighted by the product
+    of its volumes' multiplicities ``[B, N]`` -> ``[B]`` (NaN where no computed pair has both volumes drawn)."""
     weights = counts[:, pairs[:, 0]] * counts[:, pairs[:, 1]].astype(np.float64)
     total = weights.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -227,22 +236,12 @@ def _rank_value(sorted_values: np.ndarray, cumulative_weights: np.ndarray, rank:
     return float(sorted_values[np.searchsorted(cumulative_weights, rank, side="right")])
 
 
-def _resampled_radii(distances: np.ndarray, counts: np.ndarray, ks: tuple[int, ...]) -> dict[int, np.ndarray]:
-    """k-NN radii ``{k: [U]}`` of distinct items with multiplicities: the (k+1)-th smallest distance from an item
-    to the resampled set, where its own ``counts[i]`` copies sit at distance 0."""
-    largest = max(ks)
-    own = np.eye(len(counts), dtype=bool)
-    # the item itself first (all its copies at 0), then its nearest distinct neighbours, each as many times as drawn
-    ordered = np.where(own, -1.0, distances)
-    nearest = min(largest + 1, len(counts))
-    index = np.argpartition(ordered, nearest - 1, axis=1)[:, :nearest]
-    value = np.take_along_axis(ordered, index, axis=1)
-    sort = np.argsort(value, axis=1)
-    index, value = np.take_along_axis(index, sort, axis=1), np.take_along_axis(value, sort, axis=1)
-    reach = np.cumsum(counts[index], axis=1)
-    radii = {}
-    for k in ks:
-        position = np.minimum((reach < k + 1).sum(axis=1), nearest - 1)
-        radii[k] = np.maximum(np.take_along_axis(value, position[:, None], axis=1)[:, 0], 0.0)
-    return radii
+def _pair_sum(kernel: np.ndarray, counts: np.ndarray) -> float:
+    """``Σ_{a≠b} c_a c_b K[a, b]``: the kernel over ordered pairs of draws of different items."""
+    return float(counts @ kernel @ counts - (counts**2) @ np.diag(kernel))
 
+
+def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``‖a_i − b_j‖²`` of ``[N, F]`` and ``[M, F]`` as mmd.py computes them -> ``[N, M]``."""
+    squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.clip(squared, 0.0, None)

@@ -199,9 +199,9 @@ def write_pairs_page(pairs: list[dict], fake: VolumeSet, train: VolumeSet, path:
 
 def _normalised(volumes: torch.Tensor) -> torch.Tensor:
     """``[B, ...]`` -> ``[B, V]`` rows of zero mean and unit norm (a constant row stays 0: correlation 0)."""
-    flat = volumes.reshape(len(volumes), -1).float()
-    flat = flat - flat.mean(dim=1, keepdim=True)
-    return flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    flat = volumes.float().reshape(len(volumes), -1).clone()  # one copy of the crop, normalised in place
+    flat -= flat.mean(dim=1, keepdim=True)
+    return flat.div_(flat.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
 
 def _summary(values: np.ndarray) -> dict:

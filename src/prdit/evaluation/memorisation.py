@@ -66,6 +66,8 @@ def nearest_by_correlation(queries: list[VolumeSet], train: VolumeSet,
                            config: MemorisationConfig = MemorisationConfig(), device: str | torch.device = "cpu",
                            progress: bool = True) -> list[Nearest]:
     """For every volume of every query set, its nearest training volume by correlation maximised over translations."""
+    from prdit.evaluation.features import full_fp32
+
     s = config.shift
     shape = train.shape
     if any(q.shape != shape for q in queries):
@@ -82,22 +84,22 @@ def nearest_by_correlation(queries: list[VolumeSet], train: VolumeSet,
     centre = tuple(slice(s, n - s) for n in shape)
     passes = -(-len(items) // config.query_chunk) * -(-len(train) // config.train_chunk)
     bar = tqdm(total=passes, desc="memorisation (correlation)", unit="chunk pair", disable=not progress)
-    for q_start in range(0, len(items), config.query_chunk):
-        chunk = items[q_start:q_start + config.query_chunk]
-        query = torch.from_numpy(np.stack([queries[k][i] for k, i in chunk])).to(device)
-        for t_start in range(0, len(train), config.train_chunk):
-            indices = range(t_start, min(t_start + config.train_chunk, len(train)))
-            reference = _normalised(torch.from_numpy(train.batch(indices)[:, 0]).to(device)[(slice(None), *centre)])
-            for o, offset in enumerate(offsets):
-                moved = tuple(slice(s + d, n - s + d) for d, n in zip(offset, shape))
-                similarity = (_normalised(query[(slice(None), *moved)]) @ reference.T).double().cpu()
-                value, where = similarity.max(dim=1)
-                rows = torch.arange(q_start, q_start + len(chunk))
-                better = value > best[rows]
-                best[rows[better]] = value[better]
-                best_index[rows[better]] = where[better] + t_start
-                best_shift[rows[better]] = o
-            bar.update(1)
+    with full_fp32():  # TF32's 10-bit mantissa would blur correlations of 0.999 and 0.99
+        for q_start in range(0, len(items), config.query_chunk):
+            chunk = items[q_start:q_start + config.query_chunk]
+            rows = torch.arange(q_start, q_start + len(chunk))
+            query = torch.from_numpy(np.stack([queries[k][i] for k, i in chunk])).to(device)
+            for t_start in range(0, len(train), config.train_chunk):
+                indices = range(t_start, min(t_start + config.train_chunk, len(train)))
+                reference = _normalised(torch.from_numpy(train.batch(indices)[:, 0]).to(device)[(slice(None), *centre)])
+                for o, offset in enumerate(offsets):
+                    moved = tuple(slice(s + d, n - s + d) for d, n in zip(offset, shape))
+                    value, where = (_normalised(query[(slice(None), *moved)]) @ reference.T).double().cpu().max(dim=1)
+                    better = value > best[rows]
+                    best[rows[better]] = value[better]
+                    best_index[rows[better]] = where[better] + t_start
+                    best_shift[rows[better]] = o
+                bar.update(1)
     bar.close()
     shifts = np.asarray(offsets)[best_shift.numpy()]
     results, start = [], 0

@@ -33,11 +33,11 @@ NAME = "batched_sampling"
 def sampling_run(model: torch.nn.Module, volumes: int, batch: int, exact: bool, steps: int, device: torch.device,
                  compile: bool = False):
     """A closure sampling ``volumes`` volumes in batches of ``batch`` as ``prdit sample`` does."""
-    from prdit.diffusion import IaNDiffusion
+    from prdit.diffusion import create_process
     from prdit.generation.config import SamplingConfig
     from prdit.generation.sampling import sample_volumes, volume_generators
 
-    process = IaNDiffusion()
+    process = create_process("ian")
     settings = SamplingConfig(sampler="dpm++2m", steps=steps, batch_size=batch, exact=exact, compile=compile)
     generators = volume_generators(range(volumes), device)
 

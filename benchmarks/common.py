@@ -474,9 +474,9 @@ def make_optimizer(model: torch.nn.Module, fused: bool = True) -> torch.optim.Op
 def prdit_train_step(model: torch.nn.Module, x0: torch.Tensor, device: torch.device,
                      fused_adamw: bool = True) -> Callable[[], None]:
     """One training step of a PRDiT: IaN loss, backward, gradient clip 1.0, AdamW."""
-    from prdit.diffusion import IaNDiffusion
+    from prdit.diffusion import create_process
 
-    diffusion = IaNDiffusion()
+    diffusion = create_process("ian")
     optimizer = make_optimizer(model, fused_adamw)
     params = [p for p in model.parameters() if p.requires_grad]
 

@@ -65,9 +65,9 @@ COMPILE_MICRO_BATCHES = "1,4"  # no accumulation, and the least memory
 def train_step(model: torch.nn.Module, x0: torch.Tensor, micro_batch: int, precision: str):
     """A closure running one training step of ``x0`` ``[B, 1, G, G, G]`` as the trainer does with
     ``train.micro_batch = micro_batch``; returns the step's loss."""
-    from prdit.diffusion import IaNDiffusion
+    from prdit.diffusion import create_process
 
-    process = IaNDiffusion()
+    process = create_process("ian")
     optimizer = make_optimizer(model, fused=x0.device.type == "cuda")
     params = [p for p in model.parameters() if p.requires_grad]
     generator = torch.Generator(x0.device).manual_seed(0)
@@ -93,13 +93,13 @@ def train_step(model: torch.nn.Module, x0: torch.Tensor, micro_batch: int, preci
 
 def measure_numerics(model_name: str, size: int, device_name: str) -> dict:
     """Training losses over ``NUMERICS_STEPS`` steps and one sample per precision, compared with fp32."""
-    from prdit.diffusion import IaNDiffusion, SamplerSettings, sample
+    from prdit.diffusion import SamplerSettings, create_process, sample
     from prdit.generation.sampling import denoiser, numerics
 
     device = resolve_device(device_name)
     precisions = PRECISIONS if device.type == "cuda" else ("fp32",)
     x0 = training_volume(2, size, device)
-    process = IaNDiffusion()
+    process = create_process("ian")
     noise = process.sample_noise((1, 1, size, size, size), generator=torch.Generator().manual_seed(1)).to(device)
     losses, samples = {}, {}
     for precision in precisions:
@@ -148,7 +148,7 @@ def measure_training(model_name: str, size: int, micro_batch: int, checkpointing
 
 def measure_sampling(model_name: str, size: int, warmup: int, repeats: int, device_name: str) -> dict:
     """Time per DPM-Solver++ 2M step of one volume and the peak memory of building and sampling."""
-    from prdit.diffusion import IaNDiffusion, SamplerSettings, sample
+    from prdit.diffusion import SamplerSettings, create_process, sample
 
     device = resolve_device(device_name)
     prime_libraries(device)
@@ -165,8 +165,8 @@ def measure_sampling(model_name: str, size: int, warmup: int, repeats: int, devi
         with autocast:
             synchronize(device)
             marks.append(time.perf_counter())
-            sample(model, IaNDiffusion(), (1, 1, size, size, size), SamplerSettings("dpm++2m", steps), device=device,
-                   generator=torch.Generator(device).manual_seed(0), hooks=[clock])
+            sample(model, create_process("ian"), (1, 1, size, size, size), SamplerSettings("dpm++2m", steps),
+                   device=device, generator=torch.Generator(device).manual_seed(0), hooks=[clock])
     # marks[k + 1] − marks[k] is network call k; its solver update falls into the next interval
     times = [b - a for a, b in zip(marks, marks[1:])][warmup:warmup + repeats]
     return {"peak_bytes": memory.peak, "memory_method": memory.method, "step_times_s": times,

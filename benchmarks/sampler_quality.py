@@ -55,14 +55,14 @@ def smoke_inputs(folder: Path) -> tuple[Path, Path]:
     output layer gets random weights so the volumes are not all one value."""
     from prdit.data.normalization import Normalization
     from prdit.data.phantoms import write_phantoms
-    from prdit.diffusion import IaNDiffusion
+    from prdit.diffusion import create_process
     from prdit.models import create_model
     from prdit.model_folder import save_model_folder
 
     torch.manual_seed(0)
     model = create_model("PRDiT-T/6/1", input_size=16)
     torch.nn.init.normal_(model.local_denoiser.output.weight, std=0.1)
-    save_model_folder(folder / "model", model, IaNDiffusion(), Normalization())
+    save_model_folder(folder / "model", model, create_process("ian"), Normalization())
     write_phantoms(4, 16, folder / "real", seed=1)
     return folder / "model", folder / "real"
 

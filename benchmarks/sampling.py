@@ -53,10 +53,10 @@ class StepClock:
 
 def sample_prdit(model, batch: int, size: int, steps: int, device: torch.device, clock: StepClock) -> None:
     """Predictor–corrector sampling of ``batch`` volumes (the project's default sampler)."""
-    from prdit.diffusion import IaNDiffusion, SamplerSettings, progress_hook, sample
+    from prdit.diffusion import SamplerSettings, create_process, progress_hook, sample
 
     clock.start()
-    sample(model, IaNDiffusion(), (batch, 1, size, size, size), SamplerSettings("pc", steps), device=device,
+    sample(model, create_process("ian"), (batch, 1, size, size, size), SamplerSettings("pc", steps), device=device,
            generator=torch.Generator(device).manual_seed(0), hooks=[progress_hook(clock)])
 
 

@@ -30,7 +30,7 @@ STEPS = [5, 8, 10, 20, 25, 40]
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line, run every deterministic sampler and schedule of both processes, report."""
-    from prdit.diffusion import FlowMatching, IaNDiffusion, SamplerSettings, sample
+    from prdit.diffusion import PROCESSES, SamplerSettings, create_process, sample
     from prdit.diffusion.oracles import TwoGaussians
     from prdit.diffusion.samplers import SCHEDULES
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     signs = torch.tensor([1, -1, 1, 1, -1, 1, 1, 1.0]).reshape(1, 1, 2, 2, 2)
     means = torch.cat([0.6 * signs, -0.6 * signs])
     results, rows = [], []
-    for process in (IaNDiffusion(), FlowMatching()):
+    for process in (create_process(kind) for kind in PROCESSES):
         oracle = TwoGaussians(process, means, 0.05)
         noise = process.sample_noise((volumes, 1, 2, 2, 2), generator=torch.Generator().manual_seed(0))
         reference = sample(oracle, process, noise.shape, SamplerSettings("heun", reference_steps), noise=noise).x0

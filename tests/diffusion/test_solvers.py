@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from prdit.diffusion import FlowMatching, IaNDiffusion, SamplerSettings, sample
-from prdit.diffusion.oracles import OneVolume, TwoGaussians, network_output, process_time
+from prdit.diffusion.oracles import OneVolume, TwoGaussians, network_output
 from prdit.diffusion.samplers import dpm_solver_step, time_grid
 from prdit.errors import ConfigError
 
@@ -199,7 +199,7 @@ class SmoothDataPrediction(torch.nn.Module):
         self.process, self.target = process, target
 
     def forward(self, x: torch.Tensor, model_time: torch.Tensor) -> torch.Tensor:
-        t = process_time(self.process, model_time)
+        t = self.process.process_time(model_time)
         a = self.process.signal(t).reshape(-1, 1, 1, 1, 1)
         n = self.process.sigma * self.process.noise_scale(t).reshape(-1, 1, 1, 1, 1)
         return network_output(self.process, x, t, (self.target * (a**2 / (a**2 + n**2)) ** 3).to(x.dtype))

@@ -174,3 +174,26 @@ def test_sampling_defaults_to_the_measured_steps_and_reconstruction_to_the_refer
     from prdit.inverse.guidance import task_settings
 
     assert pipe.guided_settings(task_settings("sr")).steps == 1000
+
+
+def test_a_folder_of_the_current_format_must_name_its_process(model_dir, tmp_path):
+    import json
+    import shutil
+
+    from prdit.errors import CheckpointError
+
+    folder = shutil.copytree(model_dir, tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["format_version"] >= 2
+    del config["process"]["kind"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=f"{folder}.*do not name the process"):
+        PRDiTPipeline.from_pretrained(folder, device="cpu")
+
+
+def test_guided_reconstruction_asks_the_process_whether_it_applies(model_dir, monkeypatch):
+    pipe = PRDiTPipeline.from_pretrained(model_dir, device="cpu")
+    assert pipe.process.supports_guidance
+    monkeypatch.setattr(IaNDiffusion, "guided_steps", None)  # a process without guided sampling
+    with pytest.raises(ConfigError, match="guided reconstruction needs a process with guided sampling"):
+        pipe.reconstruct("sr", torch.zeros(1, 1, 4, 4, 4))

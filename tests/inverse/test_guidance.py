@@ -58,7 +58,7 @@ def reconstruct(task: str, members: torch.Tensor, truth: int, seed: int, **chang
     process = IaNDiffusion()
     guidance = task_settings(task, **changes)
     operator = operator_of(task)
-    hook = MeasurementGuidance(operator, operator(members[truth:truth + 1]), guidance, process.grid(1)[0])
+    hook = MeasurementGuidance(operator, operator(members[truth:truth + 1]), guidance, process)
     settings = SamplerSettings("pc", STEPS, jump=guidance.jump, corrector_noise=guidance.corrector_noise).resolved(process)
     return sample(oracle(process, members), process, (1, 1, SIZE, SIZE, SIZE), settings,
                   generator=torch.Generator().manual_seed(seed), hooks=[hook]).x0
@@ -81,9 +81,9 @@ def test_without_guidance_the_oracle_samples_other_members(known_set: torch.Tens
 
 
 def test_guidance_weight_and_settings() -> None:
-    assert guidance_weight(1000, 1000) == pytest.approx(1.0)
-    assert guidance_weight(0, 1000) == pytest.approx(0.0)
-    assert guidance_weight(500, 1000) == pytest.approx(0.5)
+    assert guidance_weight(1.0) == pytest.approx(1.0)
+    assert guidance_weight(0.0) == pytest.approx(0.0)
+    assert guidance_weight(0.5) == pytest.approx(0.5)
     assert task_settings("sr", scale=5.0).scale == 5.0
     assert task_settings("sr", scale=None).scale == TASK_DEFAULTS["sr"].scale
     with pytest.raises(ConfigError, match="unknown task"):
@@ -91,7 +91,8 @@ def test_guidance_weight_and_settings() -> None:
     with pytest.raises(ConfigError, match="jump"):
         task_settings("sr", jump=0)
     with pytest.raises(ConfigError, match="mask operator"):
-        MeasurementGuidance(Downsample(4), torch.zeros(1, 1, 4, 4, 4), task_settings("sr", hard_consistency=True), 1000)
+        MeasurementGuidance(Downsample(4), torch.zeros(1, 1, 4, 4, 4), task_settings("sr", hard_consistency=True),
+                            IaNDiffusion())
 
 
 def test_guidance_gradient_is_that_of_the_residual_norm() -> None:
@@ -99,7 +100,7 @@ def test_guidance_gradient_is_that_of_the_residual_norm() -> None:
     operator = Downsample(2)
     x0 = torch.randn(2, 1, 8, 8, 8, dtype=torch.float64)
     y = torch.randn(2, 1, 4, 4, 4, dtype=torch.float64)
-    hook = MeasurementGuidance(operator, y, task_settings("sr"), 1000)
+    hook = MeasurementGuidance(operator, y, task_settings("sr"), IaNDiffusion())
     g = hook.gradient(x0)
     leaf = x0.clone().requires_grad_(True)
     residual = operator(leaf) - y
@@ -118,7 +119,7 @@ def test_infill_guidance_takes_the_gradient_before_hard_consistency() -> None:
     y = mask(truth)
     settings = task_settings("infill", decay=False)
     step = SamplerStep(0, 10, 500.0, 400.0, x, Prediction(x0, torch.zeros_like(x0)))
-    hook = MeasurementGuidance(mask, y, settings, 1000)
+    hook = MeasurementGuidance(mask, y, settings, IaNDiffusion())
     guided = hook(step)
     known = mask.weights(x0)
     torch.testing.assert_close(guided.x, x - settings.scale * hook.gradient(x0))

@@ -206,7 +206,7 @@ def run_demo(out: str | Path = "demo_out", minutes: float = DEFAULT_MINUTES, set
     lap("evaluation", t)
 
     superres = None
-    if settings.process == "ian":
+    if PROCESSES[settings.process]().supports_guidance:
         t = time.perf_counter()
         log("inverse problem: ×4 super-resolution of a held-out phantom with the trained prior")
         superres = _super_resolution(models["prdit"], data / "val.txt", results / "superres.json", settings)

@@ -56,9 +56,17 @@ class FlowMatching(Process):
         """``1 − level``: t runs from noise (0) to data (1)."""
         return 1.0 - level
 
+    def noise_level(self, t: float) -> float:
+        """``1 − t``."""
+        return 1.0 - float(t)
+
     def model_time(self, t: torch.Tensor) -> torch.Tensor:
         """``1000·t``: the time embedding's frequencies were laid out for integer steps up to 1000."""
         return t * self.time_scale
+
+    def process_time(self, model_time: torch.Tensor) -> torch.Tensor:
+        """``model_time/1000``."""
+        return model_time / self.time_scale
 
     def loss(self, output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
              noise: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -82,6 +90,10 @@ class FlowMatching(Process):
                               f"this one returns {output.shape[1]}")
         t = t.to(output.dtype).reshape((-1,) + (1,) * (output.ndim - 1))
         return Prediction(x0=x_t + (1.0 - t) * output, noise=x_t - t * output)
+
+    def network_output(self, prediction: Prediction) -> torch.Tensor:
+        """The velocity ``x̂₀ − ε̂``."""
+        return prediction.x0 - prediction.noise
 
     def ode_time(self, t: float) -> float:
         """t itself."""

@@ -71,9 +71,17 @@ class IaNDiffusion(Process):
         """``level·T``."""
         return level * self.num_timesteps
 
+    def noise_level(self, t: float) -> float:
+        """``t/T``."""
+        return float(t) / self.num_timesteps
+
     def model_time(self, t: torch.Tensor) -> torch.Tensor:
         """The network sees the timestep itself."""
         return t
+
+    def process_time(self, model_time: torch.Tensor) -> torch.Tensor:
+        """The timestep itself."""
+        return model_time
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Forward process: ``[B, C, D, H, W]`` clean volumes at per-sample timesteps ``t`` ``[B]``."""
@@ -90,6 +98,10 @@ class IaNDiffusion(Process):
             cos, sin = self._cos_sin(t, x_t)
             return Prediction(x0=output, noise=(x_t - cos * output) / sin.clamp_min(1e-4))
         raise ConfigError(f"model returns {output.shape[1]} channels for {c}-channel volumes; expected {2 * c} or {c}")
+
+    def network_output(self, prediction: Prediction) -> torch.Tensor:
+        """``[ε̂, x̂₀]``."""
+        return torch.cat([prediction.noise, prediction.x0], dim=1)
 
     def loss(self, output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
              noise: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from prdit.diffusion.process import Process
+from prdit.diffusion.process import Prediction, Process
 
 
 def network_output(process: Process, x: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
@@ -14,13 +14,7 @@ def network_output(process: Process, x: torch.Tensor, t: torch.Tensor, x0: torch
     shape = (-1,) + (1,) * (x.ndim - 1)
     a = process.signal(t).reshape(shape).to(x.dtype)
     s = process.noise_scale(t).reshape(shape).to(x.dtype)
-    noise = (x - a * x0) / s
-    return torch.cat([noise, x0], dim=1) if process.kind == "ian" else x0 - noise
-
-
-def process_time(process: Process, model_time: torch.Tensor) -> torch.Tensor:
-    """The process time of the network's time input (its ``model_time`` undone)."""
-    return model_time / process.time_scale if process.kind == "flow" else model_time
+    return process.network_output(Prediction(x0=x0, noise=(x - a * x0) / s))
 
 
 class OneVolume(torch.nn.Module):
@@ -31,7 +25,7 @@ class OneVolume(torch.nn.Module):
         self.process, self.x0, self.times = process, x0, []
 
     def forward(self, x: torch.Tensor, model_time: torch.Tensor) -> torch.Tensor:
-        t = process_time(self.process, model_time)
+        t = self.process.process_time(model_time)
         self.times.append(float(t[0]))
         return network_output(self.process, x, t, self.x0.expand_as(x))
 
@@ -56,6 +50,6 @@ class TwoGaussians(torch.nn.Module):
         return (weights[..., None] * within).sum(1)
 
     def forward(self, x: torch.Tensor, model_time: torch.Tensor) -> torch.Tensor:
-        t = process_time(self.process, model_time)
+        t = self.process.process_time(model_time)
         x0 = self.posterior_mean(x, t).reshape(x.shape).to(x.dtype)
         return network_output(self.process, x, t, x0)

@@ -3,9 +3,11 @@
 A process is a Gaussian path ``x_t = a(t)·x₀ + s(t)·ε`` between clean volumes and noise,
 with what training needs (draw t and noise, ``q_sample``, the loss on the network's output) and
 what sampling needs (its time grid from noise to data, the split of the network's output into
-the clean-volume and noise estimates, the ODE velocity and the data prediction it implies, a
-deterministic step and the re-noising of the predictor–corrector sampler). Samplers (``samplers.py``) call only this interface, so a
-new process is one file with one class and one entry in ``registry.PROCESSES``.
+the clean-volume and noise estimates and back, the ODE velocity and the data prediction it
+implies, a deterministic step, the re-noising of the predictor–corrector sampler, its default
+steps, whether guided reconstruction applies and the noise level of a time). Samplers
+(``samplers.py``), oracles and guidance call only this interface and never test a process's
+kind, so a new process is one file with one class and one entry in ``registry.PROCESSES``.
 """
 
 from __future__ import annotations
@@ -69,8 +71,16 @@ class Process(ABC):
         """The process time of a noise level from 0 (data) to 1 (pure noise), for validation."""
 
     @abstractmethod
+    def noise_level(self, t: float) -> float:
+        """How far time ``t`` lies towards pure noise, from 0 (data) to 1 (inverse of :meth:`time_at_noise_level`)."""
+
+    @abstractmethod
     def model_time(self, t: torch.Tensor) -> torch.Tensor:
         """The network's time input for process times ``t`` ``[B]``."""
+
+    @abstractmethod
+    def process_time(self, model_time: torch.Tensor) -> torch.Tensor:
+        """The process times ``[B]`` of the network's time input (the inverse of :meth:`model_time`)."""
 
     @abstractmethod
     def loss(self, output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
@@ -112,6 +122,15 @@ class Process(ABC):
     @abstractmethod
     def predict(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> Prediction:
         """The network's ``output`` on ``x_t`` as (x̂₀, ε̂)."""
+
+    @abstractmethod
+    def network_output(self, prediction: Prediction) -> torch.Tensor:
+        """The network output ``[B, output_channels, D, H, W]`` that :meth:`predict` reads as ``prediction``."""
+
+    @property
+    def supports_guidance(self) -> bool:
+        """Whether measurement-guided reconstruction (docs/method.md §15) applies: it declares ``guided_steps``."""
+        return self.guided_steps is not None
 
     @abstractmethod
     def ode_time(self, t: float) -> float:

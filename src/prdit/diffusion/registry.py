@@ -21,6 +21,9 @@ def create_process(kind: str = "ian", **settings) -> Process:
 
 
 def process_from_dict(values: dict) -> Process:
-    """Inverse of :meth:`Process.to_dict`."""
+    """Inverse of :meth:`Process.to_dict`; ``values`` must name the process's ``kind``."""
+    if "kind" not in values:
+        raise ConfigError(f"the process settings {values} do not name the process; add \"kind\": one of "
+                          f"{', '.join(repr(k) for k in PROCESSES)}")
     values = dict(values)
-    return create_process(values.pop("kind", "ian"), **values)
+    return create_process(values.pop("kind"), **values)

@@ -61,7 +61,7 @@ class SamplerSettings:
     def resolved(self, process: Process, guided: bool = False) -> "SamplerSettings":
         """A copy with the process's defaults filled in (its ``sample_steps``, or its ``guided_steps`` for
         guided reconstruction), checked against what the process offers."""
-        if guided and process.guided_steps is None:
+        if guided and not process.supports_guidance:
             raise ConfigError(f"the {process.kind} process has no guided reconstruction; use a model of a process "
                               f"with guided sampling (ian)")
         default_steps = process.guided_steps if guided else process.sample_steps

@@ -148,14 +148,14 @@ class PRDiTPipeline:
 
         if output_type not in OUTPUT_TYPES:
             raise ConfigError(f"unknown output_type '{output_type}'; choose one of {', '.join(OUTPUT_TYPES)}")
-        if self.process.kind != "ian":
-            raise ConfigError(f"guided reconstruction follows the IaN predictor-corrector sampler; this model's "
+        if not self.process.supports_guidance:
+            raise ConfigError(f"guided reconstruction needs a process with guided sampling (ian); this model's "
                               f"process is {self.process.kind}")
         guidance = guidance if guidance is not None else task_settings(task)
         operator = operator if operator is not None else task_operator(task, self.volume_shape, self.spacing,
                                                                        self.normalization)
         settings = self.guided_settings(guidance, settings, **changes)
-        hook = MeasurementGuidance(operator, measurement.to(self.device), guidance, self.process.grid(1)[0])
+        hook = MeasurementGuidance(operator, measurement.to(self.device), guidance, self.process)
         seeds = [volume_seed(settings.seed, b) for b in range(measurement.shape[0])]
         hooks = [hook] if progress is None else [hook, progress_hook(progress)]
         result = sample_volumes(self.model, self.process, volume_generators(seeds, self.device), settings,

@@ -42,7 +42,8 @@ def register(app: typer.Typer) -> None:
         decay: bool = typer.Option(None, "--decay/--no-decay", help="Decay the guidance weight towards the data."),
         jump: int = typer.Option(None, "--jump", help="Predictor jump p in grid steps."),
         corrector_noise: float = typer.Option(None, "--corrector-noise", help="Corrector noise scale w."),
-        cutoff: float = typer.Option(None, "--cutoff", help="Guidance while t > cutoff (timesteps of T)."),
+        cutoff: float = typer.Option(None, "--cutoff", help="Guidance while t > cutoff (timesteps of the "
+                                    "reference's T = 1000; a noise level of cutoff/1000)."),
         steps: int = typer.Option(None, "--steps", help=f"Sampler steps (default: the reference's, "
                                   f"{IaNDiffusion.guided_steps})."),
         seed: int = typer.Option(DEFAULTS.seed, "--seed", help="Seed of the sampler (and of a random mask)."),

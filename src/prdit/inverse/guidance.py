@@ -1,9 +1,10 @@
 """Measurement guidance of the predictor–corrector sampler (TF-PRDiT, docs/method.md §15).
 
-A measurement ``y = A(x)`` steers sampling through one sampler hook: at grid time t above the
-cutoff the predictor's state moves against ``g = ∂‖A(x̂₀) − y‖₂/∂x̂₀`` (the norm, not its
+A measurement ``y = A(x)`` steers sampling through one sampler hook: at grid times noisier than
+the cutoff the predictor's state moves against ``g = ∂‖A(x̂₀) − y‖₂/∂x̂₀`` (the norm, not its
 square; the gradient is taken with respect to x̂₀ only, never through the network), weighted by
-``ρ·c(t)`` with ``c(t) = ½(1 + cos((1 − t/T)π))`` where the task decays it. Because the Euler
+``ρ·c`` with ``c = ½(1 + cos((1 − ℓ)π))`` where the task decays it; ℓ is the process's noise
+level of the time (``t/T`` on IaN, the reference's ``i/T``). Because the Euler
 step is additive in the state, ``x − ρ·c·g`` followed by the sampler's own step is the guided
 predictor ``x̃ = x_i − p·h·f − ρ·c·g``; the jump p and the corrector's noise scale w are
 sampler settings (:class:`~prdit.diffusion.samplers.SamplerSettings`). Infill also replaces
@@ -17,18 +18,20 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from prdit.diffusion.process import Prediction
+from prdit.diffusion.process import Prediction, Process
 from prdit.diffusion.samplers import SamplerStep
 from prdit.errors import ConfigError
 from prdit.inverse.operators import Mask, Operator
 
 TASKS = ("xray", "sr", "infill", "deblur")
+REFERENCE_TIMESTEPS = 1000  # the reference's T: a cutoff counts its timesteps, the noise level cutoff/T
 
 
 @dataclass(frozen=True)
 class GuidanceSettings:
-    """ρ (``scale``), whether c(t) decays, the predictor's jump p, the corrector noise scale w, the
-    cutoff (guidance while t > cutoff, in process timesteps) and hard data consistency."""
+    """ρ (``scale``), whether c decays, the predictor's jump p, the corrector noise scale w, the
+    cutoff (guidance while the noise level is above cutoff/1000: timesteps of the reference's T = 1000)
+    and hard data consistency."""
 
     scale: float
     decay: bool
@@ -75,32 +78,33 @@ def task_settings(task: str, **changes) -> GuidanceSettings:
     return replace(TASK_DEFAULTS[task], **{k: v for k, v in changes.items() if v is not None}).checked()
 
 
-def guidance_weight(t: float, t_max: float) -> float:
-    """``c(t) = ½(1 + cos((1 − t/T)π))``: 1 at pure noise (t = T), 0 at data (t = 0)."""
-    return 0.5 * (1.0 + math.cos((1.0 - t / t_max) * math.pi))
+def guidance_weight(level: float) -> float:
+    """``c = ½(1 + cos((1 − ℓ)π))`` at noise level ℓ: 1 at pure noise (ℓ = 1), 0 at data (ℓ = 0)."""
+    return 0.5 * (1.0 + math.cos((1.0 - level) * math.pi))
 
 
 class MeasurementGuidance:
     """A sampler hook that steers every volume of the batch towards ``measurement`` ``[B, ...]``
-    (or ``[1, ...]`` for all) under ``operator``; ``t_max`` is the process's pure-noise time T."""
+    (or ``[1, ...]`` for all) under ``operator``; ``process`` gives each step's noise level."""
 
     requires_grad = True
 
     def __init__(self, operator: Operator, measurement: torch.Tensor, settings: GuidanceSettings,
-                 t_max: float) -> None:
+                 process: Process) -> None:
         if settings.hard_consistency and not isinstance(operator, Mask):
             raise ConfigError(f"hard data consistency needs a mask operator, not '{operator.name}'")
         self.operator = operator
         self.measurement = measurement.detach()
         self.settings = settings.checked()
-        self.t_max = float(t_max)
+        self.process = process
 
     def __call__(self, step: SamplerStep) -> SamplerStep:
         """The state moved against the guidance gradient of the network's x̂₀, then x̂₀ made consistent (infill)."""
         x0, noise = step.prediction
         x = step.x
-        if step.t > self.settings.cutoff and self.settings.scale > 0:
-            weight = guidance_weight(step.t, self.t_max) if self.settings.decay else 1.0
+        level = self.process.noise_level(step.t)
+        if level > self.settings.cutoff / REFERENCE_TIMESTEPS and self.settings.scale > 0:
+            weight = guidance_weight(level) if self.settings.decay else 1.0
             x = x - self.settings.scale * weight * self.gradient(x0)
         if self.settings.hard_consistency:
             # After the gradient, as the reference: on the replaced x̂₀ the residual m·(x̂₀ − y) is zero.

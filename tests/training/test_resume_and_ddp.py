@@ -3,6 +3,8 @@ in step, skipping a non-finite step together."""
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -10,7 +12,7 @@ import textwrap
 import pytest
 import torch
 
-from prdit.training.checkpoint import list_checkpoints, load_checkpoint
+from prdit.training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -131,3 +133,121 @@ def test_torchrun_two_cpu_processes_train_in_step_and_skip_together(tiny_config,
     assert train_rows[-1]["skipped"] == 1
     ckpt = load_checkpoint(tmp_path / "runs" / "ddp" / "checkpoints" / "step_00000006.pt")
     assert ckpt["meta"]["world_size"] == 2 and len(ckpt["generators"]) == 2
+
+
+DDP_INTERRUPT_JOB = """
+    import os, signal, sys, time
+    import torch
+    from prdit.data.dataset import VolumeDataset
+    from prdit.diffusion import IaNDiffusion
+    from prdit.errors import PRDiTError
+    from prdit.training.config import load_config
+    from prdit.training.trainer import train
+
+    rank = int(os.environ["RANK"])
+    GROUP_SIGNALS = {"terminal": signal.SIGINT, "scheduler": signal.SIGTERM}  # Ctrl-C; a job's end
+    who, at = os.environ.get("SIGNAL_FROM", ""), int(os.environ.get("SIGNAL_AT_STEP", "0"))
+    original = IaNDiffusion.training_losses
+    calls = {"n": 0}
+
+    def signalling(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == at and who == f"rank{rank}":
+            os.kill(os.getpid(), signal.SIGINT)  # this rank alone, in the forward of step `at`
+        return original(self, *args, **kwargs)
+
+    original_item = VolumeDataset.__getitem__
+    items = {"n": 0}
+
+    def loading(self, index):
+        items["n"] += 1
+        in_worker = torch.utils.data.get_worker_info() is not None
+        if in_worker and rank == 0 and who in GROUP_SIGNALS and items["n"] == 2 * at - 1:
+            # torchrun and every process of the job, while rank 0 waits for its worker to load the
+            # volumes of step `at` (the step before has had time to end)
+            time.sleep(2.0)
+            os.killpg(os.getpgid(0), GROUP_SIGNALS[who])
+        return original_item(self, index)
+
+    IaNDiffusion.training_losses = signalling
+    VolumeDataset.__getitem__ = loading
+    try:
+        train(load_config(None, sys.argv[1:]), progress=False)
+        outcome = "finished"
+    except PRDiTError as err:
+        outcome = str(err)
+    with open(os.path.join(os.environ["OUT"], f"rank{rank}.txt"), "w") as handle:
+        handle.write(outcome)
+"""
+
+
+@pytest.fixture(scope="module")
+def ddp_interrupt_reference(phantom_lists, tmp_path_factory):
+    """An uninterrupted 2-process run with a checkpoint after every step: {step: checkpoint}."""
+    root = tmp_path_factory.mktemp("ddp_reference")
+    job = root / "job.py"
+    job.write_text(textwrap.dedent(DDP_INTERRUPT_JOB))
+    args = _ddp_interrupt_args(phantom_lists, root)
+    result = subprocess.run(_torchrun(29534) + [str(job), *args], env={**ENV, "OUT": str(root)},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {step: load_checkpoint(path) for step, path in list_checkpoints(root / "runs" / "ddp" / "checkpoints")}
+
+
+def _run_in_own_process_group(command: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """Run ``command`` as the leader of a new process group (the group a terminal's Ctrl-C reaches);
+    past ``timeout`` the whole group is killed and the test fails."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f"the job did not stop within {timeout} s:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def _torchrun(port: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
+
+
+def _ddp_interrupt_args(phantom_lists, root) -> list[str]:
+    train_list, _ = phantom_lists
+    return ["run.name=ddp", f"run.root={root / 'runs'}", "model.name=PRDiT-T/6/0", "model.input_size=16",
+            f"data.train={train_list}", "data.num_workers=1", "data.cache=true", "data.flip=true",
+            "train.global_batch=4", "train.steps=5", "optim.lr=1e-3", "log.every=1", "log.checkpoint_every=1",
+            "log.keep_last=10", "log.val_every=0", "log.tensorboard=false"]
+
+
+@pytest.mark.parametrize("who", ["rank1", "terminal", "scheduler"])
+def test_a_signal_under_torchrun_saves_the_step_in_progress_on_every_rank_and_exits(
+        phantom_lists, ddp_interrupt_reference, tmp_path, who):
+    """Ctrl-C to one rank, or Ctrl-C or SIGTERM to the whole job (torchrun forwards it to the
+    workers a second time, and the DataLoader workers receive it too): both ranks finish the step
+    in progress (step 3), save it and stop."""
+    job = tmp_path / "job.py"
+    job.write_text(textwrap.dedent(DDP_INTERRUPT_JOB))
+    args = _ddp_interrupt_args(phantom_lists, tmp_path) + ["log.checkpoint_every=5"]
+    env = {**ENV, "OUT": str(tmp_path), "SIGNAL_FROM": who, "SIGNAL_AT_STEP": "3"}
+    result = _run_in_own_process_group(_torchrun(29535) + [str(job), *args], env, timeout=120)
+    outcomes = [(tmp_path / f"rank{rank}.txt").read_text() if (tmp_path / f"rank{rank}.txt").exists() else
+                result.stderr[-3000:] for rank in (0, 1)]
+    match = re.match(r"interrupted; checkpoint saved at step (\d) in ", outcomes[0])
+    assert match, outcomes
+    assert outcomes[1].startswith(f"interrupted; checkpoint saved at step {match.group(1)} by rank 0"), outcomes
+    step = int(match.group(1))
+    assert step == 3
+    if who == "rank1":
+        assert result.returncode == 0, result.stderr[-3000:]
+    ckpt_dir = tmp_path / "runs" / "ddp" / "checkpoints"
+    assert [s for s, _ in list_checkpoints(ckpt_dir)] == [step]
+    saved, expected = load_checkpoint(checkpoint_path(ckpt_dir, step)), ddp_interrupt_reference[step]
+    for key in ("model", "ema"):
+        for name, value in expected[key].items():
+            assert torch.equal(saved[key][name], value), f"{key}.{name}"
+    for index, state in expected["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(saved["optimizer"]["state"][index][name], value), f"optimizer {index}.{name}"
+    assert all(torch.equal(a, b) for a, b in zip(saved["generators"], expected["generators"]))
+    assert saved["data_position"] == expected["data_position"]

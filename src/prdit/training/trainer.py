@@ -24,6 +24,7 @@ from prdit.training.checkpoint import (capture_rng_state, checkpoint_path, load_
                                        restore_rng_state, save_atomic)
 from prdit.training.config import ExperimentConfig
 from prdit.training.ema import EMA
+from prdit.training.interrupts import DeferredInterrupts, ignore_interrupts, launched_by_torchrun
 from prdit.training.metrics import MetricsLogger
 from prdit.training.run_dir import prepare_run_directory, write_run_config
 from prdit.training.setup import build_model, initialise_from, normalization_of, process_of
@@ -79,7 +80,8 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
 
     ``stop_after`` ends the call after that many steps of this call, ``time_limit_s`` after the
     first step that ends past that many seconds; either way a checkpoint is written and the run
-    can be continued later.
+    can be continued later. Ctrl-C or SIGTERM ends it when the step in progress has finished, on
+    every rank, with a checkpoint of that step and a ``PRDiTError`` saying so.
     """
     started = time.perf_counter()
     from torch.nn.parallel import DistributedDataParallel
@@ -161,8 +163,8 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
     end = total if stop_after is None else min(total, start_step + stop_after)
     sampler = D.ShardedBatchSampler(len(train_set), batch_size, dist.rank, dist.world_size, seed, start_step, end)
     loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=config.data.num_workers,
-                                         pin_memory=device.type == "cuda",
-                                         persistent_workers=False)
+                                         pin_memory=device.type == "cuda", persistent_workers=False,
+                                         worker_init_fn=ignore_interrupts)
     logger = MetricsLogger(run_dir, start_step, config.log.tensorboard) if dist.is_main else None
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if device.type == "cuda" and config.train.precision == "bf16" else contextlib.nullcontext())
@@ -226,13 +228,14 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
     last_loss = float("nan")
     last_path = None
     tick, tick_step = time.perf_counter(), start_step
-    # The last finished step and the RNG state right after it: what an interrupt at any later
-    # point (validation, preview, logging, the next step's forward) checkpoints, so a resumed
-    # run continues exactly as an uninterrupted one. Between optimizer.step() and the EMA
-    # update the weights belong to neither step, and an interrupt there saves nothing.
-    completed, completed_rng, updating = start_step, boundary(), False
+    # The RNG state at the end of the last finished step: what its checkpoint holds, whatever
+    # validation or a preview draw afterwards, so a resumed run continues exactly.
+    completed_rng = boundary()
     step = start_step
+    # Ctrl-C and SIGTERM stop the run at the end of the step in progress, on every rank together.
+    interrupts = DeferredInterrupts(second_stops_at_once=not launched_by_torchrun(), announce=dist.is_main)
     try:
+        interrupts.install()
         model.train()
         for step, x0 in enumerate(loader, start=start_step):
             x0 = x0.to(device, non_blocking=True)
@@ -260,10 +263,8 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
             if finite:
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip)
                 if torch.isfinite(grad_norm):
-                    updating = True
                     optimizer.step()
                     ema.update()
-                    updating = False
                 else:
                     finite = False
             if not finite:
@@ -272,7 +273,7 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
                     bar.write(f"step {step + 1}: non-finite loss or gradient, step skipped on all ranks")
             else:
                 window += torch.cat([step_losses, torch.ones(1, dtype=torch.float64, device=device)])
-            completed, completed_rng = step + 1, boundary()
+            completed_rng = boundary()
             done = step + 1
             out_of_time = time_limit_s is not None and D.all_reduce(torch.tensor(
                 [float(time.perf_counter() - started > time_limit_s)], device=device), "max").item() > 0
@@ -303,10 +304,17 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
 
                 save_training_preview(ema.model, process, normalization, run_dir / "previews" / f"step_{done:08d}.png",
                                       config.log.preview_num, config.log.preview_steps, seed, device)
-            if done % config.log.checkpoint_every == 0 or last:
+            saved = done % config.log.checkpoint_every == 0 or last
+            if saved:
                 last_path = save(done, completed_rng)
             if bar is not None:
                 bar.update(1)
+            if interrupts.stop_requested(device):  # the step boundary: every rank asks, every step
+                if not saved:
+                    last_path = save(done, completed_rng)
+                where = f" in {last_path}" if last_path else " by rank 0"
+                raise PRDiTError(f"interrupted; checkpoint saved at step {done}{where}. "
+                                 "Run the same command again to continue.")
             if out_of_time:
                 end = done
                 if bar is not None:
@@ -314,17 +322,16 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
                 break
         step = end
     except KeyboardInterrupt:
-        if not dist.enabled and completed > start_step and not updating:
-            last_path = save(completed, completed_rng)
-            raise PRDiTError(f"interrupted; checkpoint saved at step {completed} in {last_path}. "
-                             "Run the same command again to continue.") from None
-        raise
+        raise PRDiTError(f"interrupted again: stopped at once during step {step + 1}, without saving it. "
+                         "Run the same command again to continue from the newest checkpoint.") from None
     except torch.cuda.OutOfMemoryError as err:
         raise PRDiTError(f"out of GPU memory at {config.model.input_size}³ with {batch_size} volumes per GPU: "
                          "lower train.global_batch, use more GPUs, or set train.grad_checkpointing=true") from err
     finally:
+        interrupts.restore()
         if bar is not None:
             bar.close()
         if logger is not None:
             logger.close()
+    interrupts.redeliver()
     return RunState(run_dir=run_dir, step=end, last_loss=last_loss, checkpoint=last_path)

@@ -254,8 +254,8 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
                         or isinstance(err, torch.cuda.OutOfMemoryError)):
                     raise
                 if dist.enabled:
-                    raise PRDiTError(f"torch.compile failed during step {step + 1} ({type(err).__name__}: {err}); "
-                                     "run again with train.compile=false") from err
+                    raise PRDiTError(f"step {step + 1} failed with train.compile=true ({type(err).__name__}: {err}); "
+                                     "where torch.compile is the cause, run again with train.compile=false") from err
                 forward_model.fall_back(err)
                 step_losses, local_finite = gradients(x0, t, noise)
             # Skip a non-finite step on every rank together, so no rank waits in all-reduce.

@@ -14,7 +14,8 @@ per-step hook for guidance and previews.
   (on IaN ``cos β·x − sin β·v̂``, not the x̂₀ head alone, which a trained network's ε̂ head
   contradicts), so every deterministic sampler integrates one ODE. The first step leaves pure
   noise (a = 0, λ = −∞), where no earlier D exists: ``x = (s_j/s_0)·x + a_j·D``; the second step
-  is first order, the third at most second; the last step, into s = 0 (λ = +∞), returns x̂₀.
+  is first order, the third at most second; the last step, into s = 0 (λ = +∞), ends the state at D (the ODE's solution at t = 0) and
+  returns the x̂₀ head as the volume.
 
 The grid is the process's own (uniform in its time: β for IaN, t for flow matching) or, with the
 ``lambda`` schedule, keeps its two end steps and spaces the points between uniformly in λ, which
@@ -146,7 +147,9 @@ def sample(model: Denoiser, process: Process, shape: tuple[int, ...], settings: 
                 x = process.renoise(jumped, grid[i + settings.jump], t_j, z)
             elif settings.sampler in MULTISTEP_ORDER:
                 if i + 1 == settings.steps:
-                    x = prediction.x0
+                    # Into λ = +∞ the update is the data prediction itself: the state ends at the ODE's
+                    # solution at t = 0 (the volume returned stays the x̂₀ head).
+                    x = process.data_prediction(x, t_i, prediction)
                 elif i == 0:
                     x = (float(process.noise_scale(t_j)) / float(process.noise_scale(t_i))) * x \
                         + float(process.signal(t_j)) * process.data_prediction(x, t_i, prediction)

@@ -92,20 +92,44 @@ def _histogram_figure(sets: dict[str, list[np.ndarray]], path: Path) -> Path:
     return path
 
 
+def _interval(value: float, entry: dict, spec: str, scale: float = 1.0) -> str:
+    """``value [low, high]`` with the bootstrap interval of ``entry`` where it has one."""
+    interval = entry.get("interval") or {}
+    if interval.get("low") is None:
+        return format(value * scale, spec)
+    return f"{value * scale:{spec}} [{interval['low'] * scale:{spec}}, {interval['high'] * scale:{spec}}]"
+
+
 def _metric_rows(reports: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
-    header = ["model", "FID ×10³ ↓", "MMD ↓", "MS-SSIM generated", "MS-SSIM real", "Wasserstein ↓", "samples"]
+    header = ["model", "FID ×10³ ↓", "MMD ↓", "KID ×10³ ↓", "precision / recall ↑", "MS-SSIM generated",
+              "MS-SSIM real", "W(HU) ↓", "Wasserstein (critic) ↓", "samples"]
     rows = []
     for name, report in reports.items():
+        kid, prdc = report.get("kid"), report.get("prdc", {})
         rows.append([
             SET_LABELS[name],
-            f"{report['fid']['value_x1e3']:.2f}",
-            f"{report['mmd']['value']:.4f}",
-            f"{report['msssim']['fake']['mean']:.4f}",
-            f"{report['msssim']['real']['mean']:.4f}",
+            _interval(report["fid"]["value"], report["fid"], ".1f", 1e3),
+            _interval(report["mmd"]["value"], report["mmd"], ".3f"),
+            f"{kid['value'] * 1e3:.1f} ± {kid['std'] * 1e3:.1f}" if kid else "-",
+            f"{prdc['precision']:.2f} / {prdc['recall']:.2f}" if "precision" in prdc else "-",
+            _interval(report["msssim"]["fake"]["mean"], report["msssim"]["fake"], ".3f"),
+            _interval(report["msssim"]["real"]["mean"], report["msssim"]["real"], ".3f"),
+            _interval(report["hu_wasserstein"]["value"], report["hu_wasserstein"], ".1f")
+            if "hu_wasserstein" in report else "-",
             f"{report['wasserstein']['value']:.4f}",
             f"{report['samples']['fake']} vs {report['samples']['real']} real",
         ])
     return header, rows
+
+
+def _intervals_note(reports: dict[str, dict]) -> str:
+    """Beside the metrics table: what its intervals are and why they are wide here."""
+    samples = next(iter(reports.values()))["samples"]
+    return ("Brackets: 95 % bootstrap intervals (resamples of both sets; FID's is biased upwards by the "
+            "duplicates a resample holds); KID: mean ± std over subsets. With the demo's "
+            f"{samples['fake']} generated and {samples['real']} real volumes every interval is wide and FID is "
+            "dominated by its small-N bias: read a difference between the two models only where their intervals "
+            "do not overlap. Papers use 1,000 volumes.")
 
 
 PROCESS_TEXT = {
@@ -138,6 +162,7 @@ def write_report(out: Path, data: Path, runs: list[Path], samples: dict[str, Pat
     }
     viewer = _write_viewer(data, samples, out / "viewer.html", 3)
     header, rows = _metric_rows(reports)
+    note = _intervals_note(reports)
     network = next(iter(reports.values())).get("feature_network", {})
     if network.get("kind") == "ct-resnet152":
         caveat = (f"FID and MMD use the CT-pretrained ResNet-152 (weights sha256 {network['weights_sha256'][:12]}…, "
@@ -178,11 +203,11 @@ def write_report(out: Path, data: Path, runs: list[Path], samples: dict[str, Pat
             f"ground truth. PSNR / SSIM against the truth: trilinear {base['psnr']:.2f} dB / {base['ssim']:.3f}, "
             f"PRDiT prior {recon['psnr']:.2f} dB / {recon['ssim']:.3f}.", ["superres"]))
     links = {"Scroll through the volumes": viewer.name}
-    _write_markdown(out / "report.md", sections, images, header, rows, caveat, links)
-    return _write_html(out / "report.html", sections, images, header, rows, caveat, links)
+    _write_markdown(out / "report.md", sections, images, header, rows, caveat, note, links)
+    return _write_html(out / "report.html", sections, images, header, rows, caveat, note, links)
 
 
-def _write_markdown(path: Path, sections, images, header, rows, caveat, links) -> Path:
+def _write_markdown(path: Path, sections, images, header, rows, caveat, note, links) -> Path:
     lines = ["# PRDiT demo report", ""]
     for title, text, names in sections:
         lines += [f"## {title}", "", text, ""] + [f"![{n}]({images[n].relative_to(path.parent)})" for n in names] + [""]
@@ -190,13 +215,13 @@ def _write_markdown(path: Path, sections, images, header, rows, caveat, links) -
             lines += [f"[Open {links[title]}]({links[title]})", ""]
     lines += ["## Metrics", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    lines += ["", f"*{caveat}* MS-SSIM: mean over pairs of volumes of one set (lower = more diverse); the real "
-              "set's value is the reference.", ""]
+    lines += ["", f"*{caveat}* {note} MS-SSIM: mean over pairs of volumes of one set (lower = more "
+              "diverse); the real set's value is the reference.", ""]
     path.write_text("\n".join(lines))
     return path
 
 
-def _write_html(path: Path, sections, images, header, rows, caveat, links) -> Path:
+def _write_html(path: Path, sections, images, header, rows, caveat, note, links) -> Path:
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>PRDiT demo report</title><style>",
              "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}",
              "img{max-width:100%;border:1px solid #ddd;margin:.5em 0}table{border-collapse:collapse}",
@@ -210,7 +235,7 @@ def _write_html(path: Path, sections, images, header, rows, caveat, links) -> Pa
             parts.append(f"<p><a href='{html.escape(links[title])}'>Open {html.escape(links[title])}</a></p>")
     parts.append("<h2>Metrics</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
     parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows]
-    parts.append(f"</table><p class='note'>{html.escape(caveat)}</p><p>MS-SSIM: mean over pairs of volumes of one "
-                 "set (lower = more diverse); the real set's value is the reference.</p></body></html>")
+    parts.append(f"</table><p class='note'>{html.escape(caveat)}</p><p class='note'>{html.escape(note)}</p>"
+                 "<p>MS-SSIM: mean over pairs of volumes of one set (lower = more diverse); the real set's value is the reference.</p></body></html>")
     path.write_text("\n".join(parts))
     return path

@@ -36,3 +36,21 @@ def phantoms16() -> np.ndarray:
 def phantoms32() -> np.ndarray:
     """32 phantoms of 32^3."""
     return phantom_set(32, 32)
+
+
+@pytest.fixture
+def evaluate_cli():
+    """``prdit evaluate ARGS`` through typer's test runner -> its result."""
+    import typer
+    from typer.testing import CliRunner
+
+    from prdit.evaluation.cli import register
+
+    app = typer.Typer()
+
+    @app.callback()
+    def root() -> None:
+        """Test app."""
+
+    register(app)
+    return lambda args: CliRunner().invoke(app, ["evaluate", *args])

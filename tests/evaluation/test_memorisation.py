@@ -7,14 +7,11 @@ import json
 
 import numpy as np
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from prdit.data.io import Volume, write_volume
 from prdit.data.normalization import Normalization
 from prdit.data.phantoms import generate_phantom
 from prdit.errors import DataError
-from prdit.evaluation.cli import register
 from prdit.evaluation.config import EvaluationConfig, MemorisationConfig
 from prdit.evaluation.memorisation import nearest_by_correlation, translations
 from prdit.evaluation.report import evaluate
@@ -41,18 +38,7 @@ def write_set(folder, volumes) -> None:
         write_volume(folder / f"volume_{i:03d}.nii.gz", Volume(volume, spacing=(2.0, 2.0, 2.0)))
 
 
-def run_cli(args: list[str]):
-    app = typer.Typer()
-
-    @app.callback()
-    def root() -> None:
-        """Test app."""
-
-    register(app)
-    return CliRunner().invoke(app, ["evaluate", *args])
-
-
-def test_copies_of_training_phantoms_are_flagged_and_fresh_ones_are_not(tmp_path):
+def test_copies_of_training_phantoms_are_flagged_and_fresh_ones_are_not(tmp_path, evaluate_cli):
     rng = np.random.default_rng(0)
     train = phantoms_hu(range(40))
     generated = copies_of(train, rng) + phantoms_hu(range(1000, 1020))  # 20 copies, then 20 fresh phantoms
@@ -60,7 +46,7 @@ def test_copies_of_training_phantoms_are_flagged_and_fresh_ones_are_not(tmp_path
     write_set(tmp_path / "fake", generated)
     write_set(tmp_path / "real", phantoms_hu(range(2000, 2060)))  # held out: the reference
     out = tmp_path / "report.json"
-    result = run_cli(["--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"), "--train",
+    result = evaluate_cli(["--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"), "--train",
                       str(tmp_path / "train"), "--metrics", "memorisation", "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "memorisation" in result.output and "flagged" in result.output

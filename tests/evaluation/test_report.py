@@ -9,13 +9,10 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
-import typer
-from typer.testing import CliRunner
 
 from prdit.data.io import Volume, write_volume
 from prdit.data.normalization import Normalization
 from prdit.errors import ConfigError, DataError
-from prdit.evaluation.cli import register
 from prdit.evaluation.config import BootstrapConfig, CriticConfig, EvaluationConfig, MSSSIMConfig
 from prdit.evaluation.medicalnet import random_medicalnet
 from prdit.evaluation.report import evaluate, report_table
@@ -150,24 +147,13 @@ def test_real_sets_smaller_than_generated_or_of_a_non_integer_ratio_are_an_error
     assert evaluate(phantoms16[:3], phantoms32[:3], resized)["input_size"] == [16, 16, 16]
 
 
-def run_cli(args: list[str]):
-    app = typer.Typer()
-
-    @app.callback()
-    def root() -> None:
-        """Test app."""
-
-    register(app)
-    return CliRunner().invoke(app, ["evaluate", *args])
-
-
-def test_command_line_with_medicalnet_weights_writes_the_report(folders, tmp_path):
+def test_command_line_with_medicalnet_weights_writes_the_report(folders, tmp_path, evaluate_cli):
     model = random_medicalnet(seed=7)
     weights = tmp_path / "resnet_50_23dataset.pth"
     torch.save({"state_dict": OrderedDict((f"module.{k}", v) for k, v in model.state_dict().items()
                                           if not k.endswith("num_batches_tracked"))}, weights)
     out = tmp_path / "report.json"
-    result = run_cli(["--real", str(folders[0]), "--fake", str(folders[1]), "--real-units", "hu",
+    result = evaluate_cli(["--real", str(folders[0]), "--fake", str(folders[1]), "--real-units", "hu",
                       "--fake-units", "model", "--weights", str(weights), "--metrics", "fid,mmd,kid",
                       "--out", str(out), "--no-cache", "--quiet", "--bootstrap", "30", "--bootstrap-seed", "4"])
     assert result.exit_code == 0, result.output
@@ -181,8 +167,8 @@ def test_command_line_with_medicalnet_weights_writes_the_report(folders, tmp_pat
     assert "KID x10^3" in result.output
 
 
-def test_command_line_refuses_fid_without_weights(folders):
-    result = run_cli(["--real", str(folders[0]), "--fake", str(folders[1]), "--real-units", "hu",
+def test_command_line_refuses_fid_without_weights(folders, evaluate_cli):
+    result = evaluate_cli(["--real", str(folders[0]), "--fake", str(folders[1]), "--real-units", "hu",
                       "--fake-units", "model", "--quiet"])
     assert result.exit_code != 0 and isinstance(result.exception, ConfigError)
 

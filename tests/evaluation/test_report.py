@@ -193,3 +193,17 @@ def test_report_with_ct_features_names_the_network_and_its_digest(folders, tmp_p
     assert list((tmp_path / "c").glob("*.npz"))
     with pytest.warns(UserWarning, match="N=6"):
         assert evaluate(*folders, config)["fid"]["value"] == report["fid"]["value"]
+
+
+def test_command_line_prints_warnings_with_their_brackets(folders, evaluate_cli, monkeypatch):
+    """A warning naming an install extra or an interval reaches the terminal as written (rich markup
+    would drop ``[ct-features]``)."""
+    import prdit.evaluation.report as report_module
+
+    warning = "install it with pip install 'prdit[ct-features]'; interval [low, high]"
+    monkeypatch.setattr(report_module, "evaluate", lambda *args, **kwargs: {"warnings": [warning]})
+    monkeypatch.setattr(report_module, "report_table", lambda report: "table")
+    result = evaluate_cli(["--real", str(folders[0]), "--fake", str(folders[1]), "--features", "random-init",
+                           "--seed", "0", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert warning in " ".join(result.output.split())

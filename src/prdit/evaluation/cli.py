@@ -99,6 +99,7 @@ def register(app: typer.Typer) -> None:
         import warnings
 
         from rich.console import Console
+        from rich.markup import escape
 
         from prdit.errors import ConfigError
         from prdit.evaluation.report import evaluate, report_table, write_report
@@ -137,9 +138,9 @@ def register(app: typer.Typer) -> None:
         console = Console()
         console.print(report_table(report))
         for warning in report["warnings"]:
-            console.print(f"[bold yellow]warning:[/] {warning}")
+            console.print(f"[bold yellow]warning:[/] {escape(warning)}")
         if out is not None:
-            console.print(f"report written to {write_report(report, out)}")
+            console.print(f"report written to {escape(str(write_report(report, out)))}")
 
 
 def _normalization(model: Path | None, kind: str | None, hu_min: float | None, hu_max: float | None,

@@ -7,6 +7,10 @@ with one thread and fixed seeds, and exports the stage-2 EMA weights:
 
     python benchmarks/reference_model.py                       # -> benchmarks/reference_model/
     python benchmarks/reference_model.py --stage1-steps 500 --stage2-steps 500 --out /tmp/ref
+    python benchmarks/reference_model.py --out /tmp/ref-noflip --set data.flip=false   # a config override
+
+``--set`` overrides a config value in both stages, ``--stage1-set``/``--stage2-set`` in one; the
+overrides of each stage are kept in ``training.json``.
 
 The output holds ``prdit/`` (the model folder ``benchmarks/sampler_quality.py`` uses by default),
 ``data/`` (the phantoms, with ``val.txt`` as the held-out set) and ``training.json`` (steps,
@@ -34,8 +38,10 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "reference_model"
 STAGES = ("phantoms-tiny-stage1", "phantoms-tiny-stage2")
 
 
-def train_stage(name: str, steps: int, data: Path, out: Path, seed: int, init_from: Path | None) -> dict:
-    """Train one stage to ``steps`` (continuing its run directory); returns steps, seconds and last losses."""
+def train_stage(name: str, steps: int, data: Path, out: Path, seed: int, init_from: Path | None,
+                extra: list[str] = ()) -> dict:
+    """Train one stage to ``steps`` (continuing its run directory), ``extra`` config overrides last; returns steps,
+    seconds and last losses."""
     from prdit.training.config import load_config
     from prdit.training.trainer import train
 
@@ -43,12 +49,12 @@ def train_stage(name: str, steps: int, data: Path, out: Path, seed: int, init_fr
                  f"train.steps={steps}", f"train.seed={seed}"]
     if init_from is not None:
         overrides.append(f"train.init_from={init_from}")
-    config = load_config(name, overrides)
+    config = load_config(name, [*overrides, *extra])
     started = time.perf_counter()
     state = train(config, progress=True)
     run = out / "runs" / config.run.name
-    return {"config": name, "steps": state.step, "final_loss": _last_logged_loss(run / "train.csv"),
-            "seconds_this_call": round(time.perf_counter() - started, 1), "run": str(run.relative_to(out))}
+    return {"config": name, "overrides": list(extra), "steps": state.step,
+            "final_loss": _last_logged_loss(run / "train.csv"), "seconds_this_call": round(time.perf_counter() - started, 1), "run": str(run.relative_to(out))}
 
 
 def _last_logged_loss(path: Path) -> float | None:
@@ -69,6 +75,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stage2-steps", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 keeps the run reproducible)")
+    parser.add_argument("--set", dest="both", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for both stages (repeatable), e.g. data.flip=false")
+    parser.add_argument("--stage1-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for stage 1 only (repeatable), e.g. model.name=PRDiT-XS/6/0")
+    parser.add_argument("--stage2-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for stage 2 only (repeatable), e.g. optim.ema_decay=0.999")
+    parser.add_argument("--val-count", type=int, default=None, help="phantoms held out (default: a quarter)")
     parser.add_argument("--data-only", action="store_true", help="only write the phantoms and their split (the "
                         "model folder is in the repository; this gives the benchmark its held-out phantoms)")
     args = parser.parse_args(argv)
@@ -83,17 +96,18 @@ def main(argv: list[str] | None = None) -> None:
     if len(list(data.glob("phantom_*.nii.gz"))) < args.phantoms:
         write_phantoms(args.phantoms, args.size, data, seed=args.seed)
     if not (data / "train.txt").is_file():
-        split_volumes(data, val_fraction=0.25, seed=42, out_dir=data)
+        split_volumes(data, val_fraction=0.25, seed=42, out_dir=data, val_count=args.val_count)
     if args.data_only:
         print(f"phantoms and split in {data}")
         return
     record_path = out / "training.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     record.update({"phantoms": args.phantoms, "size": args.size, "seed": args.seed, "threads": args.threads})
-    stage1 = train_stage(STAGES[0], args.stage1_steps, data, out, args.seed, None)
+    stage1 = train_stage(STAGES[0], args.stage1_steps, data, out, args.seed, None, [*args.both, *args.stage1_set])
     record.setdefault("stages", {})[STAGES[0]] = _merged(record, STAGES[0], stage1)
     record_path.write_text(json.dumps(record, indent=2) + "\n")
-    stage2 = train_stage(STAGES[1], args.stage2_steps, data, out, args.seed, out / stage1["run"])
+    stage2 = train_stage(STAGES[1], args.stage2_steps, data, out, args.seed, out / stage1["run"],
+                         [*args.both, *args.stage2_set])
     record["stages"][STAGES[1]] = _merged(record, STAGES[1], stage2)
     export_run(out / stage2["run"], out / "prdit", overwrite=True)
     record_path.write_text(json.dumps(record, indent=2) + "\n")

@@ -82,6 +82,20 @@ def test_reference_model_trains_both_stages_exports_and_does_not_train_again(tmp
     assert (tmp_path / "prdit" / "model.safetensors").read_bytes() == weights
 
 
+def test_reference_model_config_overrides_reach_their_stages_and_the_record(tmp_path):
+    script = importlib.import_module("benchmarks.reference_model")
+    script.main(["--out", str(tmp_path), "--phantoms", "6", "--val-count", "1", "--stage1-steps", "1",
+                 "--stage2-steps", "1", "--set", "data.flip=false", "--stage2-set", "optim.ema_decay=0.999"])
+    stages = json.loads((tmp_path / "training.json").read_text())["stages"]
+    assert stages[script.STAGES[0]]["overrides"] == ["data.flip=false"]
+    assert stages[script.STAGES[1]]["overrides"] == ["data.flip=false", "optim.ema_decay=0.999"]
+    trained = json.loads((tmp_path / "prdit" / "config.json").read_text())["training"]["config"]
+    assert trained["data"]["flip"] is False and trained["optim"]["ema_decay"] == 0.999
+    from prdit.data.dataset import list_volumes
+
+    assert len(list_volumes(tmp_path / "data" / "val.txt")) == 1 and len(list_volumes(tmp_path / "data" / "train.txt")) == 5
+
+
 def test_reference_model_data_only_writes_phantoms_and_split(tmp_path):
     script = importlib.import_module("benchmarks.reference_model")
     script.main(["--out", str(tmp_path), "--phantoms", "8", "--data-only"])

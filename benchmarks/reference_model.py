@@ -54,7 +54,8 @@ def train_stage(name: str, steps: int, data: Path, out: Path, seed: int, init_fr
     state = train(config, progress=True)
     run = out / "runs" / config.run.name
     return {"config": name, "overrides": list(extra), "steps": state.step,
-            "final_loss": _last_logged_loss(run / "train.csv"), "seconds_this_call": round(time.perf_counter() - started, 1), "run": str(run.relative_to(out))}
+            "final_loss": _last_logged_loss(run / "train.csv"),
+            "seconds_this_call": round(time.perf_counter() - started, 1), "run": str(run.relative_to(out))}
 
 
 def _last_logged_loss(path: Path) -> float | None:

@@ -93,7 +93,8 @@ def test_reference_model_config_overrides_reach_their_stages_and_the_record(tmp_
     assert trained["data"]["flip"] is False and trained["optim"]["ema_decay"] == 0.999
     from prdit.data.dataset import list_volumes
 
-    assert len(list_volumes(tmp_path / "data" / "val.txt")) == 1 and len(list_volumes(tmp_path / "data" / "train.txt")) == 5
+    assert len(list_volumes(tmp_path / "data" / "val.txt")) == 1
+    assert len(list_volumes(tmp_path / "data" / "train.txt")) == 5
 
 
 def test_reference_model_data_only_writes_phantoms_and_split(tmp_path):

@@ -18,7 +18,7 @@ def invoke(*args):
 
 
 def test_ian_samples_with_its_measured_steps_and_reconstructs_with_the_references():
-    assert (IaNDiffusion.sample_steps, IaNDiffusion.guided_steps) == (50, 1000)
+    assert (IaNDiffusion.sample_steps, IaNDiffusion.guided_steps) == (100, 1000)
 
 
 def test_prdit_sample_without_steps_takes_the_sampling_default(model_dir, tmp_path):

@@ -156,8 +156,8 @@ def test_compile_falls_back_to_eager_with_a_warning(model_dir, monkeypatch):
 def test_sampling_defaults_to_the_measured_steps_and_reconstruction_to_the_reference(pipe, monkeypatch):
     from prdit.generation import pipeline as module
 
-    assert (pipe.settings().sampler, pipe.settings().steps) == ("pc", IaNDiffusion.sample_steps) == ("pc", 50)
-    assert pipe.settings(sampler="euler").steps == 50 and pipe.settings(steps=1000).steps == 1000
+    assert (pipe.settings().sampler, pipe.settings().steps) == ("pc", IaNDiffusion.sample_steps) == ("pc", 100)
+    assert pipe.settings(sampler="euler").steps == 100 and pipe.settings(steps=1000).steps == 1000
     seen = []
 
     def record(model, process, generators, settings, device, hooks=()):

@@ -27,9 +27,8 @@ def register(app: typer.Typer) -> None:
                                   "cost the same per volume to within 10 % (benchmarks/batched_sampling.py); not "
                                   "measured on a GPU."),
         steps: int = typer.Option(None, "--steps", help=f"Sampler steps (default: IaN {IaNDiffusion.sample_steps} "
-                                  "predictor-corrector steps, which match the reference's 250 on FID and MMD and are "
-                                  "closer on the HU histogram of the benchmark's reference model (the reference "
-                                  f"samples with 1000); flow matching {FlowMatching.sample_steps}); network calls per "
+                                  "predictor-corrector steps, which no other step count beats on the benchmark's "
+                                  "reference model (the reference samples with 1000); flow matching {FlowMatching.sample_steps}); network calls per "
                                   "volume, twice that for 'heun'."),
         sampler: str = typer.Option(None, "--sampler", help="IaN: 'pc' (predictor-corrector, default), 'euler', "
                                     "'heun', 'dpm++1' (DDIM), 'dpm++2m', 'dpm++3m' (DPM-Solver++, for 10-50 "

@@ -38,6 +38,7 @@ def root(
 # Each module defines ``register(app: typer.Typer) -> None``.
 COMMAND_MODULES = [  # in the order of the workflow, as `prdit --help` lists them
     "prdit.data.cli",
+    "prdit.data.convert",
     "prdit.models.cli",
     "prdit.training.cli",
     "prdit.generation.cli",

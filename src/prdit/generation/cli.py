@@ -59,6 +59,9 @@ def register(app: typer.Typer) -> None:
         compile: bool = typer.Option(DEFAULTS.compile, "--compile", help="Run the network through torch.compile "
                                      "(compiles on the first step; falls back to eager with a warning where it "
                                      "fails; results equal up to float rounding, not bit for bit)."),
+        volume_format: str = typer.Option("nifti", "--format", help="'nifti' (OUT/sample_*.nii.gz), 'dicom' (a "
+                                          "CT series per volume in OUT/dicom/sample_*/, for PACS and 3D Slicer) "
+                                          "or 'both'."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """Generate CT volumes as .nii.gz in Hounsfield units, with a manifest and previews; resumable."""
@@ -92,7 +95,8 @@ def register(app: typer.Typer) -> None:
         summary = generate_to_folder(pipe, out, indices, settings, overwrite=overwrite, save_x0=save_x0,
                                      previews=previews, progress=not quiet,
                                      log=lambda line: typer.secho(f"warning: {line}", fg=typer.colors.YELLOW,
-                                                                  err=True))
+                                                                  err=True),
+                                     volume_format=volume_format)
         typer.echo(f"generated {len(summary.generated)}, skipped {len(summary.skipped)} existing"
                    + (" (--overwrite replaces them)" if summary.skipped else ""))
         typer.echo(f"manifest: {summary.out / MANIFEST}" + (f"  grid: {summary.grid}" if summary.grid else "")

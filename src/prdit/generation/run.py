@@ -5,6 +5,7 @@ Layout of ``OUT``::
     manifest.json               run settings and one entry per volume (index, seed, files)
     sample_00000.nii.gz         volume 0 in Hounsfield units, training spacing, centred origin
     x0/sample_00000.nii.gz      with ``save_x0``: the final x̂₀ in the model range (float32)
+    dicom/sample_00000/         with format ``dicom`` or ``both``: volume 0 as a DICOM CT series
     previews/sample_00000.png   three orthogonal mid-slices
     grid.png                    every preview in one image
     view.html                   the first 16 volumes in the viewer of ``prdit view``, at most 64³
@@ -13,7 +14,8 @@ Volumes in HU and x̂₀ sit in different folders, so ``prdit evaluate --fake OU
 volumes only. Each file is written under ``OUT/.partial`` and renamed into place, so a killed
 run never leaves a half-written file that a resumed run would take for done. Existing volumes
 are skipped (their files are not touched) unless ``overwrite``; ``manifest.json`` and
-``grid.png``/``view.html`` are summaries and are brought up to date by every run.
+``grid.png``/``view.html`` are summaries and are brought up to date by every run. Format
+``dicom`` writes the DICOM series instead of the NIfTI files (then there is no ``view.html``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prdit.data.dicom_writer import write_dicom_series
 from prdit.data.io import file_sha256, read_volume, write_volume
 from prdit.data.normalization import Normalization
 from prdit.errors import ConfigError
@@ -40,6 +43,8 @@ MANIFEST = "manifest.json"
 FORMAT = "prdit-samples"
 FORMAT_VERSION = 1
 X0_DIR = "x0"
+DICOM_DIR = "dicom"
+VOLUME_FORMATS = ("nifti", "dicom", "both")
 PREVIEW_DIR = "previews"
 PARTIAL_DIR = ".partial"
 GRID = "grid.png"
@@ -86,8 +91,9 @@ def hu_file_array(hu: np.ndarray, normalization: Normalization) -> np.ndarray:
 class SampleFolder:
     """The output folder of a run: file paths, the manifest, and writes by rename."""
 
-    def __init__(self, out: str | Path, settings: dict, overwrite: bool) -> None:
+    def __init__(self, out: str | Path, settings: dict, overwrite: bool, volume_format: str = "nifti") -> None:
         self.out = Path(out)
+        self.volume_format = volume_format
         self.out.mkdir(parents=True, exist_ok=True)
         self.manifest = _open_manifest(self.out, settings, overwrite)
         self.entries: dict[int, dict] = {e["index"]: e for e in self.manifest["volumes"]}
@@ -103,6 +109,24 @@ class SampleFolder:
         """The final x̂₀ in the model range."""
         return self.out / X0_DIR / f"{sample_name(index)}.nii.gz"
 
+    def dicom_path(self, index: int) -> Path:
+        """The volume as a DICOM CT series folder."""
+        return self.out / DICOM_DIR / sample_name(index)
+
+    def has_volume(self, index: int) -> bool:
+        """True if the volume is on disk in every format of this run."""
+        nifti = self.volume_format == "dicom" or self.hu_path(index).is_file()
+        dicom = self.volume_format == "nifti" or self.dicom_path(index).is_dir()
+        return nifti and dicom
+
+    def read_hu(self, index: int) -> np.ndarray:
+        """The volume in HU ``[D, H, W]`` from its NIfTI file, else from its DICOM series."""
+        from prdit.data.dicom_writer import read_dicom_series
+
+        if self.hu_path(index).is_file():
+            return read_volume(self.hu_path(index)).array
+        return read_dicom_series(self.dicom_path(index)).array
+
     def preview_path(self, index: int) -> Path:
         """The three-slice preview."""
         return self.out / PREVIEW_DIR / f"{sample_name(index)}.png"
@@ -117,9 +141,12 @@ class SampleFolder:
 
     def record(self, index: int, seed: int, save: bool = True, **fields) -> None:
         """Add or update the manifest entry of a volume, listing the files it has now."""
-        entry = self.entries.setdefault(index, {"index": index, "seed": seed, "file": self.hu_path(index).name,
-                                                "x0_file": None, "preview": None})
+        entry = self.entries.setdefault(index, {"index": index, "seed": seed, "file": None, "x0_file": None,
+                                                "preview": None})
         entry.update(fields)
+        entry["file"] = self.hu_path(index).name if self.hu_path(index).is_file() else None
+        entry["dicom"] = self.dicom_path(index).relative_to(self.out).as_posix() \
+            if self.dicom_path(index).is_dir() else None
         for key, path in (("x0_file", self.x0_path(index)), ("preview", self.preview_path(index))):
             entry[key] = path.relative_to(self.out).as_posix() if path.is_file() else None
         if save:
@@ -132,7 +159,7 @@ class SampleFolder:
 
     def unlisted(self) -> list[str]:
         """Volume files in the folder that the manifest does not list."""
-        listed = {e["file"] for e in self.manifest["volumes"]}
+        listed = {e.get("file") for e in self.manifest["volumes"]}
         return sorted(p.name for p in self.out.glob("sample_*.nii.gz") if p.name not in listed)
 
     def close(self) -> None:
@@ -142,8 +169,14 @@ class SampleFolder:
 
 def generate_to_folder(pipe: PRDiTPipeline, out: str | Path, indices: Sequence[int], settings: SamplingConfig,
                        overwrite: bool = False, save_x0: bool = False, previews: bool = True, progress: bool = True,
-                       log: Callable[[str], None] | None = None) -> RunSummary:
-    """Generate volumes ``indices`` of the run ``settings`` describe into ``out`` (see the module docstring)."""
+                       log: Callable[[str], None] | None = None, volume_format: str = VOLUME_FORMATS[0]
+                       ) -> RunSummary:
+    """Generate volumes ``indices`` of the run ``settings`` describe into ``out`` (see the module docstring).
+
+    ``volume_format``: ``nifti`` (``.nii.gz``), ``dicom`` (a CT series folder) or ``both``.
+    """
+    if volume_format not in VOLUME_FORMATS:
+        raise ConfigError(f"unknown volume format '{volume_format}'; choose one of {', '.join(VOLUME_FORMATS)}")
     if pipe.source is None:
         raise ConfigError("a generation folder records its model folder; load the pipeline with from_pretrained")
     if pipe.model.config.in_channels != 1:
@@ -152,7 +185,8 @@ def generate_to_folder(pipe: PRDiTPipeline, out: str | Path, indices: Sequence[i
     if not indices or indices[0] < 0:
         raise ConfigError(f"volume indices must be >= 0, got {indices[:3]}")
     settings = pipe.settings(settings)
-    folder = SampleFolder(out, _run_settings(pipe, settings), overwrite)
+    folder = SampleFolder(out, {**_run_settings(pipe, settings), "volume_format": volume_format}, overwrite,
+                          volume_format)
     try:
         summary = _generate(pipe, folder, indices, settings, overwrite, save_x0, previews, progress)
     finally:
@@ -176,7 +210,7 @@ def _generate(pipe: PRDiTPipeline, folder: SampleFolder, indices: list[int], set
         title = f"{sample_name(i)}  seed {seed_of_volume}  ({window[0]:.0f} to {window[1]:.0f} HU)"
         folder.write(folder.preview_path(i), lambda tmp: save_preview(tmp, hu, pipe.spacing, window, title))
 
-    todo = [i for i in indices if overwrite or not folder.hu_path(i).is_file()
+    todo = [i for i in indices if overwrite or not folder.has_volume(i)
             or (save_x0 and not folder.x0_path(i).is_file())]
     summary.skipped = sorted(set(indices) - set(todo))
     folder.save_manifest()  # the run's settings are on disk before the first volume
@@ -195,10 +229,19 @@ def _generate(pipe: PRDiTPipeline, folder: SampleFolder, indices: list[int], set
             for k, i in enumerate(batch):
                 x0 = result.volumes[k:k + 1]
                 hu = hu_file_array(pipe.to_hu(x0)[0], pipe.normalization)
-                fresh = overwrite or not folder.hu_path(i).is_file()  # else only the x̂₀ file was missing
+                fresh = overwrite or not folder.has_volume(i)  # else only the x̂₀ file was missing
                 if fresh:
                     volume = pipe.to_volume(hu)
-                    folder.write(folder.hu_path(i), lambda tmp: write_volume(tmp, volume))
+                    if folder.volume_format != "dicom":
+                        folder.write(folder.hu_path(i), lambda tmp: write_volume(tmp, volume))
+                    if folder.volume_format != "nifti":
+                        write_dicom_series(volume, folder.dicom_path(i), model_name=pipe.model.name,
+                                           model_digest=folder.manifest["model"]["weights_sha256"],
+                                           seed=result.seeds[k], index=i, overwrite=True)
+                    if overwrite and folder.volume_format == "nifti":  # the other format of the replaced volume
+                        shutil.rmtree(folder.dicom_path(i), ignore_errors=True)
+                    elif overwrite and folder.volume_format == "dicom":
+                        folder.hu_path(i).unlink(missing_ok=True)
                 if save_x0 and (fresh or not folder.x0_path(i).is_file()):
                     volume = pipe.to_volume(x0[0, 0].numpy().astype(np.float32))
                     folder.write(folder.x0_path(i), lambda tmp: write_volume(tmp, volume))
@@ -219,7 +262,7 @@ def _generate(pipe: PRDiTPipeline, folder: SampleFolder, indices: list[int], set
     for i in summary.skipped:
         # Volumes of an interrupted run may lack a preview or a manifest entry.
         if previews and not folder.preview_path(i).is_file():
-            preview(i, read_volume(folder.hu_path(i)).array, volume_seed(seed, i))
+            preview(i, folder.read_hu(i), volume_seed(seed, i))
         folder.record(i, volume_seed(seed, i), save=False)
     folder.save_manifest()
     if previews:
@@ -235,7 +278,8 @@ def _write_view(folder: SampleFolder, window: tuple[float, float]) -> Path | Non
     """``view.html``: the first volumes of the folder in the viewer, in the previews' window."""
     from prdit.viewer import write_viewer
 
-    files = [folder.out / e["file"] for e in folder.manifest["volumes"] if (folder.out / e["file"]).is_file()]
+    files = [folder.out / e["file"] for e in folder.manifest["volumes"]
+             if e.get("file") and (folder.out / e["file"]).is_file()]
     if not files:
         return None
     shown = files[:VIEW_MAX_VOLUMES]

@@ -1,0 +1,47 @@
+import json
+
+import numpy as np
+import pydicom
+from typer.testing import CliRunner
+
+from prdit.cli import app
+from prdit.data.dicom_writer import read_dicom_series
+from prdit.data.io import read_volume
+from prdit.generation.sampling import volume_seed
+
+
+def sample(*args):
+    result = CliRunner().invoke(app, ["sample", *map(str, args), "--steps", "4", "--quiet", "--no-previews"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+def test_sample_format_both_writes_a_dicom_series_equal_to_the_nifti(model_dir, tmp_path, spacing):
+    sample(model_dir, "--out", tmp_path, "--num", 2, "--seed", 5, "--format", "both")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["volume_format"] == "both"
+    for entry in manifest["volumes"]:
+        i = entry["index"]
+        assert entry["dicom"] == f"dicom/sample_{i:05d}" and entry["file"] == f"sample_{i:05d}.nii.gz"
+        nifti = read_volume(tmp_path / entry["file"])
+        dicom = read_dicom_series(tmp_path / entry["dicom"])
+        np.testing.assert_array_equal(dicom.array, nifti.array)
+        np.testing.assert_allclose(dicom.spacing, spacing, atol=1e-4)
+        np.testing.assert_allclose(dicom.origin, nifti.origin, atol=1e-4)
+        first = pydicom.dcmread(sorted((tmp_path / entry["dicom"]).glob("*.dcm"))[0])
+        digest = manifest["model"]["weights_sha256"]
+        assert first.PatientID == f"PRDIT-{digest[:8]}-{volume_seed(5, i)}-{i}"
+        assert f"PRDiT-T/6/2 seed {volume_seed(5, i)} index {i}" in first.SeriesDescription
+
+
+def test_sample_format_dicom_writes_only_the_series_and_resumes(model_dir, tmp_path):
+    sample(model_dir, "--out", tmp_path, "--num", 1, "--seed", 5, "--format", "dicom")
+    assert not list(tmp_path.glob("*.nii.gz"))
+    series = tmp_path / "dicom" / "sample_00000"
+    assert len(list(series.glob("*.dcm"))) == 16
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["volume_format"] == "dicom" and manifest["volumes"][0]["file"] is None
+    before = sorted(p.stat().st_mtime_ns for p in series.glob("*.dcm"))
+    result = sample(model_dir, "--out", tmp_path, "--num", 1, "--seed", 5, "--format", "dicom")
+    assert "skipped 1" in result.output
+    assert sorted(p.stat().st_mtime_ns for p in series.glob("*.dcm")) == before

@@ -45,3 +45,11 @@ def test_sample_format_dicom_writes_only_the_series_and_resumes(model_dir, tmp_p
     result = sample(model_dir, "--out", tmp_path, "--num", 1, "--seed", 5, "--format", "dicom")
     assert "skipped 1" in result.output
     assert sorted(p.stat().st_mtime_ns for p in series.glob("*.dcm")) == before
+
+
+def test_sample_refuses_an_unknown_format(model_dir, tmp_path):
+    from prdit.errors import ConfigError
+
+    result = CliRunner().invoke(app, ["sample", str(model_dir), "--out", str(tmp_path), "--format", "png"])
+    assert isinstance(result.exception, ConfigError) and "nifti, dicom, both" in str(result.exception)
+    assert not (tmp_path / "manifest.json").exists()

@@ -201,6 +201,8 @@ def write_dicom_series(volume: Volume, folder: str | Path, *, model_name: str | 
 
 def read_dicom_series(folder: str | Path) -> Volume:
     """The one CT series in ``folder`` as a float32 HU ``Volume``; raises DataError for anything else."""
+    import SimpleITK as sitk
+
     from prdit.data.dicom import describe_series, find_dicom_files, read_series, scan_headers, series_rejection
 
     folder = Path(folder)
@@ -223,17 +225,11 @@ def read_dicom_series(folder: str | Path) -> Volume:
         raise DataError(f"{folder}: series {uid} is not a CT volume: {reason}")
     image = read_series(headers)
     return Volume(
-        array=_as_int16_if_integral(_array(image)),
+        array=_as_int16_if_integral(sitk.GetArrayFromImage(image)),
         spacing=tuple(float(s) for s in image.GetSpacing()),
         origin=tuple(float(o) for o in image.GetOrigin()),
         direction=np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3),
     )
-
-
-def _array(image) -> np.ndarray:
-    import SimpleITK as sitk
-
-    return sitk.GetArrayFromImage(image)
 
 
 def _as_int16_if_integral(array: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from prdit.cli import app
 from prdit.data.dicom_writer import read_dicom_series
-from prdit.data.io import read_volume
+from prdit.data.io import read_volume, write_volume
 from prdit.generation.sampling import volume_seed
 
 
@@ -53,3 +53,27 @@ def test_sample_refuses_an_unknown_format(model_dir, tmp_path):
     result = CliRunner().invoke(app, ["sample", str(model_dir), "--out", str(tmp_path), "--format", "png"])
     assert isinstance(result.exception, ConfigError) and "nifti, dicom, both" in str(result.exception)
     assert not (tmp_path / "manifest.json").exists()
+
+
+def test_series_folders_are_read_back_by_view_and_evaluate(model_dir, tmp_path):
+    from prdit.data.phantoms import generate_phantom
+
+    out, real = tmp_path / "samples", tmp_path / "real"
+    sample(model_dir, "--out", out, "--num", 3, "--seed", 5, "--format", "both")
+    for i in range(3):
+        write_volume(real / f"phantom_{i}.nii.gz", generate_phantom(16, seed=i))
+    result = CliRunner().invoke(app, ["view", str(out / "dicom" / "sample_00000"), "--out", str(tmp_path / "page.html")])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "sample_00000" in (tmp_path / "page.html").read_text()
+
+    def evaluate(fake, report):
+        result = CliRunner().invoke(app, ["evaluate", "--fake", str(fake), "--real", str(real), "--features",
+                                          "random-init", "--seed", "0", "--metrics", "msssim", "--no-cache",
+                                          "--quiet", "--out", str(report)])
+        assert result.exit_code == 0, (result.output, result.exception)
+        return json.loads(report.read_text())
+
+    from_dicom = evaluate(out / "dicom", tmp_path / "dicom.json")
+    from_nifti = evaluate(out, tmp_path / "nifti.json")
+    assert from_dicom["fake"]["count"] == from_nifti["fake"]["count"] == 3
+    assert from_dicom["msssim"] == from_nifti["msssim"]

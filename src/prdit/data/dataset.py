@@ -1,6 +1,7 @@
 """Training data: volume lists, the train/validation split, and ``VolumeDataset``.
 
-A data source is either a folder of volume files or a list file with one path per line.
+A data source is either a folder of volume files or a list file with one path per line. A
+folder holding a DICOM series counts as one volume wherever a volume file does.
 Relative paths in a list file are resolved against, in this order: the ``root`` given by the
 caller, the ``# root: DIR`` line written by :func:`split_volumes` (itself relative to the list
 file), the list file's own folder.
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from prdit.data.io import is_volume_file, read_volume
+from prdit.data.dicom import DICOM_SUFFIXES
+from prdit.data.io import is_volume_file, read_volume, volume_suffix
 from prdit.data.normalization import Normalization
 from prdit.errors import ConfigError, DataError
 
@@ -30,13 +32,23 @@ ROOT_PREFIX = "# root:"
 
 
 def list_volumes(source: str | Path, root: str | Path | None = None) -> list[Path]:
-    """Volume files of a folder (sorted, recursive) or of a list file (in file order)."""
+    """Volumes of a folder (sorted, recursive), of a list file (in file order), or the one file or series given.
+
+    In a folder, volume files and DICOM series folders (folders holding ``.dcm``/``.dicom``/``.ima``
+    files) are volumes; the slice files of a series are not. A series folder named like a volume file
+    of the same folder tree (``dicom/sample_00000/`` next to ``sample_00000.nii.gz``, as ``prdit sample
+    --format both`` writes them) is the same volume, listed once as the file.
+    """
     source = Path(source)
     if source.is_dir():
-        paths = sorted(p for p in source.rglob("*") if p.is_file() and is_volume_file(p)
-                       and not any(part.startswith(".") for part in p.relative_to(source).parts))
+        visible = [p for p in source.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(source).parts)]
+        files = [p for p in visible if is_volume_file(p)]
+        stems = {p.name[: len(p.name) - len(volume_suffix(p))] for p in files}
+        series = {p.parent for p in visible if p.suffix.lower() in DICOM_SUFFIXES}
+        paths = sorted(files + [s for s in series if s == source or s.name not in stems])
         if not paths:
-            raise DataError(f"{source}: folder holds no volume files (.nii.gz, .npz, .npy)")
+            raise DataError(f"{source}: folder holds no volume files (.nii.gz, .npz, .npy) or DICOM series")
         return paths
     if not source.is_file():
         raise DataError(f"{source}: no such file or folder")
@@ -63,7 +75,7 @@ def _read_list_file(path: Path, root: str | Path | None) -> list[Path]:
     if not entries:
         raise DataError(f"{path}: the list file names no volumes")
     paths = [Path(entry) if Path(entry).is_absolute() else base / entry for entry in entries]
-    missing = [p for p in paths if not p.is_file()]
+    missing = [p for p in paths if not (p.is_file() or p.is_dir())]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise DataError(f"{path}: listed volume {missing[0]} does not exist{more} "

@@ -61,16 +61,21 @@ def is_volume_file(path: str | Path) -> bool:
 
 
 def read_volume(path: str | Path, npz_key: str | None = None) -> Volume:
-    """Read a volume file; ``.npz`` uses ``npz_key`` (default: ``ct``, else its only array).
+    """Read a volume file, or a folder holding one DICOM CT series; ``.npz`` uses ``npz_key``
+    (default: ``ct``, else its only array).
 
-    Raises ``DataError`` naming the file if it is missing, truncated or corrupt, not 3D, or
-    holds NaN or infinite voxels.
+    Raises ``DataError`` naming the file or folder if it is missing, truncated or corrupt, not 3D,
+    holds NaN or infinite voxels, or (a folder) holds no single CT series.
     """
     path = Path(path)
     suffix = volume_suffix(path)
-    if not path.is_file():
+    if path.is_dir():
+        from prdit.data.dicom_writer import read_dicom_series  # it builds on this module
+
+        volume = read_dicom_series(path)
+    elif not path.is_file():
         raise DataError(f"{path}: no such file")
-    if suffix in NIFTI_SUFFIXES:
+    elif suffix in NIFTI_SUFFIXES:
         volume = _read_nifti(path)
     elif suffix in ITK_SUFFIXES:
         volume = _read_itk(path)

@@ -45,15 +45,24 @@ HU_MAPPINGS = ("training", "sampling")
 
 
 def list_volume_files(source: str | Path) -> list[Path]:
-    """The files of a set: a directory's volume files (sorted, not recursive: a generation folder
-    keeps x̂₀ volumes in a subfolder), a list file (read as training lists are), or one file."""
+    """The volumes of a set: a directory's volume files and DICOM series subfolders (sorted, not
+    recursive: a generation folder keeps x̂₀ volumes in a subfolder), a list file (read as training
+    lists are), one file, or one series folder."""
     from prdit.data.dataset import list_volumes
+    from prdit.data.dicom import DICOM_SUFFIXES
+
+    def holds_series(folder: Path) -> bool:
+        return any(p.is_file() and p.suffix.lower() in DICOM_SUFFIXES for p in folder.iterdir())
 
     source = Path(source).expanduser()
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.is_file() and is_volume_file(p))
+        if holds_series(source):
+            return [source]
+        files = sorted(p for p in source.iterdir() if not p.name.startswith(".")
+                       and ((p.is_file() and is_volume_file(p)) or (p.is_dir() and holds_series(p))))
         if not files:
-            raise DataError(f"{source}: no volume files (.nii.gz, .nii, .nrrd, .mha, .npz, .npy) in this directory")
+            raise DataError(f"{source}: no volume files (.nii.gz, .nii, .nrrd, .mha, .npz, .npy) "
+                            "or DICOM series folders in this directory")
         return files
     return list_volumes(source)
 
@@ -215,6 +224,13 @@ class VolumeSet:
 
 
 def _item_hash(item: Path | np.ndarray) -> str:
+    if isinstance(item, Path) and item.is_dir():
+        from prdit.data.dicom import find_dicom_files
+
+        digest = hashlib.sha256()
+        for path in find_dicom_files(item):  # a DICOM series: its slice files, in order
+            digest.update(f"{path.relative_to(item).as_posix()}\0{file_sha256(path)}\0".encode())
+        return digest.hexdigest()
     if isinstance(item, Path):
         if not item.is_file():
             raise DataError(f"{item}: no such file")

@@ -170,3 +170,42 @@ def test_infill_guidance_changes_the_reconstruction(model_dir, ct, tmp_path):
                        "--out", out, "--scale", scale, "--no-previews"))
         volumes[scale] = read_volume(out / "reconstruction.nii.gz").array
     assert not np.array_equal(volumes["0"], volumes["3"])
+
+
+def test_format_both_writes_the_reconstruction_as_a_dicom_series_too(model_dir, ct, tmp_path):
+    import pydicom
+
+    from prdit.data.dicom_writer import read_dicom_series, series_uid
+    from prdit.generation.sampling import volume_seed
+
+    out = tmp_path / "both"
+    ok(reconstruct(model_dir, "--task", "sr", "--simulate-from", ct, "--out", out, "--seed", 3, "--format", "both",
+                   "--no-previews"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["volume_format"] == "both"
+    assert manifest["files"]["reconstruction"] == "reconstruction.nii.gz"
+    assert manifest["files"]["dicom"] == "dicom/reconstruction"
+    nifti, dicom = read_volume(out / "reconstruction.nii.gz"), read_dicom_series(out / "dicom" / "reconstruction")
+    np.testing.assert_array_equal(dicom.array, nifti.array)
+    np.testing.assert_allclose(dicom.origin, nifti.origin, atol=1e-4)
+    first = pydicom.dcmread(sorted((out / "dicom" / "reconstruction").glob("*.dcm"))[0])
+    digest, seed = manifest["model"]["weights_sha256"], volume_seed(3, 0)
+    assert first.PatientID == f"PRDIT-{digest[:8]}-{seed}-0"
+    assert "RECONSTRUCTION sr" in first.SeriesDescription
+    # Not the UIDs of volume 0 of `prdit sample --seed 3` from the same model: another image.
+    assert first.SeriesInstanceUID != series_uid(digest, seed, 0, "series")
+    assert "already holds" in ok(reconstruct(model_dir, "--task", "sr", "--simulate-from", ct, "--out", out,
+                                             "--seed", 3, "--format", "both", "--no-previews")).output
+
+
+def test_format_dicom_writes_only_the_series_of_the_reconstruction(model_dir, ct, tmp_path):
+    out = tmp_path / "dicom"
+    ok(reconstruct(model_dir, "--task", "sr", "--simulate-from", ct, "--out", out, "--format", "dicom",
+                   "--no-previews"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert not (out / "reconstruction.nii.gz").exists() and manifest["files"]["reconstruction"] is None
+    assert len(list((out / manifest["files"]["dicom"]).glob("*.dcm"))) == 16
+    assert "already holds" in ok(reconstruct(model_dir, "--task", "sr", "--simulate-from", ct, "--out", out,
+                                             "--format", "dicom", "--no-previews")).output
+    result = reconstruct(model_dir, "--task", "sr", "--simulate-from", ct, "--out", out, "--format", "png")
+    assert isinstance(result.exception, ConfigError) and "nifti, dicom, both" in str(result.exception)

@@ -76,10 +76,12 @@ def hu_int16(array: np.ndarray) -> np.ndarray:
 
 def write_dicom_series(volume: Volume, folder: str | Path, *, model_name: str | None, model_digest: str,
                        seed: int, index: int, overwrite: bool = False,
-                       created: datetime.datetime | None = None) -> Path:
+                       created: datetime.datetime | None = None, task: str | None = None) -> Path:
     """Write ``volume`` (HU, ``[D, H, W]``) as a CT series, one file per slice, into the new folder ``folder``.
 
-    ``model_name`` None marks a converted volume that no model generated. The series is written
+    ``model_name`` None marks a converted volume that no model generated; ``task`` marks the
+    reconstruction of an inverse task (its name goes into the description and the UIDs, so it never
+    shares UIDs with the sample of the same model, seed and index). The series is written
     into a hidden sibling folder and renamed into place; an existing ``folder`` is an error
     unless ``overwrite``.
     """
@@ -99,10 +101,13 @@ def write_dicom_series(volume: Volume, folder: str | Path, *, model_name: str | 
     sx, sy, sz = (float(s) for s in volume.spacing)
     created = created or datetime.datetime.now(datetime.timezone.utc)
     date, time = created.strftime("%Y%m%d"), created.strftime("%H%M%S")
-    uid = lambda role: series_uid(model_digest, seed, index, role)  # noqa: E731
+    uid = lambda role: series_uid(model_digest, seed, index, role if task is None else f"{task} {role}")  # noqa: E731
     if model_name is None:
         description = f"CONVERTED by prdit, volume sha256 {model_digest[:8]}"
         name = CONVERTED_PATIENT_NAME
+    elif task is not None:
+        description = f"RECONSTRUCTION {task} {model_name} seed {seed} index {index}"
+        name = PATIENT_NAME
     else:
         description = f"SYNTHETIC {model_name} seed {seed} index {index}"
         name = PATIENT_NAME

@@ -8,6 +8,7 @@ import typer
 
 from prdit.diffusion import IaNDiffusion
 from prdit.generation.config import PRECISIONS, PREVIEW_WINDOWS, SamplingConfig
+from prdit.generation.run import VOLUME_FORMATS
 
 DEFAULTS = SamplingConfig()
 MASK_PATTERNS = ("centre_cube", "random_voxels", "axial_slab")
@@ -48,6 +49,10 @@ def register(app: typer.Typer) -> None:
                                   f"{IaNDiffusion.guided_steps})."),
         seed: int = typer.Option(DEFAULTS.seed, "--seed", help="Seed of the sampler (and of a random mask)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished or different run in --out."),
+        volume_format: str = typer.Option(VOLUME_FORMATS[0], "--format", help="The reconstruction as "
+                                          f"{', '.join(VOLUME_FORMATS)}: nifti is OUT/reconstruction.nii.gz, "
+                                          "dicom a CT series in OUT/dicom/reconstruction/ with the model, seed "
+                                          "and index 0 in its header."),
         previews: bool = typer.Option(True, "--previews/--no-previews", help="PNGs of measurement, reconstruction, "
                                       "baseline and ground truth in OUT/previews/."),
         preview_window: str = typer.Option(DEFAULTS.preview_window, "--preview-window",
@@ -105,7 +110,7 @@ def register(app: typer.Typer) -> None:
             summary = reconstruct_to_folder(pipe, task, out, operator, guidance, settings, measurement, simulate_from,
                                             noise_std, seed, overwrite, previews,
                                             progress=(lambda done, total: bar.update(1)) if bar else None,
-                                            notes=notes)
+                                            notes=notes, volume_format=volume_format)
         finally:
             if bar is not None:
                 bar.close()

@@ -1,9 +1,13 @@
 """``prdit reconstruct`` as a folder: the reconstruction in HU, the classical baseline, previews
-and a manifest with every setting; a finished folder is kept, another run's is refused."""
+and a manifest with every setting; a finished folder is kept, another run's is refused.
+
+The reconstruction is ``reconstruction.nii.gz``, the DICOM CT series ``dicom/reconstruction/``
+(format ``dicom``: instead of the NIfTI file) or both; everything else is NIfTI/NumPy/PNG."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from prdit.data.dicom_writer import write_dicom_series
 from prdit.data.io import Volume, file_sha256, read_volume, write_volume
 from prdit.errors import ConfigError, DataError
 from prdit.files import atomic_write
 from prdit.generation.config import SamplingConfig
 from prdit.generation.pipeline import PRDiTPipeline
 from prdit.generation.previews import save_preview
-from prdit.generation.run import hu_file_array, weights_digest
+from prdit.generation.run import VOLUME_FORMATS, hu_file_array, weights_digest
 from prdit.generation.sampling import resolve_precision
 from prdit.inverse.guidance import GuidanceSettings
 from prdit.inverse.metrics import classical_baseline, psnr, ssim
@@ -29,6 +34,7 @@ from prdit.visualization import window_range
 FORMAT, FORMAT_VERSION = "prdit-reconstruct", 1
 MANIFEST = "manifest.json"
 RECONSTRUCTION = "reconstruction.nii.gz"
+DICOM_RECONSTRUCTION = "dicom/reconstruction"
 
 
 @dataclass
@@ -45,12 +51,16 @@ def reconstruct_to_folder(pipe: PRDiTPipeline, task: str, out: str | Path, opera
                           guidance: GuidanceSettings, settings: SamplingConfig, measurement_file: Path | None = None,
                           simulate_from: Path | None = None, noise_std: float = 0.0, noise_seed: int = 0,
                           overwrite: bool = False, previews: bool = True, progress=None,
-                          notes: list[str] | None = None) -> ReconstructionSummary:
+                          notes: list[str] | None = None, volume_format: str = VOLUME_FORMATS[0]
+                          ) -> ReconstructionSummary:
     """Reconstruct from ``measurement_file``, or from the measurement ``operator`` makes of the CT
     ``simulate_from`` (HU, the model's shape; plus ``noise_std`` noise drawn with ``noise_seed``),
     into ``out``; with ``simulate_from`` also PSNR/SSIM of reconstruction and baseline against it.
-    ``notes`` (choices made for the user) go into the manifest. ``out`` is created only once every
-    input has been read and checked."""
+    ``notes`` (choices made for the user) go into the manifest. ``volume_format``: the reconstruction
+    as ``nifti``, a DICOM CT series (``dicom``) or ``both``. ``out`` is created only once every input
+    has been read and checked."""
+    if volume_format not in VOLUME_FORMATS:
+        raise ConfigError(f"unknown volume format '{volume_format}'; choose one of {', '.join(VOLUME_FORMATS)}")
     if (measurement_file is None) == (simulate_from is None):
         raise ConfigError("give either --measurement FILE or --simulate-from CT, not both or neither")
     out = Path(out)
@@ -59,7 +69,7 @@ def reconstruct_to_folder(pipe: PRDiTPipeline, task: str, out: str | Path, opera
     if simulate_from is not None and not Path(simulate_from).is_file():
         raise DataError(f"{simulate_from}: no such CT file; check the path given to --simulate-from")
     run = _run_settings(pipe, task, operator, guidance, settings, measurement_file, simulate_from, noise_std,
-                        noise_seed)
+                        noise_seed, volume_format)
     manifest = _finished(out, run, overwrite)
     if manifest is not None:
         return ReconstructionSummary(out, False, manifest.get("metrics", {}), manifest.get("seconds"))
@@ -87,9 +97,20 @@ def reconstruct_to_folder(pipe: PRDiTPipeline, task: str, out: str | Path, opera
     x0 = result.volumes
     baseline = classical_baseline(operator, measurement)
 
-    files = {"reconstruction": RECONSTRUCTION, "baseline": "baseline.nii.gz"}
-    _write_hu(out / RECONSTRUCTION, pipe, x0, geometry)
-    _write_hu(out / files["baseline"], pipe, baseline, geometry)
+    files = {"reconstruction": RECONSTRUCTION if volume_format != "dicom" else None,
+             "dicom": DICOM_RECONSTRUCTION if volume_format != "nifti" else None, "baseline": "baseline.nii.gz"}
+    reconstruction = _hu_volume(pipe, x0, geometry)
+    if volume_format != "dicom":
+        atomic_write(out / RECONSTRUCTION, lambda tmp: write_volume(tmp, reconstruction))
+    else:  # a NIfTI file of a replaced run
+        (out / RECONSTRUCTION).unlink(missing_ok=True)
+    if volume_format != "nifti":
+        write_dicom_series(reconstruction, out / DICOM_RECONSTRUCTION, model_name=pipe.model.name,
+                           model_digest=run["model"]["weights_sha256"], seed=result.seeds[0], index=0,
+                           overwrite=True, task=task)
+    else:
+        shutil.rmtree(out / DICOM_RECONSTRUCTION, ignore_errors=True)
+    atomic_write(out / files["baseline"], lambda tmp: write_volume(tmp, _hu_volume(pipe, baseline, geometry)))
     if simulate_from is not None:
         files["measurement"] = _write_measurement(out, measurement, operator, pipe, measured_volume)
     if isinstance(operator, Mask):
@@ -113,7 +134,7 @@ def reconstruct_to_folder(pipe: PRDiTPipeline, task: str, out: str | Path, opera
 
 def _run_settings(pipe: PRDiTPipeline, task: str, operator: Operator, guidance: GuidanceSettings,
                   settings: SamplingConfig, measurement_file: Path | None, simulate_from: Path | None,
-                  noise_std: float, noise_seed: int) -> dict:
+                  noise_std: float, noise_seed: int, volume_format: str) -> dict:
     """Every setting of the run, JSON-ready."""
     if measurement_file is not None:
         measurement = {"file": str(Path(measurement_file).resolve()), "sha256": file_sha256(measurement_file)}
@@ -128,7 +149,7 @@ def _run_settings(pipe: PRDiTPipeline, task: str, operator: Operator, guidance: 
         "measurement": measurement, "operator": operator.describe(), "guidance": guidance.to_dict(),
         "sampler": {"sampler": settings.sampler, "steps": settings.steps, "jump": settings.jump,
                     "corrector_noise": settings.corrector_noise, "exact": settings.exact},
-        "seed": settings.seed, "seed_rule": "volume_seed(seed, 0)", "units": "HU",
+        "seed": settings.seed, "seed_rule": "volume_seed(seed, 0)", "units": "HU", "volume_format": volume_format,
     }
 
 
@@ -139,9 +160,9 @@ def _finished(out: Path, run: dict, overwrite: bool) -> dict | None:
         raise ConfigError(f"--out {out} is a file, not a folder; choose another --out")
     path = out / MANIFEST
     if not path.is_file():
-        if (out / RECONSTRUCTION).exists() and not overwrite:
-            raise ConfigError(f"{out} holds {RECONSTRUCTION} but no {MANIFEST}; choose another --out or pass "
-                              f"--overwrite")
+        for name in (RECONSTRUCTION, DICOM_RECONSTRUCTION):
+            if (out / name).exists() and not overwrite:
+                raise ConfigError(f"{out} holds {name} but no {MANIFEST}; choose another --out or pass --overwrite")
         return None
     try:
         manifest = json.loads(path.read_text())
@@ -156,16 +177,18 @@ def _finished(out: Path, run: dict, overwrite: bool) -> dict | None:
     if differ:
         raise ConfigError(f"{out} holds a reconstruction with other settings ({', '.join(differ)} differ); "
                           f"choose another --out or pass --overwrite to replace it")
-    return manifest if (out / RECONSTRUCTION).is_file() else None
+    nifti = run["volume_format"] == "dicom" or (out / RECONSTRUCTION).is_file()
+    dicom = run["volume_format"] == "nifti" or (out / DICOM_RECONSTRUCTION).is_dir()
+    return manifest if nifti and dicom else None
 
 
 def _like(geometry: Volume, array: np.ndarray) -> Volume:
     return Volume(array=array, spacing=geometry.spacing, origin=geometry.origin, direction=geometry.direction)
 
 
-def _write_hu(path: Path, pipe: PRDiTPipeline, x: torch.Tensor, geometry: Volume) -> None:
-    hu = hu_file_array(pipe.to_hu(x)[0], pipe.normalization)
-    atomic_write(path, lambda tmp: write_volume(tmp, _like(geometry, hu)))
+def _hu_volume(pipe: PRDiTPipeline, x: torch.Tensor, geometry: Volume) -> Volume:
+    """``x`` ``[1, 1, D, H, W]`` (model range) as the HU volume a file holds, on ``geometry``'s grid."""
+    return _like(geometry, hu_file_array(pipe.to_hu(x)[0], pipe.normalization))
 
 
 def _measurement_volume(measurement: torch.Tensor, operator: Operator, pipe: PRDiTPipeline, truth: Volume) -> Volume:

@@ -8,6 +8,7 @@ import typer
 
 from prdit.diffusion import FlowMatching, IaNDiffusion
 from prdit.generation.config import PRECISIONS, PREVIEW_WINDOWS, SamplingConfig
+from prdit.generation.run import VOLUME_FORMATS
 
 DEFAULTS = SamplingConfig()
 
@@ -59,7 +60,7 @@ def register(app: typer.Typer) -> None:
         compile: bool = typer.Option(DEFAULTS.compile, "--compile", help="Run the network through torch.compile "
                                      "(compiles on the first step; falls back to eager with a warning where it "
                                      "fails; results equal up to float rounding, not bit for bit)."),
-        volume_format: str = typer.Option("nifti", "--format", help="'nifti' (OUT/sample_*.nii.gz), 'dicom' (a "
+        volume_format: str = typer.Option(VOLUME_FORMATS[0], "--format", help="'nifti' (OUT/sample_*.nii.gz), 'dicom' (a "
                                           "CT series per volume in OUT/dicom/sample_*/, for PACS and 3D Slicer) "
                                           "or 'both'."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),

@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
     @app.command("phantoms")
     def phantoms(
         out: Path = typer.Option(..., "--out", help="Folder to write phantom_00000.nii.gz ... into."),
-        num: int = typer.Option(100, "--num", min=1, help="Number of volumes."),
+        num: int = typer.Option(100, "--num-volumes", "--num", min=1, help="Number of volumes."),
         size: int = typer.Option(64, "--size", min=8, help="Grid size G: each volume is G x G x G voxels."),
         spacing: float = typer.Option(
             None, "--spacing", help="Voxel size in mm (default: 380 mm field of view / size)."

@@ -20,7 +20,9 @@ def register(app: typer.Typer) -> None:
     def sample_command(
         model_dir: Path = typer.Argument(..., help="Model folder (config.json + model.safetensors)."),
         out: Path = typer.Option(..., "--out", help="Output folder; an existing one is resumed."),
-        num: int = typer.Option(None, "--num", help="Number of volumes, indices 0..N-1 (default 1)."),
+        num: int = typer.Option(None, "--num-volumes", "--num", help="Number of volumes, indices "
+                                 "0..N-1 (default 1). --num is the same option, but a command line that torchrun "
+                                 "parses must spell it --num-volumes (torchrun reads --num as its --numa-binding)."),
         index: list[int] = typer.Option(None, "--index", help="Generate only volume I of the run (repeatable); "
                                         "bit-identical to volume I of a full run with the same --seed."),
         batch: int = typer.Option(DEFAULTS.batch_size, "--batch", help="Volumes sampled together (memory grows "

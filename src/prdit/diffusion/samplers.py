@@ -1,6 +1,12 @@
 """Sampling: one loop over a process's time grid, the samplers as small step rules, and a
 per-step hook for guidance and previews.
 
+:func:`sample` calls the network once per grid point, runs the hooks and hands the state to the
+sampler's :class:`StepRule`, which moves it to the next grid point. Each rule is a small class
+holding what it carries between steps (DPM-Solver++ its earlier data predictions, the
+predictor–corrector its noise generator); ``STEP_RULES`` names them, and a fresh rule is built
+from the :class:`SamplerSettings` for each call of :func:`sample`.
+
 * ``euler``: one deterministic Euler step of the sampling ODE per network call.
 * ``pc`` (predictor–corrector, "hot"; IaN): an Euler jump of ``jump`` grid steps (2 unless
   set), then re-noising back to the next grid point with noise scaled by ``corrector_noise``
@@ -14,8 +20,8 @@ per-step hook for guidance and previews.
   (on IaN ``cos β·x − sin β·v̂``, not the x̂₀ head alone, which a trained network's ε̂ head
   contradicts), so every deterministic sampler integrates one ODE. The first step leaves pure
   noise (a = 0, λ = −∞), where no earlier D exists: ``x = (s_j/s_0)·x + a_j·D``; the second step
-  is first order, the third at most second; the last step, into s = 0 (λ = +∞), ends the state at D (the ODE's solution at t = 0) and
-  returns the x̂₀ head as the volume.
+  is first order, the third at most second; the last step, into s = 0 (λ = +∞), ends the state
+  at D (the ODE's solution at t = 0) and returns the x̂₀ head as the volume.
 
 The grid is the process's own (uniform in its time: β for IaN, t for flow matching) or, with the
 ``lambda`` schedule, keeps its two end steps and spaces the points between uniformly in λ, which
@@ -110,6 +116,112 @@ class SampleResult:
     state: torch.Tensor
 
 
+Predictor = Callable[[torch.Tensor, float], Prediction]
+
+
+class StepRule:
+    """One sampler's update of the state from grid point ``i`` to ``i + 1``; a rule lives for one sampling run
+    and may keep state between its steps."""
+
+    def __init__(self, process: Process) -> None:
+        self.process = process
+
+    def step(self, x: torch.Tensor, i: int, grid: Sequence[float], prediction: Prediction,
+             predict: Predictor) -> torch.Tensor:
+        """The state ``[B, C, D, H, W]`` at ``grid[i + 1]`` from ``x`` at ``grid[i]`` and the network's
+        ``prediction`` there; ``predict(x, t)`` calls the network again where a rule needs it (Heun)."""
+        raise NotImplementedError
+
+
+class Euler(StepRule):
+    """One deterministic Euler step of the sampling ODE."""
+
+    def step(self, x: torch.Tensor, i: int, grid: Sequence[float], prediction: Prediction,
+             predict: Predictor) -> torch.Tensor:
+        """The Euler step from ``grid[i]`` to ``grid[i + 1]``."""
+        return self.process.step(x, grid[i], grid[i + 1], prediction)
+
+
+class PredictorCorrector(StepRule):
+    """Predictor: an Euler jump of ``jump`` grid steps; corrector: re-noising back to the next grid point with
+    noise scaled by ``corrector_noise``, drawn from ``generator``. Plain Euler where the jump would pass the
+    data end."""
+
+    def __init__(self, process: Process, jump: int, corrector_noise: float, device: torch.device | str,
+                 generator: Generators) -> None:
+        super().__init__(process)
+        self.jump, self.corrector_noise, self.device, self.generator = jump, corrector_noise, device, generator
+
+    def step(self, x: torch.Tensor, i: int, grid: Sequence[float], prediction: Prediction,
+             predict: Predictor) -> torch.Tensor:
+        """The jump and re-noising, or the Euler step near the data end."""
+        process = self.process
+        if i + self.jump >= len(grid) - 1:
+            return process.step(x, grid[i], grid[i + 1], prediction)
+        t_jump = grid[i + self.jump]
+        jumped = process.step(x, grid[i], t_jump, prediction)
+        z = process.sample_noise(x.shape, self.device, self.generator, x.dtype) / process.sigma * self.corrector_noise
+        return process.renoise(jumped, t_jump, grid[i + 1], z)
+
+
+class Heun(StepRule):
+    """Euler, then the average of the velocities at both ends (a second network call); the last step, into the
+    data end, stays Euler."""
+
+    def step(self, x: torch.Tensor, i: int, grid: Sequence[float], prediction: Prediction,
+             predict: Predictor) -> torch.Tensor:
+        """The Heun step from ``grid[i]`` to ``grid[i + 1]``."""
+        process, t_i, t_j = self.process, grid[i], grid[i + 1]
+        ending = process.step(x, t_i, t_j, prediction)
+        if i + 2 == len(grid):
+            return ending
+        slope = process.velocity(x, t_i, prediction)
+        end_slope = process.velocity(ending, t_j, predict(ending, t_j))
+        return x + (process.ode_time(t_j) - process.ode_time(t_i)) * 0.5 * (slope + end_slope)
+
+
+class DPMSolverMultistep(StepRule):
+    """DPM-Solver++ of ``order`` 1–3 in data prediction, keeping (λ, D) of its earlier steps at finite λ."""
+
+    def __init__(self, process: Process, order: int) -> None:
+        super().__init__(process)
+        self.order = order
+        self.history: list[tuple[float, torch.Tensor]] = []  # newest first
+
+    def step(self, x: torch.Tensor, i: int, grid: Sequence[float], prediction: Prediction,
+             predict: Predictor) -> torch.Tensor:
+        """The multistep update from ``grid[i]`` to ``grid[i + 1]``."""
+        process, t_i, t_j = self.process, grid[i], grid[i + 1]
+        data = process.data_prediction(x, t_i, prediction)
+        if i + 2 == len(grid):
+            # Into λ = +∞ the update is the data prediction itself: the state ends at the ODE's solution at
+            # t = 0 (the volume returned stays the x̂₀ head).
+            return data
+        if i == 0:  # from λ = −∞ no earlier D exists
+            return (float(process.noise_scale(t_j)) / float(process.noise_scale(t_i))) * x \
+                + float(process.signal(t_j)) * data
+        self.history.insert(0, (process.log_snr(t_i), data))
+        del self.history[self.order:]
+        return dpm_solver_step(process, x, t_i, t_j, self.history)
+
+
+RuleBuilder = Callable[[Process, SamplerSettings, torch.device | str, Generators], StepRule]
+
+
+def _multistep(order: int) -> RuleBuilder:
+    """The builder of DPM-Solver++ of ``order``."""
+    return lambda process, settings, device, generator: DPMSolverMultistep(process, order)
+
+
+STEP_RULES: dict[str, RuleBuilder] = {
+    "euler": lambda process, settings, device, generator: Euler(process),
+    "pc": lambda process, settings, device, generator: PredictorCorrector(
+        process, settings.jump, settings.corrector_noise, device, generator),
+    "heun": lambda process, settings, device, generator: Heun(process),
+    **{name: _multistep(order) for name, order in MULTISTEP_ORDER.items()},
+}
+
+
 def sample(model: Denoiser, process: Process, shape: tuple[int, ...], settings: SamplerSettings,
            device: torch.device | str = "cpu", generator: Generators = None, noise: torch.Tensor | None = None,
            hooks: Sequence[Hook] = ()) -> SampleResult:
@@ -129,41 +241,17 @@ def sample(model: Denoiser, process: Process, shape: tuple[int, ...], settings: 
             return process.predict(model(x, process.model_time(t)).float(), x, t)
 
     x = noise.to(device) if noise is not None else process.start(shape, device, generator)
+    rule = STEP_RULES[settings.sampler](process, settings, device, generator)
     x0_hat = x
-    history: list[tuple[float, torch.Tensor]] = []  # (λ, D) of earlier steps at finite λ, newest first
     for i in range(settings.steps):
-        t_i, t_j = grid[i], grid[i + 1]
-        state = SamplerStep(i, settings.steps, t_i, t_j, x, predict(x, t_i))
+        state = SamplerStep(i, settings.steps, grid[i], grid[i + 1], x, predict(x, grid[i]))
         for hook in hooks:
             with torch.set_grad_enabled(getattr(hook, "requires_grad", False)):
                 state = hook(state) or state
         x, prediction = state.x.detach(), Prediction(*(p.detach() for p in state.prediction))
         x0_hat = prediction.x0
         with torch.no_grad():
-            if settings.sampler == "pc" and i + settings.jump < settings.steps:
-                # Predictor: an Euler jump of `jump` steps; corrector: re-noise back to t_j.
-                jumped = process.step(x, t_i, grid[i + settings.jump], prediction)
-                z = process.sample_noise(x.shape, device, generator, x.dtype) / process.sigma * settings.corrector_noise
-                x = process.renoise(jumped, grid[i + settings.jump], t_j, z)
-            elif settings.sampler in MULTISTEP_ORDER:
-                if i + 1 == settings.steps:
-                    # Into λ = +∞ the update is the data prediction itself: the state ends at the ODE's
-                    # solution at t = 0 (the volume returned stays the x̂₀ head).
-                    x = process.data_prediction(x, t_i, prediction)
-                elif i == 0:
-                    x = (float(process.noise_scale(t_j)) / float(process.noise_scale(t_i))) * x \
-                        + float(process.signal(t_j)) * process.data_prediction(x, t_i, prediction)
-                else:
-                    history.insert(0, (process.log_snr(t_i), process.data_prediction(x, t_i, prediction)))
-                    del history[MULTISTEP_ORDER[settings.sampler]:]
-                    x = dpm_solver_step(process, x, t_i, t_j, history)
-            elif settings.sampler == "heun" and i + 1 < settings.steps:
-                ending = process.step(x, t_i, t_j, prediction)
-                slope = process.velocity(x, t_i, prediction)
-                end_slope = process.velocity(ending, t_j, predict(ending, t_j))
-                x = x + (process.ode_time(t_j) - process.ode_time(t_i)) * 0.5 * (slope + end_slope)
-            else:
-                x = process.step(x, t_i, t_j, prediction)
+            x = rule.step(x, i, grid, prediction, predict)
     return SampleResult(x0=x0_hat, state=x)
 
 

@@ -24,7 +24,7 @@ from prdit.errors import DataError
 
 def published_gamma(real: np.ndarray) -> float:
     """``1 / (2·median(‖x_i − x_j‖²))`` over all ordered pairs of rows of ``[N, F]``, self-pairs included."""
-    median = lower_median(_squared_distances(real, real))
+    median = lower_median(squared_distances(real, real))
     if median <= 0.0:
         raise DataError("more than half the real feature vectors coincide; the median bandwidth is 0")
     return 1.0 / (2.0 * median)
@@ -38,7 +38,7 @@ def lower_median(values: np.ndarray) -> float:
 
 def median_bandwidth(features: np.ndarray) -> float:
     """Median Euclidean distance between distinct rows of ``[N, F]`` (the unbiased estimate's bandwidth)."""
-    distances = _squared_distances(features, features)[np.triu_indices(len(features), k=1)]
+    distances = squared_distances(features, features)[np.triu_indices(len(features), k=1)]
     if distances.size == 0:
         raise DataError("the median bandwidth needs at least 2 real feature vectors")
     bandwidth = float(np.sqrt(np.median(distances)))
@@ -84,11 +84,12 @@ def _checked(real: np.ndarray, fake: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def _kernels(real: np.ndarray, fake: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (np.exp(-gamma * _squared_distances(real, real)), np.exp(-gamma * _squared_distances(fake, fake)),
-            np.exp(-gamma * _squared_distances(real, fake)))
+    return (np.exp(-gamma * squared_distances(real, real)), np.exp(-gamma * squared_distances(fake, fake)),
+            np.exp(-gamma * squared_distances(real, fake)))
 
 
-def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``‖a_i − b_j‖²`` of the rows of ``[N, F]`` and ``[M, F]`` -> ``[N, M]`` (float64, never negative)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
     return np.clip(squared, 0.0, None)

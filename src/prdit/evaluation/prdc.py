@@ -24,13 +24,12 @@ import numpy as np
 
 from prdit.errors import DataError
 from prdit.evaluation.config import PRDCConfig
+from prdit.evaluation.mmd import squared_distances
 
 
 def pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Euclidean distances between the rows of ``[N, d]`` and ``[M, d]`` -> ``[N, M]`` (float64)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return np.sqrt(np.clip(squared, 0.0, None))
+    return np.sqrt(squared_distances(a, b))
 
 
 def nearest_neighbour_radii(distances: np.ndarray, k: int) -> np.ndarray:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from prdit.evaluation.config import BootstrapConfig, PRDCConfig
+from prdit.evaluation.mmd import squared_distances
 
 METHOD = ("percentile bootstrap: real and generated sets resampled independently with replacement, "
           "the metric recomputed on each pair of resamples")
@@ -116,7 +117,7 @@ def mmd_resamples(real: np.ndarray, fake: np.ndarray, real_counts: np.ndarray, f
     """
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
     n1, n2 = len(real), len(fake)
-    d11, d22, d12 = (_squared_distances(a, b) for a, b in ((real, real), (fake, fake), (real, fake)))
+    d11, d22, d12 = (squared_distances(a, b) for a, b in ((real, real), (fake, fake), (real, fake)))
     rows, cols = np.triu_indices(n1, k=1)
     order = np.argsort(d11[rows, cols], kind="stable")
     sorted_values, rows, cols = d11[rows, cols][order], rows[order], cols[order]
@@ -239,9 +240,3 @@ def _rank_value(sorted_values: np.ndarray, cumulative_weights: np.ndarray, rank:
 def _pair_sum(kernel: np.ndarray, counts: np.ndarray) -> float:
     """``Σ_{a≠b} c_a c_b K[a, b]``: the kernel over ordered pairs of draws of different items."""
     return float(counts @ kernel @ counts - (counts**2) @ np.diag(kernel))
-
-
-def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``‖a_i − b_j‖²`` of ``[N, F]`` and ``[M, F]`` as mmd.py computes them -> ``[N, M]``."""
-    squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return np.clip(squared, 0.0, None)

@@ -51,16 +51,14 @@ def dicom_to_nifti(folder: str | Path, out: str | Path, overwrite: bool = False)
     from prdit.data.dicom_writer import read_dicom_series
     from prdit.data.io import write_volume
     from prdit.errors import ConfigError
+    from prdit.files import atomic_write
 
     folder = Path(folder)
     target = Path(out) / f"{folder.resolve().name}.nii.gz"
     if target.exists() and not overwrite:
         raise ConfigError(f"{target} exists; choose another --out or pass --overwrite to replace it")
     volume = read_dicom_series(folder)
-    partial = target.with_name(f".{target.name}.partial.nii.gz")
-    write_volume(partial, volume)
-    partial.replace(target)
-    return target
+    return atomic_write(target, lambda tmp: write_volume(tmp, volume))
 
 
 def register(app: typer.Typer) -> None:

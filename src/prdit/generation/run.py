@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from prdit.data.dicom_writer import write_dicom_series
-from prdit.data.io import file_sha256, read_volume, write_volume
+from prdit.data.io import Volume, file_sha256, read_volume, write_volume
 from prdit.data.normalization import Normalization
 from prdit.errors import ConfigError
 from prdit.generation.config import SamplingConfig
@@ -88,10 +88,34 @@ def hu_file_array(hu: np.ndarray, normalization: Normalization) -> np.ndarray:
     return hu.astype(np.float32)
 
 
+def volume_on_disk(volume_format: str, nifti: Path, dicom: Path) -> bool:
+    """True if a volume is on disk in every format ``volume_format`` asks for: the NIfTI file ``nifti``,
+    the DICOM series folder ``dicom``."""
+    return (volume_format == "dicom" or nifti.is_file()) and (volume_format == "nifti" or dicom.is_dir())
+
+
+def write_volume_formats(volume: Volume, volume_format: str, nifti: Path, dicom: Path,
+                         write_nifti: Callable[[Path, Callable[[Path], object]], object], remove_other: bool,
+                         **identity) -> None:
+    """Write ``volume`` (HU) as ``volume_format`` asks: the NIfTI file ``nifti`` through ``write_nifti(path,
+    writer)`` (a write by rename), the DICOM series ``dicom`` (``identity``: the keywords of
+    :func:`write_dicom_series` that name model, seed, index and task), or both; with ``remove_other`` a copy in
+    the format not asked for is removed (it belongs to the volume being replaced)."""
+    if volume_format != "dicom":
+        write_nifti(nifti, lambda tmp: write_volume(tmp, volume))
+    elif remove_other:
+        nifti.unlink(missing_ok=True)
+    if volume_format != "nifti":
+        write_dicom_series(volume, dicom, overwrite=True, **identity)
+    elif remove_other:
+        shutil.rmtree(dicom, ignore_errors=True)
+
+
 class SampleFolder:
     """The output folder of a run: file paths, the manifest, and writes by rename."""
 
-    def __init__(self, out: str | Path, settings: dict, overwrite: bool, volume_format: str = "nifti") -> None:
+    def __init__(self, out: str | Path, settings: dict, overwrite: bool,
+                 volume_format: str = VOLUME_FORMATS[0]) -> None:
         self.out = Path(out)
         self.volume_format = volume_format
         self.out.mkdir(parents=True, exist_ok=True)
@@ -115,17 +139,11 @@ class SampleFolder:
 
     def has_volume(self, index: int) -> bool:
         """True if the volume is on disk in every format of this run."""
-        nifti = self.volume_format == "dicom" or self.hu_path(index).is_file()
-        dicom = self.volume_format == "nifti" or self.dicom_path(index).is_dir()
-        return nifti and dicom
+        return volume_on_disk(self.volume_format, self.hu_path(index), self.dicom_path(index))
 
     def read_hu(self, index: int) -> np.ndarray:
         """The volume in HU ``[D, H, W]`` from its NIfTI file, else from its DICOM series."""
-        from prdit.data.dicom_writer import read_dicom_series
-
-        if self.hu_path(index).is_file():
-            return read_volume(self.hu_path(index)).array
-        return read_dicom_series(self.dicom_path(index)).array
+        return read_volume(self.hu_path(index) if self.hu_path(index).is_file() else self.dicom_path(index)).array
 
     def preview_path(self, index: int) -> Path:
         """The three-slice preview."""
@@ -231,17 +249,11 @@ def _generate(pipe: PRDiTPipeline, folder: SampleFolder, indices: list[int], set
                 hu = hu_file_array(pipe.to_hu(x0)[0], pipe.normalization)
                 fresh = overwrite or not folder.has_volume(i)  # else only the x̂₀ file was missing
                 if fresh:
-                    volume = pipe.to_volume(hu)
-                    if folder.volume_format != "dicom":
-                        folder.write(folder.hu_path(i), lambda tmp: write_volume(tmp, volume))
-                    if folder.volume_format != "nifti":
-                        write_dicom_series(volume, folder.dicom_path(i), model_name=pipe.model.name,
-                                           model_digest=folder.manifest["model"]["weights_sha256"],
-                                           seed=result.seeds[k], index=i, overwrite=True)
-                    if overwrite and folder.volume_format == "nifti":  # the other format of the replaced volume
-                        shutil.rmtree(folder.dicom_path(i), ignore_errors=True)
-                    elif overwrite and folder.volume_format == "dicom":
-                        folder.hu_path(i).unlink(missing_ok=True)
+                    write_volume_formats(pipe.to_volume(hu), folder.volume_format, folder.hu_path(i),
+                                         folder.dicom_path(i), folder.write, remove_other=overwrite,
+                                         model_name=pipe.model.name,
+                                         model_digest=folder.manifest["model"]["weights_sha256"],
+                                         seed=result.seeds[k], index=i)
                 if save_x0 and (fresh or not folder.x0_path(i).is_file()):
                     volume = pipe.to_volume(x0[0, 0].numpy().astype(np.float32))
                     folder.write(folder.x0_path(i), lambda tmp: write_volume(tmp, volume))

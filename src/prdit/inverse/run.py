@@ -7,7 +7,6 @@ The reconstruction is ``reconstruction.nii.gz``, the DICOM CT series ``dicom/rec
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prdit.data.dicom_writer import write_dicom_series
 from prdit.data.io import Volume, file_sha256, read_volume, write_volume
 from prdit.errors import ConfigError, DataError
 from prdit.files import atomic_write
 from prdit.generation.config import SamplingConfig
 from prdit.generation.pipeline import PRDiTPipeline
 from prdit.generation.previews import save_preview
-from prdit.generation.run import VOLUME_FORMATS, hu_file_array, weights_digest
+from prdit.generation.run import (VOLUME_FORMATS, hu_file_array, volume_on_disk, weights_digest,
+                                 write_volume_formats)
 from prdit.generation.sampling import resolve_precision
 from prdit.inverse.guidance import GuidanceSettings
 from prdit.inverse.metrics import classical_baseline, psnr, ssim
@@ -99,17 +98,10 @@ def reconstruct_to_folder(pipe: PRDiTPipeline, task: str, out: str | Path, opera
 
     files = {"reconstruction": RECONSTRUCTION if volume_format != "dicom" else None,
              "dicom": DICOM_RECONSTRUCTION if volume_format != "nifti" else None, "baseline": "baseline.nii.gz"}
-    reconstruction = _hu_volume(pipe, x0, geometry)
-    if volume_format != "dicom":
-        atomic_write(out / RECONSTRUCTION, lambda tmp: write_volume(tmp, reconstruction))
-    else:  # a NIfTI file of a replaced run
-        (out / RECONSTRUCTION).unlink(missing_ok=True)
-    if volume_format != "nifti":
-        write_dicom_series(reconstruction, out / DICOM_RECONSTRUCTION, model_name=pipe.model.name,
-                           model_digest=run["model"]["weights_sha256"], seed=result.seeds[0], index=0,
-                           overwrite=True, task=task)
-    else:
-        shutil.rmtree(out / DICOM_RECONSTRUCTION, ignore_errors=True)
+    # A copy in the other format belongs to a replaced run.
+    write_volume_formats(_hu_volume(pipe, x0, geometry), volume_format, out / RECONSTRUCTION,
+                         out / DICOM_RECONSTRUCTION, atomic_write, remove_other=True, model_name=pipe.model.name,
+                         model_digest=run["model"]["weights_sha256"], seed=result.seeds[0], index=0, task=task)
     atomic_write(out / files["baseline"], lambda tmp: write_volume(tmp, _hu_volume(pipe, baseline, geometry)))
     if simulate_from is not None:
         files["measurement"] = _write_measurement(out, measurement, operator, pipe, measured_volume)
@@ -177,9 +169,8 @@ def _finished(out: Path, run: dict, overwrite: bool) -> dict | None:
     if differ:
         raise ConfigError(f"{out} holds a reconstruction with other settings ({', '.join(differ)} differ); "
                           f"choose another --out or pass --overwrite to replace it")
-    nifti = run["volume_format"] == "dicom" or (out / RECONSTRUCTION).is_file()
-    dicom = run["volume_format"] == "nifti" or (out / DICOM_RECONSTRUCTION).is_dir()
-    return manifest if nifti and dicom else None
+    finished = volume_on_disk(run["volume_format"], out / RECONSTRUCTION, out / DICOM_RECONSTRUCTION)
+    return manifest if finished else None
 
 
 def _like(geometry: Volume, array: np.ndarray) -> Volume:

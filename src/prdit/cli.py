@@ -54,10 +54,17 @@ for _name in COMMAND_MODULES:
 
 def main() -> None:
     """Console-script entry point; the project's own errors print as one clear line."""
+    import os
+
     from prdit.errors import PRDiTError
 
     try:
         app()
     except PRDiTError as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        from prdit.distributed import ReportedOnMain
+
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if not isinstance(err, ReportedOnMain):  # else rank 0 printed it
+            where = f" (rank {os.environ.get('RANK', '0')} of {world})" if world > 1 else ""
+            typer.secho(f"error{where}: {err}", fg=typer.colors.RED, err=True)
         raise SystemExit(2) from None

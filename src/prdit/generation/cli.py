@@ -67,7 +67,12 @@ def register(app: typer.Typer) -> None:
                                           "or 'both'."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
-        """Generate CT volumes as .nii.gz in Hounsfield units, with a manifest and previews; resumable."""
+        """Generate CT volumes as .nii.gz in Hounsfield units, with a manifest and previews; resumable.
+
+        Under torchrun (``torchrun --nproc_per_node=N -m prdit sample …``) the processes share the volumes; the
+        files are the ones one process writes.
+        """
+        from prdit.distributed import INFERENCE_TIMEOUT, rank_device, setup_distributed, teardown
         from prdit.errors import ConfigError
         from prdit.generation.pipeline import PRDiTPipeline
         from prdit.generation.run import MANIFEST, generate_to_folder
@@ -84,26 +89,31 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--num must be >= 1, got {num}")
             indices = list(range(num))
         input_size = _parse_size(size)
-        pipe = PRDiTPipeline.from_pretrained(model_dir, device=device, input_size=input_size, precision=precision)
+        info = setup_distributed(INFERENCE_TIMEOUT)
+        pipe = PRDiTPipeline.from_pretrained(model_dir, device=rank_device(device, info), input_size=input_size,
+                                             precision=precision)
         settings = pipe.settings(SamplingConfig(steps=steps, sampler=sampler, schedule=schedule, batch_size=batch,
                                                 seed=seed, precision=precision, exact=exact,
                                                 preview_window=preview_window, compile=compile))
-        if pipe.normalization.kind == "quantile":
+        echo = typer.echo if info.is_main else (lambda *args, **kwargs: None)
+        if pipe.normalization.kind == "quantile" and info.is_main:
             typer.secho(f"warning: the model was trained with per-volume quantile normalisation, so HU are nominal "
                         f"(model range mapped onto [{pipe.normalization.hu_min:g}, {pipe.normalization.hu_max:g}])",
                         fg=typer.colors.YELLOW, err=True)
         shape = "x".join(map(str, pipe.volume_shape))
-        typer.echo(f"{pipe.model.name} ({pipe.process.kind}) at {shape} on {pipe.device}: {len(indices)} volume(s), "
-                   f"{settings.steps} {settings.sampler} steps, seed {seed} -> {out}")
+        ranks = f" ({info.world_size} processes)" if info.enabled else ""
+        echo(f"{pipe.model.name} ({pipe.process.kind}) at {shape} on {pipe.device}{ranks}: {len(indices)} volume(s), "
+             f"{settings.steps} {settings.sampler} steps, seed {seed} -> {out}")
         summary = generate_to_folder(pipe, out, indices, settings, overwrite=overwrite, save_x0=save_x0,
                                      previews=previews, progress=not quiet,
                                      log=lambda line: typer.secho(f"warning: {line}", fg=typer.colors.YELLOW,
                                                                   err=True),
                                      volume_format=volume_format)
-        typer.echo(f"generated {len(summary.generated)}, skipped {len(summary.skipped)} existing"
-                   + (" (--overwrite replaces them)" if summary.skipped else ""))
-        typer.echo(f"manifest: {summary.out / MANIFEST}" + (f"  grid: {summary.grid}" if summary.grid else "")
-                   + (f"  viewer: {summary.view}" if summary.view else ""))
+        echo(f"generated {len(summary.generated)}, skipped {len(summary.skipped)} existing"
+             + (" (--overwrite replaces them)" if summary.skipped else ""))
+        echo(f"manifest: {summary.out / MANIFEST}" + (f"  grid: {summary.grid}" if summary.grid else "")
+             + (f"  viewer: {summary.view}" if summary.view else ""))
+        teardown()
 
 
 def _parse_size(size: str | None) -> tuple[int, int, int] | None:

@@ -11,7 +11,7 @@ Layout of ``OUT``::
     view.html                   the first 16 volumes in the viewer of ``prdit view``, at most 64³
 
 Volumes in HU and x̂₀ sit in different folders, so ``prdit evaluate --fake OUT`` reads the HU
-volumes only. Each file is written under ``OUT/.partial`` and renamed into place, so a killed
+volumes only. Each file is written under ``OUT/.partial`` (a subfolder per rank) and renamed into place, so a killed
 run never leaves a half-written file that a resumed run would take for done. Existing volumes
 are skipped (their files are not touched) unless ``overwrite``; ``manifest.json`` and
 ``grid.png``/``view.html`` are summaries and are brought up to date by every run. Format
@@ -47,6 +47,7 @@ DICOM_DIR = "dicom"
 VOLUME_FORMATS = ("nifti", "dicom", "both")
 PREVIEW_DIR = "previews"
 PARTIAL_DIR = ".partial"
+JOURNAL_DIR = ".journal"  # under torchrun: each rank's manifest entries until rank 0 has them (a killed job keeps them)
 GRID = "grid.png"
 VIEW = "view.html"
 VIEW_MAX_SIZE = 64  # voxels per axis in view.html: 2 bytes per voxel as base64, 0.7 MB per volume
@@ -115,15 +116,22 @@ class SampleFolder:
     """The output folder of a run: file paths, the manifest, and writes by rename."""
 
     def __init__(self, out: str | Path, settings: dict, overwrite: bool,
-                 volume_format: str = VOLUME_FORMATS[0]) -> None:
+                 volume_format: str = VOLUME_FORMATS[0], rank: int = 0, manifest: dict | None = None) -> None:
+        """Open ``out`` for a run with ``settings`` (checked against its manifest), or, on the other ranks of a
+        job, join the folder rank 0 opened with its ``manifest``. Each rank writes through its own ``.partial``
+        subfolder."""
         self.out = Path(out)
-        self.volume_format = volume_format
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.manifest = _open_manifest(self.out, settings, overwrite)
+        self.volume_format, self.rank = volume_format, rank
+        if manifest is None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            manifest = _open_manifest(self.out, settings, overwrite)
+            shutil.rmtree(self.out / PARTIAL_DIR, ignore_errors=True)  # leftovers of a killed run
+            shutil.rmtree(self.out / JOURNAL_DIR, ignore_errors=True)  # merged into the manifest, or of another run
+        self.manifest = manifest
         self.entries: dict[int, dict] = {e["index"]: e for e in self.manifest["volumes"]}
-        self.partial = self.out / PARTIAL_DIR
-        shutil.rmtree(self.partial, ignore_errors=True)  # leftovers of a killed run
-        self.partial.mkdir()
+        self.journaled: list[int] = []
+        self.partial = self.out / PARTIAL_DIR / f"rank{rank}"
+        self.partial.mkdir(parents=True, exist_ok=True)
 
     def hu_path(self, index: int) -> Path:
         """The volume in HU."""
@@ -167,8 +175,14 @@ class SampleFolder:
             if self.dicom_path(index).is_dir() else None
         for key, path in (("x0_file", self.x0_path(index)), ("preview", self.preview_path(index))):
             entry[key] = path.relative_to(self.out).as_posix() if path.is_file() else None
-        if save:
+        if save and self.rank == 0:
             self.save_manifest()
+        elif save:
+            if index not in self.journaled:
+                self.journaled.append(index)
+            mine = [self.entries[i] for i in self.journaled]
+            self.write(self.out / JOURNAL_DIR / f"rank{self.rank}.json",
+                       lambda tmp: tmp.write_text(json.dumps(mine) + "\n"))
 
     def save_manifest(self) -> None:
         """Write ``manifest.json``."""
@@ -180,9 +194,14 @@ class SampleFolder:
         listed = {e.get("file") for e in self.manifest["volumes"]}
         return sorted(p.name for p in self.out.glob("sample_*.nii.gz") if p.name not in listed)
 
-    def close(self) -> None:
-        """Remove the ``.partial`` folder."""
-        shutil.rmtree(self.partial, ignore_errors=True)
+    def todo(self, indices: Sequence[int], overwrite: bool, save_x0: bool) -> list[int]:
+        """The volumes of ``indices`` still to generate: all with ``overwrite``, else those missing a file."""
+        return [i for i in indices if overwrite or not self.has_volume(i)
+                or (save_x0 and not self.x0_path(i).is_file())]
+
+    def close(self, last: bool = True) -> None:
+        """Remove this rank's ``.partial`` folder, and with ``last`` the ``.partial`` folder itself."""
+        shutil.rmtree(self.partial.parent if last else self.partial, ignore_errors=True)
 
 
 def generate_to_folder(pipe: PRDiTPipeline, out: str | Path, indices: Sequence[int], settings: SamplingConfig,
@@ -191,8 +210,14 @@ def generate_to_folder(pipe: PRDiTPipeline, out: str | Path, indices: Sequence[i
                        ) -> RunSummary:
     """Generate volumes ``indices`` of the run ``settings`` describe into ``out`` (see the module docstring).
 
-    ``volume_format``: ``nifti`` (``.nii.gz``), ``dicom`` (a CT series folder) or ``both``.
+    ``volume_format``: ``nifti`` (``.nii.gz``), ``dicom`` (a CT series folder) or ``both``. In a torchrun job
+    (:mod:`prdit.distributed`) every rank calls this with the same arguments: rank 0 opens the folder and
+    decides what is still to do, the ranks share those volumes round-robin (each volume from its own seed,
+    so the files are the ones a single process writes), and rank 0 writes the manifest, grid and viewer page
+    once every rank is done. Progress and ``log`` are rank 0's.
     """
+    from prdit.distributed import barrier, current, gather_in_order, on_main, shard
+
     if volume_format not in VOLUME_FORMATS:
         raise ConfigError(f"unknown volume format '{volume_format}'; choose one of {', '.join(VOLUME_FORMATS)}")
     if pipe.source is None:
@@ -203,42 +228,64 @@ def generate_to_folder(pipe: PRDiTPipeline, out: str | Path, indices: Sequence[i
     if not indices or indices[0] < 0:
         raise ConfigError(f"volume indices must be >= 0, got {indices[:3]}")
     settings = pipe.settings(settings)
-    folder = SampleFolder(out, {**_run_settings(pipe, settings), "volume_format": volume_format}, overwrite,
-                          volume_format)
+    info = current()
+    run_settings = {**_run_settings(pipe, settings), "volume_format": volume_format}
+
+    def open_folder() -> tuple[dict, list[int]]:
+        folder = SampleFolder(out, run_settings, overwrite, volume_format)
+        folder.save_manifest()  # the run's settings are on disk before the first volume
+        return folder.manifest, folder.todo(indices, overwrite, save_x0)
+
+    manifest, todo = on_main(open_folder, info)
+    folder = SampleFolder(out, run_settings, overwrite, volume_format, info.rank, manifest)
+    summary = RunSummary(out=folder.out, skipped=sorted(set(indices) - set(todo)))
     try:
-        summary = _generate(pipe, folder, indices, settings, overwrite, save_x0, previews, progress)
+        mine = _generate(pipe, folder, shard(todo, info), settings, overwrite, save_x0, previews,
+                         progress and info.is_main, len(todo))
+        done = gather_in_order(mine, info)  # (index, manifest entry) of every rank's volumes, in todo's order
+        summary.generated = [i for i, _ in done]
+        if info.is_main:
+            folder.entries.update({i: entry for i, entry in done})
+            _finish(pipe, folder, summary, settings, previews)
     finally:
+        folder.close(last=not info.enabled)
+    barrier()
+    if info.enabled and info.is_main:
         folder.close()
-    summary.stale = folder.unlisted()
-    if log is not None and summary.stale:
-        log(f"{len(summary.stale)} volume file(s) in {folder.out} are not in its manifest (left by an overwritten "
-            f"or interrupted run), e.g. {summary.stale[0]}; `prdit evaluate --fake {folder.out}` would read them")
+    if info.is_main:
+        summary.stale = folder.unlisted()
+        if log is not None and summary.stale:
+            log(f"{len(summary.stale)} volume file(s) in {folder.out} are not in its manifest (left by an "
+                f"overwritten or interrupted run), e.g. {summary.stale[0]}; `prdit evaluate --fake {folder.out}` "
+                "would read them")
     return summary
 
 
-def _generate(pipe: PRDiTPipeline, folder: SampleFolder, indices: list[int], settings: SamplingConfig,
-              overwrite: bool, save_x0: bool, previews: bool, progress: bool) -> RunSummary:
-    summary = RunSummary(out=folder.out)
-    seed, batch_size = settings.seed, settings.batch_size
-    window = window_range(settings.preview_window, (pipe.normalization.hu_min, pipe.normalization.hu_max))
+def _preview_window(pipe: PRDiTPipeline, settings: SamplingConfig) -> tuple[float, float]:
+    return window_range(settings.preview_window, (pipe.normalization.hu_min, pipe.normalization.hu_max))
+
+
+def _write_preview(pipe: PRDiTPipeline, folder: SampleFolder, settings: SamplingConfig, i: int, hu: np.ndarray,
+                   seed_of_volume: int) -> None:
+    window = _preview_window(pipe, settings)
+    title = f"{sample_name(i)}  seed {seed_of_volume}  ({window[0]:.0f} to {window[1]:.0f} HU)"
+    folder.write(folder.preview_path(i), lambda tmp: save_preview(tmp, hu, pipe.spacing, window, title))
+
+
+def _generate(pipe: PRDiTPipeline, folder: SampleFolder, todo: list[int], settings: SamplingConfig,
+              overwrite: bool, save_x0: bool, previews: bool, progress: bool, total: int) -> list[tuple[int, dict]]:
+    """Generate and write the volumes ``todo`` (this rank's share of ``total``); returns their manifest entries."""
+    batch_size = settings.batch_size
     generated_on = {"device": str(pipe.device), "precision": resolve_precision(settings.precision, pipe.device),
                     "exact": settings.exact}
-
-    def preview(i: int, hu: np.ndarray, seed_of_volume: int) -> None:
-        title = f"{sample_name(i)}  seed {seed_of_volume}  ({window[0]:.0f} to {window[1]:.0f} HU)"
-        folder.write(folder.preview_path(i), lambda tmp: save_preview(tmp, hu, pipe.spacing, window, title))
-
-    todo = [i for i in indices if overwrite or not folder.has_volume(i)
-            or (save_x0 and not folder.x0_path(i).is_file())]
-    summary.skipped = sorted(set(indices) - set(todo))
-    folder.save_manifest()  # the run's settings are on disk before the first volume
-
+    done: list[tuple[int, dict]] = []
     bar = None
     if todo and progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=-(-len(todo) // batch_size) * settings.steps, desc=f"sampling {len(todo)} volume(s)",
-                   unit="step")
+        share = "" if len(todo) == total else f" (this rank's share of {total})"
+        bar = tqdm(total=-(-len(todo) // batch_size) * settings.steps,
+                   desc=f"sampling {len(todo)} volume(s){share}", unit="step")
     try:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
@@ -248,6 +295,8 @@ def _generate(pipe: PRDiTPipeline, folder: SampleFolder, indices: list[int], set
                 x0 = result.volumes[k:k + 1]
                 hu = hu_file_array(pipe.to_hu(x0)[0], pipe.normalization)
                 fresh = overwrite or not folder.has_volume(i)  # else only the x̂₀ file was missing
+                # The entry first: a run killed after the volume is written still knows where it came from.
+                folder.record(i, result.seeds[k], generated_on=generated_on)
                 if fresh:
                     write_volume_formats(pipe.to_volume(hu), folder.volume_format, folder.hu_path(i),
                                          folder.dicom_path(i), folder.write, remove_other=overwrite,
@@ -260,30 +309,36 @@ def _generate(pipe: PRDiTPipeline, folder: SampleFolder, indices: list[int], set
                 elif fresh:
                     folder.x0_path(i).unlink(missing_ok=True)  # an x̂₀ of the replaced volume
                 if previews and (fresh or not folder.preview_path(i).is_file()):
-                    preview(i, hu, result.seeds[k])
+                    _write_preview(pipe, folder, settings, i, hu, result.seeds[k])
                 elif fresh:
                     folder.preview_path(i).unlink(missing_ok=True)
-                folder.record(i, result.seeds[k], generated_on=generated_on)
-                summary.generated.append(i)
+                # Rank 0 keeps the manifest current as it goes; the others keep a journal until rank 0 has theirs.
+                folder.record(i, result.seeds[k])
+                done.append((i, folder.entries[i]))
                 if bar is not None:
-                    bar.set_postfix_str(f"{len(summary.generated)}/{len(todo)} volumes written")
+                    bar.set_postfix_str(f"{len(done)}/{len(todo)} volumes written")
     finally:
         if bar is not None:
             bar.close()
+    return done
 
+
+def _finish(pipe: PRDiTPipeline, folder: SampleFolder, summary: RunSummary, settings: SamplingConfig,
+            previews: bool) -> None:
+    """The run's summaries, once every volume is written: entries and previews of skipped volumes, the
+    manifest, ``grid.png`` and ``view.html``."""
     for i in summary.skipped:
         # Volumes of an interrupted run may lack a preview or a manifest entry.
         if previews and not folder.preview_path(i).is_file():
-            preview(i, folder.read_hu(i), volume_seed(seed, i))
-        folder.record(i, volume_seed(seed, i), save=False)
+            _write_preview(pipe, folder, settings, i, folder.read_hu(i), volume_seed(settings.seed, i))
+        folder.record(i, volume_seed(settings.seed, i), save=False)
     folder.save_manifest()
     if previews:
         shown = [folder.out / e["preview"] for e in folder.manifest["volumes"]
                  if e.get("preview") and (folder.out / e["preview"]).is_file()]
         if shown:
             summary.grid = folder.write(folder.out / GRID, lambda tmp: save_grid(tmp, shown))
-        summary.view = _write_view(folder, window)
-    return summary
+        summary.view = _write_view(folder, _preview_window(pipe, settings))
 
 
 def _write_view(folder: SampleFolder, window: tuple[float, float]) -> Path | None:
@@ -356,4 +411,10 @@ def _open_manifest(out: Path, settings: dict, overwrite: bool) -> dict:
             raise ConfigError(f"{out} holds volumes of another run ({details}); choose another --out or pass "
                               f"--overwrite to replace them")
         return {**settings, "volumes": []}
-    return {**settings, "volumes": manifest.get("volumes", [])}
+    entries = {e["index"]: e for e in manifest.get("volumes", [])}
+    for journal in sorted((out / JOURNAL_DIR).glob("rank*.json")):  # entries of ranks a killed job lost
+        try:
+            entries.update({e["index"]: e for e in json.loads(journal.read_text())})
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass  # written by rename, so only a hand-edited journal is unreadable; its volumes get new entries
+    return {**settings, "volumes": [entries[i] for i in sorted(entries)]}

@@ -1,69 +1,14 @@
-"""DDP through torchrun without a framework: process group set-up, rank helpers, and the
-shared-seed data order that gives each rank a disjoint shard (docs/method.md §12.3)."""
+"""DDP through torchrun without a framework: the shared-seed data order that gives each rank a
+disjoint shard (docs/method.md §12.3); the process group and rank helpers are
+:mod:`prdit.distributed`'s, shared with sampling, evaluation and reconstruction."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import numpy as np
-import torch
-import torch.distributed as dist
 
+from prdit.distributed import DistInfo, all_gather_objects, all_reduce, barrier, setup_distributed
 
-@dataclass(frozen=True)
-class DistInfo:
-    """This process's place in the job."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0 alone writes files."""
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        """True when running under torchrun with more than one process."""
-        return self.world_size > 1
-
-
-def setup_distributed() -> DistInfo:
-    """Join the torchrun job if there is one (NCCL on CUDA, gloo on CPU)."""
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) < 2:
-        return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(info.local_rank)
-        dist.init_process_group(backend=backend)
-    return info
-
-
-def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
-    """In-place all-reduce when distributed, identity otherwise."""
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN,
-                                    "max": dist.ReduceOp.MAX}[op])
-    return tensor
-
-
-def all_gather_objects(obj) -> list:
-    """Every rank's ``obj`` on every rank (a one-element list when not distributed)."""
-    if dist.is_available() and dist.is_initialized():
-        out = [None] * dist.get_world_size()
-        dist.all_gather_object(out, obj)
-        return out
-    return [obj]
-
-
-def barrier() -> None:
-    """Wait for every rank."""
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+__all__ = ["DistInfo", "ShardedBatchSampler", "all_gather_objects", "all_reduce", "barrier", "setup_distributed"]
 
 
 class ShardedBatchSampler:

@@ -95,15 +95,18 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compare generated volumes with real ones: 3D FID (x10^3), MMD, KID, precision/recall/density/coverage,
         MS-SSIM diversity, W(HU) and the critic's Wasserstein estimate, with bootstrap intervals; with --train,
-        the memorisation check."""
+        the memorisation check. Under torchrun (``torchrun --nproc_per_node=N -m prdit evaluate …``) the
+        processes share feature extraction and MS-SSIM pairs, and rank 0 reports."""
         import warnings
 
         from rich.console import Console
         from rich.markup import escape
 
+        from prdit.distributed import INFERENCE_TIMEOUT, rank_device, setup_distributed, teardown
         from prdit.errors import ConfigError
         from prdit.evaluation.report import evaluate, report_table, write_report
 
+        info = setup_distributed(INFERENCE_TIMEOUT)
         norm = _normalization(model, normalization, hu_min, hu_max, quantile)
         size = None
         if resize is not None:
@@ -123,7 +126,8 @@ def register(app: typer.Typer) -> None:
             real_units=real_units, fake_units=fake_units, normalization=norm,
             real_stats=None if real_stats is None else str(real_stats),
             resize=size, features=features, weights=None if weights is None else str(weights), seed=seed,
-            batch_size=batch_size, device=device, cache_dir=None if no_cache else cache_dir, progress=not quiet,
+            batch_size=batch_size, device=str(rank_device(device, info)), cache_dir=None if no_cache else cache_dir,
+            progress=not quiet,
             msssim=MSSSIMConfig(max_pairs=msssim_pairs),
             critic=CriticConfig(steps=critic_steps, batch_size=critic_batch_size,
                                 train_fraction=critic_train_fraction, seed=critic_seed),
@@ -135,6 +139,9 @@ def register(app: typer.Typer) -> None:
             # The report's warnings are printed below, once, after the table.
             warnings.simplefilter("ignore", UserWarning)
             report = evaluate(real, fake, config, train)
+        teardown()
+        if not info.is_main:
+            return  # rank 0 reports for the job
         console = Console()
         console.print(report_table(report))
         for warning in report["warnings"]:

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from prdit.data.io import file_sha256
 from prdit.data.normalization import Normalization
 from prdit.device import resolve_device
+from prdit.distributed import current, gather_in_order, shard
 from prdit.errors import CheckpointError
 from prdit.evaluation import ct_resnet
 from prdit.evaluation.medicalnet import (FEATURE_DIM, NAME, MedicalNetResNet50, load_medicalnet,
@@ -122,7 +123,8 @@ def feature_network(weights: str | None = None, seed: int | None = None, kind: s
 def extract_features(volumes: VolumeSet, network: FeatureNetwork, batch_size: int = 4,
                      device: str | torch.device = "cpu", cache_dir: str | Path | None = None,
                      progress: bool = True) -> np.ndarray:
-    """Features of every volume: ``[N, 2048]`` float64 (from the cache when present)."""
+    """Features of every volume: ``[N, 2048]`` float64 (from the cache when present). Under torchrun the ranks
+    share the volumes and every rank gets all the features; rank 0 writes the cache."""
     cache_file = None
     if cache_dir is not None:
         key = hashlib.sha256(json.dumps({"version": FEATURES_VERSION, "network": network.cache_identity(),
@@ -131,18 +133,22 @@ def extract_features(volumes: VolumeSet, network: FeatureNetwork, batch_size: in
         if cache_file.is_file():
             with np.load(cache_file) as cached:
                 return cached["features"].astype(np.float64)
+    info = current()
     device = resolve_device(str(device))
     model = network.model.to(device).eval()
-    chunks = []
-    bar = tqdm(total=len(volumes), desc=f"features ({volumes.name})", unit="vol", disable=not progress)
+    mine = shard(range(len(volumes)), info)  # under torchrun each rank takes its share of the volumes
+    rows: list[np.ndarray] = []
+    bar = tqdm(total=len(mine), desc=f"features ({volumes.name})", unit="vol", disable=not (progress and info.is_main))
     with full_fp32():
-        for start in range(0, len(volumes), batch_size):
-            indices = range(start, min(start + batch_size, len(volumes)))
+        for start in range(0, len(mine), batch_size):
+            indices = mine[start:start + batch_size]
             batch = torch.from_numpy(volumes.batch(indices)).to(device)
-            chunks.append(model(batch).float().cpu().numpy())
+            rows.extend(model(batch).float().cpu().numpy())
             bar.update(len(indices))
     bar.close()
-    features = np.concatenate(chunks).astype(np.float32)
+    features = np.stack(gather_in_order(rows, info)).astype(np.float32)
+    if not info.is_main:
+        return features.astype(np.float64)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         partial = cache_file.with_suffix(".partial.npz")

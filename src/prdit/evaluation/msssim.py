@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from prdit.distributed import current, gather_in_order, shard
 from prdit.errors import ConfigError, DataError
 from prdit.evaluation.config import MSSSIMConfig
 from prdit.evaluation.volumes import VolumeSet
@@ -85,18 +86,22 @@ def msssim_diversity(volumes: VolumeSet, config: MSSSIMConfig = MSSSIMConfig(), 
 def pairwise_msssim(volumes: VolumeSet, config: MSSSIMConfig = MSSSIMConfig(), batch_size: int = 4,
                     device: str | torch.device = "cpu",
                     progress: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The volume pairs ``[P, 2]``, their MS-SSIM ``[P]`` and the summary of :func:`msssim_diversity`."""
+    """The volume pairs ``[P, 2]``, their MS-SSIM ``[P]`` and the summary of :func:`msssim_diversity`. Under
+    torchrun the ranks share the pairs and every rank gets all the values."""
     settings = msssim_settings(volumes.shape, config)
     pairs = sample_pairs(len(volumes), config.max_pairs, config.seed)
-    values = []
-    bar = tqdm(total=len(pairs), desc=f"MS-SSIM ({volumes.name})", unit="pair", disable=not progress)
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
+    info = current()
+    mine = np.asarray(shard(pairs, info)).reshape(-1, 2)  # under torchrun each rank takes its share of the pairs
+    values: list[float] = []
+    bar = tqdm(total=len(mine), desc=f"MS-SSIM ({volumes.name})", unit="pair",
+               disable=not (progress and info.is_main))
+    for start in range(0, len(mine), batch_size):
+        chunk = mine[start:start + batch_size]
         a = torch.from_numpy(volumes.batch(chunk[:, 0])).to(device)
         b = torch.from_numpy(volumes.batch(chunk[:, 1])).to(device)
-        values.append(ms_ssim(a, b, settings).cpu().numpy())
+        values.extend(ms_ssim(a, b, settings).cpu().numpy().tolist())
         bar.update(len(chunk))
     bar.close()
-    values = np.concatenate(values).astype(np.float64)
+    values = np.asarray(gather_in_order(values, info), dtype=np.float64)
     return pairs, values, {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
                            "pairs": int(len(values)), "volumes": len(volumes), **settings}

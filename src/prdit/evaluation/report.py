@@ -21,6 +21,7 @@ from prdit import __version__
 from prdit.errors import DataError
 from prdit.evaluation import statistics
 from prdit.evaluation.config import FEATURE_METRICS, EvaluationConfig
+from prdit.distributed import current
 from prdit.evaluation.volumes import VolumeSet, VolumeSource
 
 VolumeInput = Sequence[VolumeSource] | np.ndarray | str | Path | VolumeSet
@@ -60,6 +61,7 @@ def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConf
     if real_set is not None and real_set.shape != fake_set.shape:
         raise DataError(f"real volumes are {real_set.shape} but generated volumes are {fake_set.shape}; metrics "
                         "compare volumes at one size")
+    info = current()  # under torchrun the ranks share feature extraction and MS-SSIM pairs; rank 0 does the rest
     device = resolve_device(config.device)
     report: dict = {"prdit_version": __version__, "metrics": list(config.metrics),
                     "samples": {"real": len(real_set) if real_set is not None else None, "fake": len(fake_set)},
@@ -77,20 +79,8 @@ def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConf
                                                           device, report)
         report["samples"]["real"] = len(real_features)
         report["timings_s"]["features"] = time.perf_counter() - start
-        if "fid" in config.metrics:
-            report["fid"] = _fid(real_features, fake_features, network.comparable, report["warnings"])
-        if "mmd" in config.metrics:
-            report["mmd"] = _mmd(real_features, fake_features, network.comparable)
-        if "kid" in config.metrics:
-            from prdit.evaluation.kid import kid
-
-            report["kid"] = {**kid(real_features, fake_features, config.kid), "comparable_with_published": False}
-        if "prdc" in config.metrics:
-            report["prdc"] = _prdc(real_features, fake_features, config, report["warnings"])
-        if config.bootstrap.resamples and any(m in FEATURE_METRICS for m in config.metrics):
-            start = time.perf_counter()
-            _feature_intervals(report, real_features, fake_features, config)
-            report["timings_s"]["bootstrap_features"] = time.perf_counter() - start
+        if info.is_main:
+            _feature_metrics(report, network, real_features, fake_features, config)
 
     if "msssim" in config.metrics:
         start = time.perf_counter()
@@ -101,12 +91,12 @@ def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConf
             report["msssim"]["real"] = _msssim(real_set, real_counts, config, device)
         report["timings_s"]["msssim"] = time.perf_counter() - start
 
-    if "hu_wasserstein" in config.metrics:
+    if "hu_wasserstein" in config.metrics and info.is_main:
         start = time.perf_counter()
         report["hu_wasserstein"] = _hu_wasserstein(real_set, fake_set, config)
         report["timings_s"]["hu_wasserstein"] = time.perf_counter() - start
 
-    if "wasserstein" in config.metrics:
+    if "wasserstein" in config.metrics and info.is_main:
         from prdit.evaluation.wasserstein import wasserstein_estimate
 
         start = time.perf_counter()
@@ -115,12 +105,16 @@ def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConf
 
     if "memorisation" in config.metrics:
         start = time.perf_counter()
-        report["memorisation"] = _memorisation(train, real_set, fake_set, config, device, network,
-                                               real_features, fake_features)
+        entry = _memorisation(train, real_set, fake_set, config, device, network, real_features, fake_features)
+    if "memorisation" in config.metrics and info.is_main:
+        report["memorisation"] = entry
         report["samples"]["training"] = report["memorisation"]["training_volumes"]
         report["warnings"] += report["memorisation"]["warnings"]
         report["timings_s"]["memorisation"] = time.perf_counter() - start
 
+    if not info.is_main:
+        report["partial"] = f"rank {info.rank} of {info.world_size}: rank 0's report holds every metric"
+        return report
     if config.bootstrap.resamples:
         report["bootstrap"] = {"resamples": config.bootstrap.resamples, "seed": config.bootstrap.seed,
                                "level": config.bootstrap.level, "method": statistics.METHOD}
@@ -220,6 +214,25 @@ def report_table(report: dict):
                       f"held out {entry['split']['real']['held_out']}+{entry['split']['fake']['held_out']}, "
                       f"{entry['steps']} steps, seed {entry['seed']}")
     return table
+
+
+def _feature_metrics(report: dict, network, real_features: np.ndarray, fake_features: np.ndarray,
+                     config: EvaluationConfig) -> None:
+    """FID, MMD, KID and PRDC as configured, each with its bootstrap interval, into ``report``."""
+    if "fid" in config.metrics:
+        report["fid"] = _fid(real_features, fake_features, network.comparable, report["warnings"])
+    if "mmd" in config.metrics:
+        report["mmd"] = _mmd(real_features, fake_features, network.comparable)
+    if "kid" in config.metrics:
+        from prdit.evaluation.kid import kid
+
+        report["kid"] = {**kid(real_features, fake_features, config.kid), "comparable_with_published": False}
+    if "prdc" in config.metrics:
+        report["prdc"] = _prdc(real_features, fake_features, config, report["warnings"])
+    if config.bootstrap.resamples and any(m in FEATURE_METRICS for m in config.metrics):
+        start = time.perf_counter()
+        _feature_intervals(report, real_features, fake_features, config)
+        report["timings_s"]["bootstrap_features"] = time.perf_counter() - start
 
 
 def _fid(real_features: np.ndarray, fake_features: np.ndarray, comparable: bool, report_warnings: list) -> dict:
@@ -329,6 +342,8 @@ def _memorisation(train: VolumeInput, real_set: VolumeSet, fake_set: VolumeSet, 
         train_features = extract_features(train_set, network, config.batch_size, device, config.cache_dir,
                                           config.progress)
         features = {"fake": fake_features, "real": real_features, "train": train_features}
+    if not current().is_main:
+        return None  # the features were a shared step; the check itself is rank 0's
     return memorisation_check(fake_set, real_set, train_set, config.memorisation, device, config.progress, features,
                               config.normalization)
 
@@ -365,7 +380,7 @@ def _features(real_set: VolumeSet | None, fake_set: VolumeSet, stats_file: Path 
         report["reference_stats"] = {"path": str(stats_file), "real": stats.real, "reused": True}
     else:
         real_features = extract_features(real_set, **kwargs)
-        if stats_file is not None:
+        if stats_file is not None and current().is_main:
             save_reference_stats(stats_file, ReferenceStats(
                 features=real_features, network={**network.describe(), **identity},
                 input_size=list(real_set.shape), real=real_set.describe(), features_version=FEATURES_VERSION))

@@ -1,0 +1,85 @@
+"""`prdit evaluate` under torchrun: two gloo processes share feature extraction (real, generated, training, and
+the --real-stats file) and MS-SSIM pairs; rank 0 reports numbers equal to one process's."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from prdit.data.phantoms import write_phantoms
+
+pytest.importorskip("torch.distributed.run")
+
+# Features of a volume come from batches of other volumes when the work is shared: equal up to float
+# rounding of the convolutions, so the numbers agree to this relative tolerance (seen: at most 3e-6, on a
+# KID near zero).
+RTOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sets")
+    return {name: write_phantoms(count, 24, root / name, seed=seed)[0].parent
+            for name, count, seed in (("real", 9, 1), ("fake", 11, 2), ("train", 7, 3))}
+
+
+def arguments(sets, out, stats) -> list[str]:
+    return ["evaluate", "--fake", str(sets["fake"]), "--real", str(sets["real"]), "--train", str(sets["train"]),
+            "--features", "random-init", "--seed", "0", "--metrics", "fid,mmd,kid,prdc,msssim,hu_wasserstein",
+            "--bootstrap", "20", "--batch-size", "4", "--memorisation-shift", "1", "--out", str(out / "report.json"),
+            "--real-stats", str(stats), "--no-cache", "--quiet"]
+
+
+def run(command: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f"the job did not stop within {timeout} s:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def numbers(entry, prefix=""):
+    """Every number in a report entry, by its path."""
+    if isinstance(entry, dict):
+        for key, value in entry.items():
+            yield from numbers(value, f"{prefix}.{key}")
+    elif isinstance(entry, list):
+        for i, value in enumerate(entry):
+            yield from numbers(value, f"{prefix}[{i}]")
+    elif isinstance(entry, (int, float)) and not isinstance(entry, bool):
+        yield prefix, entry
+
+
+def test_two_processes_report_the_numbers_of_one(sets, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = run([sys.executable, "-m", "prdit", *arguments(sets, one, one / "stats.npz")])
+    assert single.returncode == 0, single.stderr[-3000:]
+    job = run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29551",
+               "-m", "prdit", *arguments(sets, two, two / "stats.npz")])
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert job.stdout.count("PRDiT evaluation") == 1  # rank 0 reports for the job
+
+    reports = [json.loads((folder / "report.json").read_text()) for folder in (one, two)]
+    checked = 0
+    for metric in ("fid", "mmd", "kid", "prdc", "msssim", "hu_wasserstein", "memorisation"):
+        ours, theirs = dict(numbers(reports[1][metric])), dict(numbers(reports[0][metric]))
+        assert ours.keys() == theirs.keys(), metric
+        for path, value in theirs.items():
+            assert math.isclose(ours[path], value, rel_tol=RTOL, abs_tol=1e-9), (metric, path, ours[path], value)
+            checked += 1
+    assert checked > 50
+    pairs = [[(p["generated"], p["training"]) for p in r["memorisation"]["top_pairs"]] for r in reports]
+    assert pairs[0] == pairs[1]
+    with np.load(one / "stats.npz") as a, np.load(two / "stats.npz") as b:
+        assert a["features"].shape == b["features"].shape == (9, 2048)
+        np.testing.assert_allclose(b["features"], a["features"], rtol=RTOL, atol=1e-7)

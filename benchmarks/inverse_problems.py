@@ -6,12 +6,15 @@ For every task (×4 super-resolution, infill of the centre cube, Gaussian deblur
 from two views) each held-out volume is measured with the task's operator (no noise), then
 reconstructed with the task's default guidance (docs/method.md §15) and reconstructed by the classical
 baseline (trilinear upsampling, mean fill, the blurred input, normalised back-projection).
-Scores are means over the volumes, in the model range [-1, 1] (SSIM: mean of 2D SSIMs along the
-three axes).
+Scores are means ± standard deviations over the volumes, in the model range [-1, 1] (SSIM: mean of
+2D SSIMs along the three axes). The reconstructions are those of ``prdit reconstruct --simulate-from
+LIST`` (``prdit.inverse.run.reconstruct_cases``): one folder per volume under ``--out`` (a finished
+one is kept, so a stopped run resumes), and under torchrun the processes share the volumes.
 
     make demo                                   # the phantom model this uses by default
     python benchmarks/inverse_problems.py       # the demo model on the demo's validation phantoms
     python benchmarks/inverse_problems.py --model models/lidc-128-4l --real data/lidc/val.txt --steps 1000
+    torchrun --nproc_per_node=8 benchmarks/inverse_problems.py --model models/lidc-128-4l --real data/lidc/val.txt
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -27,7 +29,7 @@ if __package__ in (None, ""):
 
 import torch
 
-from benchmarks.common import add_common_args, report, resolve_device, set_threads, synchronize
+from benchmarks.common import add_common_args, report, resolve_device, set_threads
 
 NAME = "inverse_problems"
 DEMO_MODEL = Path("demo_out/models/prdit")
@@ -70,60 +72,80 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=1000, help="guided predictor-corrector steps (reference: 1000)")
     parser.add_argument("--tasks", default="sr,infill,deblur,xray", help="comma-separated tasks")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed")
+    parser.add_argument("--out", type=Path, default=None, help="folder of the reconstructions, one subfolder per "
+                        "task and volume (default: a temporary folder, removed afterwards)")
     add_common_args(parser, repeats=1)
     args = parser.parse_args(argv)
     set_threads(args.threads)
-    device = resolve_device(args.device)
 
-    from prdit.data.io import read_volume
+    from prdit.distributed import INFERENCE_TIMEOUT, on_main, rank_device, setup_distributed, teardown
+
+    info = setup_distributed(INFERENCE_TIMEOUT)
+    device = resolve_device(args.device)
+    device = rank_device(device, info) if args.device != "cpu" else device
+    scratch = Path(on_main(tempfile.mkdtemp, info)) if args.out is None else args.out
+    try:
+        rows, results, notes = run(args, parser, device, scratch)
+    finally:
+        if args.out is None and info.is_main:
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
+    teardown()
+    if info.is_main:
+        columns = ["task", "PSNR (ours)", "PSNR (baseline)", "SSIM (ours)", "SSIM (baseline)", "s/reconstruction"]
+        report(NAME, device, args, "training-free inverse problems", notes, columns, rows, results)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser, device: torch.device,
+        scratch: Path) -> tuple[list, list, list[str]]:
+    """Reconstruct every held-out volume for every task into ``scratch``; the table rows, results and notes."""
+    from prdit.distributed import current
+    from prdit.generation.config import SamplingConfig
     from prdit.generation.pipeline import PRDiTPipeline
     from prdit.inverse.guidance import task_settings
-    from prdit.inverse.metrics import classical_baseline, psnr, ssim
-    from prdit.inverse.operators import DEFAULT_MASK_PATTERN, make_mask, simulate_measurement
+    from prdit.inverse.operators import DEFAULT_MASK_PATTERN, make_mask
+    from prdit.inverse.run import reconstruct_cases
     from prdit.inverse.tasks import task_operator
 
-    with tempfile.TemporaryDirectory() as scratch:
-        model_dir, real = smoke_inputs(Path(scratch)) if args.smoke else (args.model, args.real)
-        if not model_dir.is_dir():
-            parser.error(f"{model_dir}: run `make demo` first, or pass --model")
-        steps = 4 if args.smoke else args.steps
-        pipe = PRDiTPipeline.from_pretrained(model_dir, device=device)
-        files = held_out(real, 2 if args.smoke else args.num)
-        truths = [torch.from_numpy(pipe.normalization.to_model(read_volume(f).array))[None, None] for f in files]
-        rows, results = [], []
-        for task in [t for t in args.tasks.split(",") if t]:
-            mask = make_mask(DEFAULT_MASK_PATTERN, pipe.volume_shape) if task == "infill" else None
-            operator = task_operator(task, pipe.volume_shape, pipe.spacing, pipe.normalization, mask=mask)
-            guidance = task_settings(task)
-            scores = {"reconstruction": {"psnr": [], "ssim": []}, "baseline": {"psnr": [], "ssim": []}}
-            seconds = []
-            for truth in truths:
-                measurement = simulate_measurement(operator, truth)
-                synchronize(device)
-                start = time.perf_counter()
-                x = pipe.reconstruct(task, measurement, operator=operator, guidance=guidance, steps=steps,
-                                     seed=args.seed, output_type="model").volumes
-                synchronize(device)
-                seconds.append(time.perf_counter() - start)
-                for name, volume in (("reconstruction", x), ("baseline", classical_baseline(operator, measurement))):
-                    scores[name]["psnr"].append(float(psnr(volume, truth)))
-                    scores[name]["ssim"].append(float(ssim(volume, truth)))
-            mean = {name: {k: sum(v) / len(v) for k, v in s.items()} for name, s in scores.items()}
-            entry = {"task": task, "guidance": guidance.to_dict(), "steps": steps, "volumes": len(truths),
-                     "seconds_per_reconstruction": sum(seconds) / len(seconds), "mean": mean, "per_volume": scores}
-            results.append(entry)
-            rec, base = mean["reconstruction"], mean["baseline"]
-            rows.append([task, f"{rec['psnr']:.2f}", f"{base['psnr']:.2f}", f"{rec['ssim']:.4f}", f"{base['ssim']:.4f}",
-                         f"{entry['seconds_per_reconstruction']:.3g}"])
-            print(f"{task}: PSNR {rec['psnr']:.2f} vs {base['psnr']:.2f} dB, SSIM {rec['ssim']:.4f} vs "
-                  f"{base['ssim']:.4f}, {entry['seconds_per_reconstruction']:.3g} s", flush=True)
+    from prdit.distributed import on_main
 
+    model_dir, real = on_main(lambda: smoke_inputs(scratch / "smoke")) if args.smoke else (args.model, args.real)
+    if not model_dir.is_dir():
+        parser.error(f"{model_dir}: run `make demo` first, or pass --model")
+    steps = 4 if args.smoke else args.steps
+    pipe = PRDiTPipeline.from_pretrained(model_dir, device=device)
+    files = held_out(real, 2 if args.smoke else args.num)
+    rows, results = [], []
+    for task in [t for t in args.tasks.split(",") if t]:
+        mask = make_mask(DEFAULT_MASK_PATTERN, pipe.volume_shape) if task == "infill" else None
+        operator = task_operator(task, pipe.volume_shape, pipe.spacing, pipe.normalization, mask=mask)
+        guidance = task_settings(task)
+        settings = pipe.guided_settings(guidance, SamplingConfig(steps=steps, seed=args.seed))
+        done = reconstruct_cases(pipe, task, scratch / task, operator, guidance, settings, simulate_from=files,
+                                 previews=False)
+        table = done.table
+        per_volume = {name: {metric: [c["metrics"][name][metric] for c in done.cases] for metric in ("psnr", "ssim")}
+                      for name in ("reconstruction", "baseline")}
+        entry = {"task": task, "guidance": guidance.to_dict(), "steps": steps, "volumes": len(files),
+                 "seconds_per_reconstruction": table["seconds"]["mean"],
+                 "mean": {name: {m: table[name][m]["mean"] for m in ("psnr", "ssim")} for name in per_volume},
+                 "std": {name: {m: table[name][m]["std"] for m in ("psnr", "ssim")} for name in per_volume},
+                 "per_volume": per_volume, "processes": current().world_size}
+        results.append(entry)
+        cell = {name: {m: f"{table[name][m]['mean']:{f}} ± {table[name][m]['std']:{f}}"
+                       for m, f in (("psnr", ".2f"), ("ssim", ".4f"))} for name in per_volume}
+        rows.append([task, cell["reconstruction"]["psnr"], cell["baseline"]["psnr"], cell["reconstruction"]["ssim"],
+                     cell["baseline"]["ssim"], f"{entry['seconds_per_reconstruction']:.3g}"])
+        if current().is_main:
+            print(f"{task}: PSNR {rows[-1][1]} vs {rows[-1][2]} dB, SSIM {rows[-1][3]} vs {rows[-1][4]}, "
+                  f"{rows[-1][5]} s", flush=True)
     notes = [f"{pipe.model.name} at {'x'.join(map(str, pipe.volume_shape))} ({model_dir}), {steps} guided pc "
-             f"steps, seed {args.seed}", f"{len(truths)} held-out volumes per task from {real}, no measurement noise",
+             f"steps, seed {args.seed}", f"{len(files)} held-out volumes per task from {real}, no measurement noise; "
+             "mean ± std over the volumes",
              f"infill: the {DEFAULT_MASK_PATTERN} pattern missing; xray: two views (0°, 90°), reference geometry; "
              "scores in the model range"]
-    columns = ["task", "PSNR (ours)", "PSNR (baseline)", "SSIM (ours)", "SSIM (baseline)", "s/reconstruction"]
-    report(NAME, device, args, "training-free inverse problems", notes, columns, rows, results)
+    return rows, results, notes
 
 
 if __name__ == "__main__":

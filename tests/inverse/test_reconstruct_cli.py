@@ -209,3 +209,78 @@ def test_format_dicom_writes_only_the_series_of_the_reconstruction(model_dir, ct
                                              "--format", "dicom", "--no-previews")).output
     result = reconstruct(model_dir, "--task", "sr", "--simulate-from", ct, "--out", out, "--format", "png")
     assert isinstance(result.exception, ConfigError) and "nifti, dicom, both" in str(result.exception)
+
+
+# ---------------------------------------------------------------------------------------
+# Many cases: a folder or list of inputs, one folder per case, a summary; shared under torchrun
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    """Three 16³ phantoms in a folder, with the model's spacing."""
+    folder = tmp_path_factory.mktemp("cases")
+    for k in range(3):
+        volume = generate_phantom(16, seed=20 + k)
+        volume.spacing = SPACING
+        write_volume(folder / f"patient{k}.nii.gz", volume)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cases_run(model_dir, cases, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cases-out")
+    printed = ok(reconstruct(model_dir, "--task", "sr", "--simulate-from", cases, "--out", out)).output
+    return out, printed
+
+
+def test_a_folder_of_cases_gives_a_folder_per_case_and_mean_and_std(cases_run, model_dir, cases, tmp_path):
+    out, printed = cases_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert [c["case"] for c in summary["cases"]] == ["patient0", "patient1", "patient2"]
+    psnr = [json.loads((out / c / "manifest.json").read_text())["metrics"]["reconstruction"]["psnr"]
+            for c in ("patient0", "patient1", "patient2")]
+    table = summary["mean_std"]["reconstruction"]["psnr"]
+    assert table["cases"] == 3
+    assert table["mean"] == pytest.approx(np.mean(psnr)) and table["std"] == pytest.approx(np.std(psnr, ddof=1))
+    assert "mean ± std over 3 cases" in printed
+    assert (out / "summary.csv").read_text().splitlines()[0].startswith("case,input,reconstruction_psnr")
+    # a case equals its reconstruction on its own (each case is sampled with the run's seed)
+    alone = tmp_path / "alone"
+    ok(reconstruct(model_dir, "--task", "sr", "--simulate-from", cases / "patient1.nii.gz", "--out", alone))
+    assert np.array_equal(read_volume(alone / "reconstruction.nii.gz").array,
+                          read_volume(out / "patient1" / "reconstruction.nii.gz").array)
+
+
+def test_a_list_of_cases_resumes_and_a_missing_case_is_refused_first(model_dir, cases, cases_run, tmp_path):
+    out, _ = cases_run
+    listing = tmp_path / "cases.txt"
+    listing.write_text("".join(f"{cases / f'patient{k}.nii.gz'}\n" for k in range(3)))
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("reconstruction.nii.gz")}
+    printed = ok(reconstruct(model_dir, "--task", "sr", "--simulate-from", listing, "--out", out)).output
+    assert "0 reconstructed now, 3 found finished" in printed
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("reconstruction.nii.gz")} == before
+    listing.write_text(listing.read_text() + f"{cases / 'patient9.nii.gz'}\n")
+    result = reconstruct(model_dir, "--task", "sr", "--simulate-from", listing, "--out", tmp_path / "new")
+    assert isinstance(result.exception, DataError) and "patient9.nii.gz" in str(result.exception)
+    assert not (tmp_path / "new").exists()
+
+
+def test_torchrun_shares_the_cases_and_writes_what_one_process_writes(model_dir, cases, cases_run, tmp_path):
+    import subprocess
+
+    out, _ = cases_run
+    shared = tmp_path / "shared"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29561", "-m",
+               "prdit", "reconstruct", str(model_dir), "--task", "sr", "--simulate-from", str(cases), "--out",
+               str(shared), "--steps", "4", "--quiet", "--device", "cpu"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("summary: ") == 1 and "mean ± std over 3 cases" in result.stdout  # rank 0 reports
+    for case in ("patient0", "patient1", "patient2"):
+        assert np.array_equal(read_volume(shared / case / "reconstruction.nii.gz").array,
+                              read_volume(out / case / "reconstruction.nii.gz").array), case
+    ours, theirs = (json.loads((folder / "summary.json").read_text()) for folder in (shared, out))
+    assert ours["mean_std"]["reconstruction"] == theirs["mean_std"]["reconstruction"]
+    assert ours["processes"] == 2

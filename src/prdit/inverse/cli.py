@@ -26,10 +26,13 @@ def register(app: typer.Typer) -> None:
         measurement: Path = typer.Option(None, "--measurement", help="The measurement: a volume in HU (sr: the "
                                          "low-resolution volume; infill: the volume, missing voxels any value; "
                                          "deblur: the blurred volume), or projections \\[views, rows, columns] in "
-                                         "water-equivalent mm (xray; .npy or NIfTI)."),
+                                         "water-equivalent mm (xray; .npy or NIfTI). A folder or .txt list of them "
+                                         "reconstructs each into OUT/<case>/ with a summary table."),
         simulate_from: Path = typer.Option(None, "--simulate-from", help="A ground-truth CT (HU, the model's size): "
                                            "make the measurement with the task's operator, reconstruct, and report "
-                                           "PSNR/SSIM next to the classical baseline."),
+                                           "PSNR/SSIM next to the classical baseline. A folder or .txt list of them "
+                                           "reconstructs each into OUT/<case>/ and reports mean ± std over the "
+                                           "cases (OUT/summary.json, OUT/summary.csv)."),
         mask: Path = typer.Option(None, "--mask", help="infill: mask volume, 1 = known voxel, 0 = missing."),
         mask_pattern: str = typer.Option(None, "--mask-pattern", help=f"infill without --mask: "
                                          f"{', '.join(MASK_PATTERNS)} (reference patterns; with --simulate-from "
@@ -61,17 +64,26 @@ def register(app: typer.Typer) -> None:
         precision: str = typer.Option(DEFAULTS.precision, "--precision", help=f"{', '.join(PRECISIONS)}."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
-        """Reconstruct a CT volume from a measurement by guided predictor-corrector sampling (TF-PRDiT)."""
+        """Reconstruct a CT volume from a measurement by guided predictor-corrector sampling (TF-PRDiT).
+
+        Many cases (a folder or list given to --measurement or --simulate-from) are shared by the processes of
+        ``torchrun --nproc_per_node=N -m prdit reconstruct …``.
+        """
+        from prdit.distributed import INFERENCE_TIMEOUT, on_main, rank_device, setup_distributed, shard, teardown
         from prdit.errors import ConfigError
         from prdit.generation.pipeline import PRDiTPipeline
         from prdit.inverse.guidance import task_settings
         from prdit.inverse.operators import DEFAULT_MASK_PATTERN, make_mask
-        from prdit.inverse.run import MANIFEST, reconstruct_to_folder
+        from prdit.inverse.run import MANIFEST, case_inputs, reconstruct_cases, reconstruct_to_folder
         from prdit.inverse.tasks import read_mask, task_operator
 
         guidance = task_settings(task, scale=scale, decay=decay, jump=jump, corrector_noise=corrector_noise,
                                  cutoff=cutoff)
-        pipe = PRDiTPipeline.from_pretrained(model_dir, device=device, precision=precision)
+        info = setup_distributed(INFERENCE_TIMEOUT)
+        echo = typer.echo if info.is_main else (lambda *args, **kwargs: None)
+        source = measurement if measurement is not None else simulate_from
+        cases = case_inputs(source) if source is not None else None
+        pipe = PRDiTPipeline.from_pretrained(model_dir, device=rank_device(device, info), precision=precision)
         shape = pipe.volume_shape
         known, notes = None, []
         if task == "infill":
@@ -83,7 +95,7 @@ def register(app: typer.Typer) -> None:
                                       "or --mask-pattern")
                 mask_pattern = DEFAULT_MASK_PATTERN
                 notes.append(f"no --mask or --mask-pattern: infill of the {mask_pattern} pattern (the benchmark's)")
-                typer.echo(f"note: {notes[-1]}")
+                echo(f"note: {notes[-1]}")
             if mask is not None:
                 known = read_mask(mask, shape)
             else:
@@ -99,25 +111,56 @@ def register(app: typer.Typer) -> None:
                                  angles=angle_list)
         settings = pipe.guided_settings(guidance, SamplingConfig(steps=steps, seed=seed, precision=precision,
                                                                  preview_window=preview_window))
-        typer.echo(f"{pipe.model.name} at {'x'.join(map(str, shape))} on {pipe.device}: {task}, {settings.steps} "
-                   f"guided pc steps, seed {seed} -> {out}")
+        ranks = f" ({info.world_size} processes)" if info.enabled else ""
+        many_cases = f", {len(cases)} cases" if cases is not None else ""
+        echo(f"{pipe.model.name} at {'x'.join(map(str, shape))} on {pipe.device}{ranks}: {task}{many_cases}, "
+             f"{settings.steps} guided pc steps, seed {seed} -> {out}")
+        mine = len(shard(cases, info)) if cases is not None else 1
         bar = None
-        if not quiet:
+        if not quiet and info.is_main:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=settings.steps, desc="reconstructing", unit="step")
+            bar = tqdm(total=settings.steps * mine, unit="step",
+                       desc="reconstructing" + (f" {mine} case(s)" if cases is not None else ""))
+        step = (lambda done, total: bar.update(1)) if bar else None
+        common = dict(noise_std=noise_std, noise_seed=seed, overwrite=overwrite, previews=previews, progress=step,
+                      notes=notes, volume_format=volume_format)
         try:
-            summary = reconstruct_to_folder(pipe, task, out, operator, guidance, settings, measurement, simulate_from,
-                                            noise_std, seed, overwrite, previews,
-                                            progress=(lambda done, total: bar.update(1)) if bar else None,
-                                            notes=notes, volume_format=volume_format)
+            if cases is not None:
+                given = {"measurements": cases} if measurement is not None else {"simulate_from": cases}
+                many = reconstruct_cases(pipe, task, out, operator, guidance, settings, **given, **common)
+            else:  # one case: rank 0 alone
+                summary = on_main(lambda: reconstruct_to_folder(pipe, task, out, operator, guidance, settings,
+                                                                measurement, simulate_from, **common), info)
         finally:
             if bar is not None:
                 bar.close()
+        teardown()
+        if cases is not None:
+            _print_cases(echo, many)
+            return
         if not summary.reconstructed:
-            typer.echo(f"{out} already holds this reconstruction (--overwrite redoes it)")
+            echo(f"{out} already holds this reconstruction (--overwrite redoes it)")
         else:
-            typer.echo(f"reconstructed in {summary.seconds:.1f} s")
+            echo(f"reconstructed in {summary.seconds:.1f} s")
         for name, values in summary.metrics.items():
-            typer.echo(f"{name:>15}: PSNR {values['psnr']:.2f} dB  SSIM {values['ssim']:.4f}")
-        typer.echo(f"manifest: {summary.out / MANIFEST}")
+            echo(f"{name:>15}: PSNR {values['psnr']:.2f} dB  SSIM {values['ssim']:.4f}")
+        echo(f"manifest: {summary.out / MANIFEST}")
+
+
+def _print_cases(echo, many) -> None:
+    """One line per case, then mean ± std over the cases."""
+    from prdit.inverse.run import SUMMARY
+
+    done = sum(c["reconstructed"] for c in many.cases)
+    echo(f"{len(many.cases)} cases: {done} reconstructed now, {len(many.cases) - done} found finished")
+    for case in many.cases:
+        scores = "  ".join(f"{name} PSNR {v['psnr']:.2f} dB SSIM {v['ssim']:.4f}" for name, v in case["metrics"].items())
+        echo(f"  {case['case']}: {scores or 'no ground truth'}")
+    for name, metrics in many.table.items():
+        if name == "seconds":
+            continue
+        psnr, ssim = metrics["psnr"], metrics["ssim"]
+        echo(f"{name:>15}: PSNR {psnr['mean']:.2f} ± {psnr['std']:.2f} dB  SSIM {ssim['mean']:.4f} ± "
+             f"{ssim['std']:.4f}  (mean ± std over {psnr['cases']} cases)")
+    echo(f"summary: {many.out / SUMMARY}")

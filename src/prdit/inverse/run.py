@@ -2,7 +2,12 @@
 and a manifest with every setting; a finished folder is kept, another run's is refused.
 
 The reconstruction is ``reconstruction.nii.gz``, the DICOM CT series ``dicom/reconstruction/``
-(format ``dicom``: instead of the NIfTI file) or both; everything else is NIfTI/NumPy/PNG."""
+(format ``dicom``: instead of the NIfTI file) or both; everything else is NIfTI/NumPy/PNG.
+
+Many cases (a folder or list file of measurements or ground truths) make one such folder per case,
+``OUT/<case>/``, and ``OUT/summary.json``/``summary.csv`` with every case's PSNR/SSIM and their mean
+± standard deviation (:func:`reconstruct_cases`). Every case is sampled with the run's seed, so a case
+equals its reconstruction on its own; under torchrun the ranks share the cases."""
 
 from __future__ import annotations
 
@@ -32,6 +37,8 @@ from prdit.visualization import window_range
 
 FORMAT, FORMAT_VERSION = "prdit-reconstruct", 1
 MANIFEST = "manifest.json"
+SUMMARY, SUMMARY_CSV = "summary.json", "summary.csv"
+SCORED = ("reconstruction", "baseline")
 RECONSTRUCTION = "reconstruction.nii.gz"
 DICOM_RECONSTRUCTION = "dicom/reconstruction"
 
@@ -122,6 +129,112 @@ def reconstruct_to_folder(pipe: PRDiTPipeline, task: str, out: str | Path, opera
                 "files": files}
     atomic_write(out / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
     return ReconstructionSummary(out, True, metrics, seconds)
+
+
+@dataclass
+class CasesSummary:
+    """What :func:`reconstruct_cases` did: per case its input, folder, whether it was reconstructed now and its
+    metrics; ``table``: mean and standard deviation of each metric over the scored cases."""
+
+    out: Path
+    cases: list[dict]
+    table: dict
+
+
+def case_inputs(source: str | Path) -> list[Path] | None:
+    """The cases of ``source`` when it names many: a folder of volume files (and DICOM series subfolders) or a
+    ``.txt`` list (one path a line, relative to the list); None for one case (a file or one DICOM series)."""
+    from prdit.evaluation.volumes import list_volume_files
+
+    source = Path(source).expanduser()
+    if not (source.is_dir() or source.suffix.lower() == ".txt"):
+        return None
+    files = list_volume_files(source)
+    return None if files == [source] else files
+
+
+def case_names(files: list[Path]) -> list[str]:
+    """A folder name per case: the file's name without its volume suffix, numbered where names repeat."""
+    from prdit.data.io import volume_suffix
+
+    stems = [f.name[:len(f.name) - len(volume_suffix(f))] if volume_suffix(f) else f.name for f in files]
+    return [stem if stems.count(stem) == 1 else f"{stem}-{k:05d}" for k, stem in enumerate(stems)]
+
+
+def reconstruct_cases(pipe: PRDiTPipeline, task: str, out: str | Path, operator: Operator,
+                      guidance: GuidanceSettings, settings: SamplingConfig, measurements: list[Path] | None = None,
+                      simulate_from: list[Path] | None = None, noise_std: float = 0.0, noise_seed: int = 0,
+                      overwrite: bool = False, previews: bool = True, progress=None,
+                      notes: list[str] | None = None, volume_format: str = VOLUME_FORMATS[0]) -> CasesSummary:
+    """:func:`reconstruct_to_folder` for each of many ``measurements`` or ground truths ``simulate_from`` into
+    ``out/<case>/`` (finished cases are kept, so a stopped run resumes), then ``out/summary.json`` and
+    ``summary.csv``. Under torchrun the ranks share the cases round-robin and rank 0 writes the summary; every
+    rank returns it. ``progress(done, total)`` is called per sampler step of this rank's cases."""
+    from prdit.distributed import barrier, current, gather_in_order, on_main, shard
+
+    if (measurements is None) == (simulate_from is None):
+        raise ConfigError("give either measurements or ground truths to simulate from, not both or neither")
+    files = list(measurements if measurements is not None else simulate_from)
+    names = case_names(files)
+    out = Path(out)
+    info = current()
+
+    def check() -> None:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file, not a folder; choose another --out")
+        missing = [f for f in files if not f.exists()]
+        if missing:
+            flag = "--measurement" if measurements is not None else "--simulate-from"
+            raise DataError(f"{missing[0]}: no such file ({len(missing)} of the {len(files)} cases given to {flag} "
+                            "are missing)")
+
+    on_main(check, info)
+    results = []
+    for k in shard(range(len(files)), info):
+        source = {"measurement_file": files[k]} if measurements is not None else {"simulate_from": files[k]}
+        done = reconstruct_to_folder(pipe, task, out / names[k], operator, guidance, settings, **source,
+                                     noise_std=noise_std, noise_seed=noise_seed, overwrite=overwrite,
+                                     previews=previews, progress=progress, notes=notes, volume_format=volume_format)
+        results.append({"case": names[k], "input": str(files[k]), "folder": names[k],
+                        "reconstructed": done.reconstructed, "metrics": done.metrics, "seconds": done.seconds})
+    cases = gather_in_order(results, info)
+    table = summary_table(cases)
+    if info.is_main:
+        summary = {"format": "prdit-reconstruct-cases", "task": task, "cases": cases, "mean_std": table,
+                   "processes": info.world_size}
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / SUMMARY, lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
+        atomic_write(out / SUMMARY_CSV, lambda tmp: _write_summary_csv(tmp, cases))
+    barrier()
+    return CasesSummary(out, cases, table)
+
+
+def summary_table(cases: list[dict]) -> dict:
+    """Per scored output (reconstruction, baseline) and metric (psnr, ssim): mean, standard deviation (ddof 1;
+    0 for one case) and count over the cases that have a ground truth; and the mean seconds per case."""
+    table: dict = {}
+    for name in SCORED:
+        for metric in ("psnr", "ssim"):
+            values = np.array([c["metrics"][name][metric] for c in cases if name in c["metrics"]], dtype=np.float64)
+            if len(values):
+                table.setdefault(name, {})[metric] = {
+                    "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                    "cases": int(len(values))}
+    seconds = [c["seconds"] for c in cases if c["seconds"] is not None]
+    if seconds:
+        table["seconds"] = {"mean": float(np.mean(seconds)), "cases": len(seconds)}
+    return table
+
+
+def _write_summary_csv(path: Path, cases: list[dict]) -> None:
+    import csv
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case", "input", *(f"{n}_{m}" for n in SCORED for m in ("psnr", "ssim")), "seconds"])
+        for case in cases:
+            scores = [case["metrics"].get(n, {}).get(m, "") for n in SCORED for m in ("psnr", "ssim")]
+            writer.writerow([case["case"], case["input"], *scores, "" if case["seconds"] is None else case["seconds"]])
 
 
 def _run_settings(pipe: PRDiTPipeline, task: str, operator: Operator, guidance: GuidanceSettings,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from prdit.diffusion.consistency import ConsistencyModel
 from prdit.diffusion.flow import FlowMatching
 from prdit.diffusion.ian import IaNDiffusion
 from prdit.diffusion.process import Process
 from prdit.errors import ConfigError
 
-PROCESSES: dict[str, type[Process]] = {"ian": IaNDiffusion, "flow": FlowMatching}
+PROCESSES: dict[str, type[Process]] = {"ian": IaNDiffusion, "flow": FlowMatching, "consistency": ConsistencyModel}
 
 
 def create_process(kind: str = "ian", **settings) -> Process:

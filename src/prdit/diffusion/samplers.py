@@ -22,6 +22,8 @@ from the :class:`SamplerSettings` for each call of :func:`sample`.
   noise (a = 0, λ = −∞), where no earlier D exists: ``x = (s_j/s_0)·x + a_j·D``; the second step
   is first order, the third at most second; the last step, into s = 0 (λ = +∞), ends the state
   at D (the ODE's solution at t = 0) and returns the x̂₀ head as the volume.
+* ``consistency`` (consistency models, docs/method.md §18): the model's clean-volume prediction
+  re-noised to the next grid point with fresh noise; at the data end the prediction itself.
 
 The grid is the process's own (uniform in its time: β for IaN, t for flow matching) or, with the
 ``lambda`` schedule, keeps its two end steps and spaces the points between uniformly in λ, which
@@ -205,6 +207,24 @@ class DPMSolverMultistep(StepRule):
         return dpm_solver_step(process, x, t_i, t_j, self.history)
 
 
+class Renoise(StepRule):
+    """A consistency model's step: its clean-volume prediction, re-noised to the next grid point with fresh
+    noise from ``generator`` (the prediction itself at the data end)."""
+
+    def __init__(self, process: Process, device: torch.device | str, generator: Generators) -> None:
+        super().__init__(process)
+        self.device, self.generator = device, generator
+
+    def step(self, x: torch.Tensor, i: int, grid: Sequence[float], prediction: Prediction,
+             predict: Predictor) -> torch.Tensor:
+        """``x₀`` at the data end, else ``q_sample(x₀, grid[i + 1], z)``."""
+        if i + 2 == len(grid):
+            return prediction.x0
+        t = torch.full((x.shape[0],), grid[i + 1], device=x.device)
+        noise = self.process.sample_noise(x.shape, self.device, self.generator, x.dtype)
+        return self.process.q_sample(prediction.x0, t, noise)
+
+
 RuleBuilder = Callable[[Process, SamplerSettings, torch.device | str, Generators], StepRule]
 
 
@@ -219,6 +239,7 @@ STEP_RULES: dict[str, RuleBuilder] = {
         process, settings.jump, settings.corrector_noise, device, generator),
     "heun": lambda process, settings, device, generator: Heun(process),
     **{name: _multistep(order) for name, order in MULTISTEP_ORDER.items()},
+    "consistency": lambda process, settings, device, generator: Renoise(process, device, generator),
 }
 
 

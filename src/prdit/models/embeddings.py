@@ -14,8 +14,9 @@ FREQUENCY_DIM = 256
 def timestep_sinusoid(t: torch.Tensor, dim: int = FREQUENCY_DIM, max_period: float = 10000.0) -> torch.Tensor:
     """``[B]`` timesteps (integer or fractional) -> ``[B, dim]`` as ``[cos(t·ω_k), sin(t·ω_k)]``."""
     half = dim // 2
-    omega = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    angles = t.float()[:, None] * omega[None]
+    dtype = torch.float64 if t.dtype == torch.float64 else torch.float32  # float64 for finite differences
+    omega = torch.exp(-math.log(max_period) * torch.arange(half, dtype=dtype, device=t.device) / half)
+    angles = t.to(dtype)[:, None] * omega[None]
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
 

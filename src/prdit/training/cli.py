@@ -36,6 +36,31 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"run {state.run_dir}: step {state.step}, loss {state.last_loss:.5f}, "
                        f"checkpoint {state.checkpoint}")
 
+    @app.command("distill", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+    def distill_command(
+        model_dir: Path = typer.Argument(..., help="The IaN model folder to distil (prdit export)."),
+        overrides: Optional[list[str]] = typer.Argument(None, help="section.key=value overrides, "
+                                                                   "e.g. train.steps=4000 distill.warmup_steps=1000."),
+        config: str = typer.Option("phantoms-tiny-distill", "--config", help="YAML config or shipped config name "
+                                   "(phantoms-tiny-distill, lidc-128-distill): data, steps, learning rate, sCD "
+                                   "settings. Network, size and normalisation are the teacher's."),
+        resume: bool = typer.Option(False, "--resume", help="Require a checkpoint to continue from."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    ) -> None:
+        """Distil an IaN model into a consistency model that samples in 1-4 steps (sCD, docs/method.md §18).
+
+        A training run like any other (run directory, checkpoints, exact resume, TensorBoard, torchrun);
+        `prdit export RUN --out DIR` then writes the consistency model folder for `prdit sample --steps 1..4`.
+        """
+        from prdit.training.config import load_config
+        from prdit.training.trainer import train
+
+        items = [*teacher_overrides(model_dir), *(overrides or [])]
+        state = train(load_config(config, items), resume=resume, progress=not quiet)
+        if int(os.environ.get("RANK", "0")) == 0:
+            typer.echo(f"run {state.run_dir}: step {state.step}, loss {state.last_loss:.5f}, "
+                       f"checkpoint {state.checkpoint}; export it with `prdit export {state.run_dir} --out DIR`")
+
     @app.command("export")
     def export_command(
         run: Path = typer.Argument(..., help="Run directory (runs/NAME)."),
@@ -57,3 +82,26 @@ def register(app: typer.Typer) -> None:
         from prdit.training.plot import plot_runs
 
         typer.echo(f"wrote {plot_runs(runs, out or runs[0] / 'loss.png')}")
+
+
+def teacher_overrides(model_dir: Path) -> list[str]:
+    """Config overrides that make a distillation run the teacher's: the teacher itself, the network and its size,
+    the intensity normalisation and the process settings (as ``section.key=value``)."""
+    import json
+
+    from prdit.errors import ConfigError
+    from prdit.model_folder import read_model_config
+
+    folder = read_model_config(model_dir)
+    model, norm, process = folder["model"], folder["normalization"], dict(folder["process"])
+    if process.pop("kind") != "ian":
+        raise ConfigError(f"{model_dir}: only IaN models are distilled (docs/method.md §18); this one is "
+                          f"{folder['process']['kind']}")
+    size = model["input_size"]
+    if len(set(size)) != 1:
+        raise ConfigError(f"{model_dir}: the training configs take a cube; this model is {size}")
+    items = [f"distill.teacher={Path(model_dir).resolve()}", f"model.name={model['name']}",
+             f"model.input_size={size[0]}", f"model.in_channels={model.get('in_channels', 1)}",
+             "process.kind=consistency", f"process.settings={json.dumps(process)}"]
+    items += [f"data.{key}={json.dumps(norm[key])}" for key in ("hu_min", "hu_max", "quantile", "quantile_clip_hu")]
+    return [*items, f"data.normalization={norm['kind']}"]

@@ -97,6 +97,19 @@ class LogConfig:
     tensorboard: bool = True
 
 @dataclass
+class DistillConfig:
+    """Consistency distillation (docs/method.md §18, ``prdit distill``): the IaN teacher and the sCD settings.
+    An empty teacher means ordinary training."""
+
+    teacher: str = ""  # an IaN model folder (prdit export); the student starts from its weights
+    tangent: str = "jvp"  # jvp (forward mode, float32) | finite-difference (central, float64)
+    p_mean: float = -1.0  # τ ~ N(p_mean, p_std²), t = arctan(e^τ/σ)
+    p_std: float = 1.4
+    warmup_steps: int = 1000  # r rises linearly from 0 to 1 over these steps
+    tangent_norm: float = 0.1  # c in g ← g/(‖g‖ + c)
+    freeze_stage1: bool = False  # keep the local denoiser at the teacher's weights
+
+@dataclass
 class ExperimentConfig:
     """A whole training run."""
 
@@ -107,6 +120,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def validate(self) -> None:
         """Check values that parse but cannot work."""
@@ -130,6 +144,19 @@ class ExperimentConfig:
         from prdit.diffusion import create_process
 
         create_process(self.process.kind, **self.process.settings)  # unknown kinds or settings raise here
+        if self.distill.teacher:
+            from prdit.training.distill import TANGENTS
+
+            if self.process.kind != "consistency":
+                raise ConfigError(f"distillation trains a consistency model: set process.kind=consistency (got "
+                                  f"'{self.process.kind}')")
+            if self.distill.tangent not in TANGENTS:
+                raise ConfigError(f"distill.tangent must be one of {', '.join(TANGENTS)}, got '{self.distill.tangent}'")
+            if self.distill.warmup_steps < 0 or not self.distill.p_std > 0 or not self.distill.tangent_norm > 0:
+                raise ConfigError("distill.warmup_steps must be >= 0, distill.p_std and distill.tangent_norm > 0")
+        elif self.process.kind == "consistency":
+            raise ConfigError("a consistency model is distilled from an IaN teacher: give distill.teacher=MODEL_DIR "
+                              "(or run `prdit distill MODEL_DIR`)")
         if not self.data.train:
             raise ConfigError("data.train is empty: give a list file or folder of volumes "
                               "(e.g. data.train=data/phantoms/train.txt)")

@@ -118,21 +118,32 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
     torch.manual_seed(seed)
     model = build_model(config).to(device)
     checkpoint = load_checkpoint(resume_from, map_location="cpu") if resume_from else None
+    distilling = bool(config.distill.teacher)  # consistency distillation (docs/method.md §18)
+    init_from = config.train.init_from or config.distill.teacher  # a student starts from its teacher
     init_note = ""
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"], strict=True)
         init_note = f"resumed from {resume_from}"
-    elif model.stage == 2 or config.train.init_from:
-        if not config.train.init_from:
+    elif model.stage == 2 or init_from:
+        if not init_from:
             raise ConfigError(f"{model.name} is a stage-2 model: give the stage-1 run with --init-from "
                               f"(or train.init_from=...), e.g. --init-from runs/<stage-1 run>")
-        init_note = initialise_from(model, config.train.init_from)
-    if model.stage == 2:
+        init_note = initialise_from(model, init_from)
+    objective = process  # what draws times and noise and gives the losses
+    if distilling:
+        from prdit.training.distill import distill_objective
+
+        objective = distill_objective(config, model, process, device)
+        init_note += f"; distilling the IaN model {config.distill.teacher}"
+    if model.stage == 2 and (not distilling or config.distill.freeze_stage1):
         model.freeze_stage1()
     model.set_grad_checkpointing(config.train.grad_checkpointing)
     ema = EMA(model, config.optim.ema_decay)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.optim.lr, betas=tuple(config.optim.betas),
+    params = [p for p in model.parameters() if p.requires_grad]  # clipped together
+    # Distillation also learns the adaptive weighting w(t), outside the clipped norm (a gradient of about 1
+    # per feature from the first step on would otherwise scale the student's gradient down).
+    optimized = params + (list(objective.parameters()) if distilling else [])
+    optimizer = torch.optim.AdamW(optimized, lr=config.optim.lr, betas=tuple(config.optim.betas),
                                   eps=config.optim.eps, weight_decay=config.optim.weight_decay, fused=True)
     generator = torch.Generator(device=device).manual_seed(seed * 1000 + dist.rank)
     start_step = 0
@@ -140,6 +151,8 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
         ema.load_state_dict(checkpoint["ema"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         start_step = int(checkpoint["step"])
+        if distilling:
+            objective.load_state_dict(checkpoint["objective"])
         restore_rng_state(checkpoint["rng"])
         states = checkpoint["generators"]
         if len(states) == dist.world_size:
@@ -182,6 +195,7 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
                 "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                 "step": step, "rng": rng[0], "generators": generators,
                 "data_position": sampler.position(step), "config": config.to_dict(),
+                **({"objective": objective.state_dict()} if distilling else {}),
                 "meta": {"spacing": list(train_set.spacing), "stage": model.stage, "world_size": dist.world_size,
                          "model_name": model.name},
             }, path)
@@ -199,7 +213,7 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
                   f"global batch {config.train.global_batch} on {dist.world_size} process(es), {device}"
                   + (f"; {init_note}" if init_note else ""))
 
-    names = process.loss_names
+    names = objective.loss_names
 
     def gradients(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step's gradients in ``.grad``, micro-batch by micro-batch ([B, C, D, H, W] in
@@ -216,11 +230,15 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
                     else contextlib.nullcontext())
             with sync:
                 with autocast:
-                    losses = process.training_losses(forward_model, x0[part], t=t[part], noise=noise[part])
+                    losses = objective.training_losses(forward_model, x0[part], t=t[part], noise=noise[part])
                 (losses["loss"] * weight).backward()
             values = torch.stack([losses[key].detach().double() for key in names])
             step_losses += weight * values
             local_finite = local_finite * torch.isfinite(values[0]).float()
+        if distilling and dist.enabled:  # the weighting is outside the DDP module: average its gradients here
+            for p in objective.parameters():
+                D.all_reduce(p.grad)
+                p.grad /= dist.world_size
         return step_losses, local_finite
 
     window = torch.zeros(len(names) + 1, dtype=torch.float64, device=device)  # each loss, then the step count
@@ -242,8 +260,10 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
             if config.data.flip:
                 x0 = _random_flips(x0, generator)
             # Timesteps and noise for the whole batch first, so micro-batches see what one big batch would.
-            t = process.sample_time(x0.shape[0], x0.device, generator)
-            noise = process.sample_noise(x0.shape, x0.device, generator, x0.dtype)
+            t = objective.sample_time(x0.shape[0], x0.device, generator)
+            noise = objective.sample_noise(x0.shape, x0.device, generator, x0.dtype)
+            if distilling:
+                objective.step = step  # the warm-up of the consistency target
             try:
                 step_losses, local_finite = gradients(x0, t, noise)
             except Exception as err:

@@ -1,0 +1,203 @@
+"""Continuous-time consistency distillation (sCD) of a trained IaN model (docs/method.md §18).
+
+IaN with noise std σ is TrigFlow with ``σ_d = σ`` and angle ``t = β``. The student has the teacher's
+network and starts from its weights; ``σ_d·F`` is a network's velocity ``v̂ = cos t·ε̂ − sin t·x̂₀`` from
+its two heads (per radian), and its consistency function is ``f = cos t·x_t − sin t·σ_d·F``. Per example:
+
+* ``τ ~ N(P_mean, P_std²)``, ``t = arctan(e^τ/σ_d)``, ``x_t = cos t·x₀ + sin t·z`` (z of std σ_d);
+* ``dx_t/dt = v̂_teacher(x_t, t)`` (no gradients);
+* ``cos t·sin t·dF⁻/dt``: the JVP of the stop-gradient student with tangents ``(cos t·sin t·dx_t/dt,
+  cos t·sin t)`` in ``(x_t, t)`` (the network's time input is the timestep ``2T·t/π``, so its tangent is
+  scaled by ``2T/π``), by ``torch.func.jvp`` with the math attention kernel (fused kernels have no
+  forward-mode derivative), or by a central finite difference in float64 (``tangent: finite-difference``);
+* ``g = −cos²t·(σ_d·F⁻ − dx_t/dt) − r·(cos t·sin t·x_t + σ_d·cos t·sin t·dF⁻/dt)``, ``r`` warmed up
+  linearly from 0 to 1, normalised ``g ← g/(‖g‖ + c)`` per example;
+* loss ``e^{−w(t)}/D·‖F_θ − F⁻ − g‖² + w(t)`` with a learned weighting ``w`` (:class:`AdaptiveWeight`),
+  averaged over the batch. ``F_θ − F⁻`` is zero in value and carries the gradient.
+
+The JVP and the teacher always run in float32 (with bf16 the JVP is unstable); only the student's own
+forward follows the trainer's precision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+
+import torch
+from torch import nn
+
+from prdit.diffusion import IaNDiffusion, Prediction
+from prdit.errors import ConfigError
+from prdit.models.embeddings import FREQUENCY_DIM, timestep_sinusoid
+
+TANGENTS = ("jvp", "finite-difference")
+
+
+class AdaptiveWeight(nn.Module):
+    """``w(t)``: a linear layer on the sinusoid of the network's time input, zero at the start."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(FREQUENCY_DIM, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, model_time: torch.Tensor) -> torch.Tensor:
+        """``[B]`` network times -> ``[B]`` log-weights."""
+        return self.linear(timestep_sinusoid(model_time))[:, 0]
+
+
+def velocity(output: torch.Tensor, x_t: torch.Tensor, angle: torch.Tensor, process: IaNDiffusion) -> torch.Tensor:
+    """``v̂ = cos t·ε̂ − sin t·x̂₀`` of a network ``output`` on ``x_t`` at angles ``angle`` ``[B]`` (radians)."""
+    heads: Prediction = IaNDiffusion.predict(process, output, x_t, angle * (2 * process.num_timesteps / math.pi))
+    cos, sin = _per_sample(torch.cos(angle), x_t), _per_sample(torch.sin(angle), x_t)
+    return cos * heads.noise - sin * heads.x0
+
+
+def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return values.reshape((-1,) + (1,) * (like.ndim - 1)).to(like.dtype)
+
+
+@contextlib.contextmanager
+def math_attention():
+    """Scaled-dot-product attention through its math kernel, which has forward-mode derivatives."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
+
+
+def time_tangent(model: nn.Module, x_t: torch.Tensor, angle: torch.Tensor, dx: torch.Tensor, dangle: torch.Tensor,
+                 process: IaNDiffusion, method: str = "jvp") -> tuple[torch.Tensor, torch.Tensor]:
+    """A network's ``σ_d·F`` at ``(x_t, angle)`` (``[B, C, D, H, W]``, angles ``[B]`` in radians) and its
+    directional derivative along ``(dx, dangle)``: ``jvp`` (forward-mode, float32) or ``finite-difference``
+    (central, float64)."""
+    scale = 2 * process.num_timesteps / math.pi
+    if method == "jvp":
+        from torch.func import jvp
+
+        def field(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+            return velocity(model(x, a * scale).float(), x, a, process)
+
+        with math_attention(), torch.autocast(x_t.device.type, enabled=False):
+            return jvp(field, (x_t.float(), angle.float()), (dx.float(), dangle.float()))
+    if method == "finite-difference":
+        from torch.func import functional_call
+
+        state = {k: v.double() for k, v in {**dict(model.named_parameters()), **dict(model.named_buffers())}.items()}
+
+        def field64(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+            return velocity(functional_call(model, state, (x, a * scale)), x, a, process)
+
+        h = 1e-4
+        x64, a64, dx64, da64 = x_t.double(), angle.double(), dx.double(), dangle.double()
+        with torch.autocast(x_t.device.type, enabled=False):
+            value = field64(x64, a64)
+            ahead, behind = field64(x64 + h * dx64, a64 + h * da64), field64(x64 - h * dx64, a64 - h * da64)
+        return value.float(), ((ahead - behind) / (2 * h)).float()
+    raise ConfigError(f"unknown tangent method '{method}'; choose one of {', '.join(TANGENTS)}")
+
+
+class SCDObjective(nn.Module):
+    """What the trainer optimises when it distils: time and noise draws and the sCD losses of a batch.
+
+    ``teacher``: the IaN network (kept frozen, float32); ``student``: the network being trained (its
+    stop-gradient copy is read for the JVP); the module's own parameters are the weighting ``w``.
+    """
+
+    loss_names = ("loss", "loss_consistency", "weight_log")
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, process: IaNDiffusion, p_mean: float = -1.0,
+                 p_std: float = 1.4, warmup_steps: int = 1000, tangent_norm: float = 0.1,
+                 tangent: str = "jvp") -> None:
+        super().__init__()
+        if tangent not in TANGENTS:
+            raise ConfigError(f"distill.tangent must be one of {', '.join(TANGENTS)}, got '{tangent}'")
+        if warmup_steps < 0 or not p_std > 0 or not tangent_norm > 0:
+            raise ConfigError("distill.warmup_steps must be >= 0, distill.p_std and distill.tangent_norm > 0")
+        self.teacher = [copy.deepcopy(teacher).float().eval().requires_grad_(False)]  # a list: not a submodule
+        self.student = [student]
+        self.process = process
+        self.p_mean, self.p_std, self.warmup_steps = p_mean, p_std, warmup_steps
+        self.tangent_norm, self.tangent = tangent_norm, tangent
+        self.weighting = AdaptiveWeight()
+        self.step = 0  # the trainer sets the step about to run (for the warm-up of r)
+
+    def to(self, *args, **kwargs):
+        """Move the weighting and the teacher."""
+        self.teacher[0].to(*args, **kwargs)
+        return super().to(*args, **kwargs)
+
+    @property
+    def sigma(self) -> float:
+        return self.process.sigma
+
+    def sample_time(self, batch: int, device: torch.device | str = "cpu",
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """Network times ``[batch]`` (timesteps, fractional) of ``t = arctan(e^τ/σ_d)``, ``τ ~ N(P_mean, P_std²)``."""
+        gen_device = generator.device if generator is not None else device
+        tau = torch.randn(batch, generator=generator, device=gen_device, dtype=torch.float64) * self.p_std + self.p_mean
+        angle = torch.atan(torch.exp(tau) / self.sigma)
+        return (angle * (2 * self.process.num_timesteps / math.pi)).float().to(device)
+
+    def sample_noise(self, shape, device="cpu", generator=None, dtype=torch.float32) -> torch.Tensor:
+        """``z`` of standard deviation σ_d."""
+        return self.process.sample_noise(shape, device, generator, dtype)
+
+    def warmup(self) -> float:
+        """``r``: 0 at the first step, 1 from ``warmup_steps`` on."""
+        return 1.0 if self.warmup_steps == 0 else min(1.0, self.step / self.warmup_steps)
+
+    def training_losses(self, model: nn.Module, x0: torch.Tensor, t: torch.Tensor,
+                        noise: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The sCD loss of ``x0`` at network times ``t`` with noise ``noise``; ``model`` is the student as the
+        trainer calls it (DDP, compiled), the only call with gradients."""
+        process, sigma = self.process, self.sigma
+        angle = t.double() * (math.pi / (2 * process.num_timesteps))
+        cos, sin = _per_sample(torch.cos(angle), x0), _per_sample(torch.sin(angle), x0)
+        angle = angle.float()
+        x_t = cos * x0 + sin * noise
+        with torch.no_grad(), torch.autocast(x0.device.type, enabled=False):
+            dxdt = velocity(self.teacher[0](x_t.float(), t.float()).float(), x_t.float(), angle, process)
+            student = self.student[0]
+            was_training = student.training
+            student.eval()  # no dropout in PRDiT; eval keeps the stop-gradient pass deterministic anyway
+            # Tangents scaled by cos t·sin t: dv_dt is cos t·sin t·σ_d·dF⁻/dt.
+            v_minus, dv_dt = time_tangent(student, x_t, angle, cos * sin * dxdt, (cos * sin).flatten().float(),
+                                          process, self.tangent)
+            student.train(was_training)
+            g = -cos**2 * (v_minus - dxdt) - self.warmup() * (cos * sin * x_t + dv_dt)
+            norm = g.flatten(1).norm(dim=1)
+            g = g / _per_sample(norm + self.tangent_norm, g)
+        v_theta = velocity(model(x_t, t).float(), x_t, angle, process)
+        per_example = (((v_theta - v_minus) / sigma - g) ** 2).flatten(1).mean(dim=1)  # ‖F_θ − F⁻ − g‖²/D
+        log_weight = self.weighting(t)
+        loss = (torch.exp(-log_weight) * per_example + log_weight).mean()
+        return {"loss": loss, "loss_consistency": per_example.mean().detach(),
+                "weight_log": log_weight.mean().detach()}
+
+
+def distill_objective(config, student: nn.Module, process, device: torch.device) -> SCDObjective:
+    """The sCD objective of a config's ``distill`` section: the teacher loaded from its model folder and checked
+    against the student (same network, an IaN teacher of the student's noise std and timesteps)."""
+    from prdit.errors import CheckpointError
+    from prdit.model_folder import load_model_folder
+
+    folder = load_model_folder(config.distill.teacher, device="cpu")
+    teacher = folder.model
+    if type(folder.process) is not IaNDiffusion:
+        raise CheckpointError(f"{config.distill.teacher}: the teacher must be an IaN model, its process is "
+                              f"{folder.process.kind} (flow-matching models are not distilled here)")
+    if (folder.process.noise_std, folder.process.num_timesteps) != (process.noise_std, process.num_timesteps):
+        raise ConfigError(f"the student's process (noise std {process.noise_std}, {process.num_timesteps} timesteps) "
+                          f"differs from the teacher's ({folder.process.noise_std}, {folder.process.num_timesteps}): "
+                          "leave process.settings at the teacher's")
+    if teacher.name != student.name or tuple(teacher.config.input_size) != tuple(student.config.input_size):
+        raise ConfigError(f"the student ({student.name} at {tuple(student.config.input_size)}) must be the teacher's "
+                          f"network ({teacher.name} at {tuple(teacher.config.input_size)}): set model.name and "
+                          "model.input_size to the teacher's")
+    d = config.distill
+    return SCDObjective(teacher, student, process, p_mean=d.p_mean, p_std=d.p_std, warmup_steps=d.warmup_steps,
+                        tangent_norm=d.tangent_norm, tangent=d.tangent).to(device)

@@ -154,9 +154,6 @@ class ExperimentConfig:
                 raise ConfigError(f"distill.tangent must be one of {', '.join(TANGENTS)}, got '{self.distill.tangent}'")
             if self.distill.warmup_steps < 0 or not self.distill.p_std > 0 or not self.distill.tangent_norm > 0:
                 raise ConfigError("distill.warmup_steps must be >= 0, distill.p_std and distill.tangent_norm > 0")
-        elif self.process.kind == "consistency":
-            raise ConfigError("a consistency model is distilled from an IaN teacher: give distill.teacher=MODEL_DIR "
-                              "(or run `prdit distill MODEL_DIR`)")
         if not self.data.train:
             raise ConfigError("data.train is empty: give a list file or folder of volumes "
                               "(e.g. data.train=data/phantoms/train.txt)")

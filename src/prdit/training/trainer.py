@@ -119,8 +119,16 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
     model = build_model(config).to(device)
     checkpoint = load_checkpoint(resume_from, map_location="cpu") if resume_from else None
     distilling = bool(config.distill.teacher)  # consistency distillation (docs/method.md §18)
+    if process.kind == "consistency" and not distilling:
+        raise ConfigError("a consistency model is distilled from an IaN teacher: run `prdit distill MODEL_DIR` "
+                          "(or give distill.teacher=MODEL_DIR)")
     init_from = config.train.init_from or config.distill.teacher  # a student starts from its teacher
     init_note = ""
+    objective = process  # what draws times and noise and gives the losses
+    if distilling:  # the teacher is checked before any weights are loaded from it
+        from prdit.training.distill import distill_objective
+
+        objective = distill_objective(config, model, process, device)
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"], strict=True)
         init_note = f"resumed from {resume_from}"
@@ -129,11 +137,7 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
             raise ConfigError(f"{model.name} is a stage-2 model: give the stage-1 run with --init-from "
                               f"(or train.init_from=...), e.g. --init-from runs/<stage-1 run>")
         init_note = initialise_from(model, init_from)
-    objective = process  # what draws times and noise and gives the losses
     if distilling:
-        from prdit.training.distill import distill_objective
-
-        objective = distill_objective(config, model, process, device)
         init_note += f"; distilling the IaN model {config.distill.teacher}"
     if model.stage == 2 and (not distilling or config.distill.freeze_stage1):
         model.freeze_stage1()

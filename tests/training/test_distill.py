@@ -1,0 +1,227 @@
+"""Consistency distillation (docs/method.md §18): the tangent, the objective, a run of `prdit distill`, its
+resume, and sampling the student in one to four steps."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from prdit.cli import app
+from prdit.data.dataset import split_volumes
+from prdit.data.normalization import Normalization
+from prdit.data.phantoms import write_phantoms
+from prdit.diffusion import ConsistencyModel, FlowMatching, IaNDiffusion, SamplerSettings, sample
+from prdit.diffusion.oracles import TwoGaussians, network_output
+from prdit.errors import CheckpointError, ConfigError
+from prdit.model_folder import save_model_folder
+from prdit.models import create_model
+from prdit.training.config import load_config
+from prdit.training.distill import SCDObjective, time_tangent
+from prdit.training.trainer import train
+
+
+def perturbed(name: str = "PRDiT-T/6/2", size: int = 16, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = create_model(name, input_size=size)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_the_jvp_equals_a_float64_finite_difference_on_a_tiny_prdit():
+    model, process = perturbed(), IaNDiffusion()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 1, 16, 16, 16, generator=gen) * 0.5
+    angle, dangle = torch.tensor([0.3, 1.2]), torch.tensor([0.2, 0.4])
+    dx = torch.randn(x.shape, generator=gen) * 0.1
+    value, tangent = time_tangent(model, x, angle, dx, dangle, process, "jvp")
+    value64, tangent64 = time_tangent(model, x, angle, dx, dangle, process, "finite-difference")
+    # The JVP runs in float32 with the fused attention kernel swapped for the math one.
+    assert (value - value64).abs().max() < 1e-4 * value64.abs().max()
+    assert (tangent - tangent64).abs().max() < 1e-3 * tangent64.abs().max()
+    assert tangent64.abs().max() > 1.0  # the check is not of a vanishing derivative
+    with pytest.raises(ConfigError, match="tangent"):
+        time_tangent(model, x, angle, dx, dangle, process, "backward")
+
+
+def test_a_student_equal_to_its_teacher_starts_as_one_ddim_step_with_zero_loss():
+    teacher, process = perturbed(), IaNDiffusion()
+    # One consistency step from pure noise is the teacher's x̂₀ head there (D = x̂₀ at β = π/2).
+    noise = process.start((2, 1, 16, 16, 16), generator=torch.Generator().manual_seed(3))
+    ian = sample(teacher, process, noise.shape, SamplerSettings().resolved(process), noise=noise)
+    student = ConsistencyModel()
+    one = sample(teacher, student, noise.shape, SamplerSettings(steps=1).resolved(student), noise=noise)
+    with torch.no_grad():
+        x0_head = process.predict(teacher(noise, torch.full((2,), 1000.0)), noise, torch.full((2,), 1000.0)).x0
+    assert torch.allclose(one.x0, x0_head, atol=1e-6) and torch.equal(one.x0, one.state)
+    assert not torch.allclose(one.x0, ian.x0, atol=1e-3)  # a real sampler differs: the check is not vacuous
+    # With r = 0 the target g is −cos²t·(v⁻ − v_teacher) = 0 when student = teacher.
+    objective = SCDObjective(teacher, teacher, process, warmup_steps=10)
+    x0 = torch.randn(2, 1, 16, 16, 16, generator=torch.Generator().manual_seed(4)) * 0.3
+    t = objective.sample_time(2, generator=torch.Generator().manual_seed(5))
+    losses = objective.training_losses(teacher, x0, t, objective.sample_noise(x0.shape))
+    assert losses["loss_consistency"].item() < 1e-10
+
+
+class TinyStudent(nn.Module):
+    """An MLP on a flattened 2³ volume and time features, with IaN's two heads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8 + 16, 128), nn.SiLU(), nn.Linear(128, 128), nn.SiLU(), nn.Linear(128, 16))
+
+    def forward(self, x: torch.Tensor, model_time: torch.Tensor) -> torch.Tensor:
+        k = torch.arange(1, 9, dtype=torch.float32)
+        phase = model_time.float()[:, None] / 1000.0 * k[None] * math.pi / 2
+        features = torch.cat([x.flatten(1), torch.sin(phase), torch.cos(phase)], dim=1)
+        return self.net(features).reshape(x.shape[0], 2, *x.shape[2:])
+
+
+def test_a_distilled_student_maps_noise_to_the_two_modes_in_one_step():
+    """Teacher: the exact denoiser of two Gaussians (means ±0.6, std 0.05 per voxel). A student regressed onto
+    the teacher (as a distillation starts from the teacher's weights) sends pure noise to the mixture's mean, 0,
+    in one call; distilled (and averaged, as the trainer's EMA does), it sends it to a mode, half the mass to
+    each."""
+    import copy
+
+    process, consistency = IaNDiffusion(), ConsistencyModel()
+    means = torch.stack([torch.full((1, 2, 2, 2), 0.6), torch.full((1, 2, 2, 2), -0.6)])
+    teacher = TwoGaussians(process, means, 0.05**2)
+    torch.manual_seed(0)
+    student = TinyStudent()
+    gen = torch.Generator().manual_seed(0)
+    noise = consistency.start((2000, 1, 2, 2, 2), generator=torch.Generator().manual_seed(9))
+
+    def data(n: int) -> torch.Tensor:
+        modes = torch.randint(0, 2, (n,), generator=gen)
+        return means[modes] + 0.05 * torch.randn((n, 1, 2, 2, 2), generator=gen)
+
+    def one_step(model: nn.Module) -> torch.Tensor:
+        result = sample(model, consistency, noise.shape, SamplerSettings(steps=1).resolved(consistency), noise=noise)
+        return result.x0.flatten(1).mean(dim=1)
+
+    def near_a_mode(centre: torch.Tensor) -> float:
+        return float(((centre - 0.6).abs().lt(0.15) | (centre + 0.6).abs().lt(0.15)).float().mean())
+
+    optimizer = torch.optim.Adam(student.parameters(), lr=2e-3)
+    for _ in range(400):
+        x0 = data(256)
+        t = torch.rand(256, generator=gen) * 1000
+        x_t = process.q_sample(x0, t, process.sample_noise(x0.shape, generator=gen))
+        loss = ((student(x_t, t) - teacher(x_t, t).float()) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    before = one_step(student)
+    assert near_a_mode(before) == 0.0 and before.abs().median() < 0.1
+
+    ema = copy.deepcopy(student)
+    objective = SCDObjective(teacher, student, process, warmup_steps=100)
+    optimizer = torch.optim.Adam([*student.parameters(), *objective.parameters()], lr=5e-4, betas=(0.9, 0.99))
+    for step in range(2000):
+        objective.step = step
+        x0 = data(256)
+        t = objective.sample_time(256, generator=gen)
+        losses = objective.training_losses(student, x0, t, objective.sample_noise(x0.shape, generator=gen))
+        optimizer.zero_grad()
+        losses["loss"].backward()
+        optimizer.step()
+        with torch.no_grad():
+            for averaged, live in zip(ema.parameters(), student.parameters()):
+                averaged.lerp_(live, 0.01)
+    after = one_step(ema)
+    assert near_a_mode(after) > 0.5 and after.abs().median() > 0.5
+    assert 0.4 < after.gt(0).float().mean() < 0.6
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory):
+    """Six 16³ phantoms with a split, and a tiny IaN teacher folder."""
+    root = tmp_path_factory.mktemp("distill")
+    write_phantoms(6, 16, root / "data", seed=0)
+    split_volumes(root / "data", val_fraction=0.34, seed=42, out_dir=root / "data")
+    save_model_folder(root / "teacher", perturbed("PRDiT-T/6/1"), IaNDiffusion(), Normalization(),
+                      spacing=(2.0, 2.0, 2.0))
+    return root
+
+
+def distill_args(root, name: str, steps: int) -> list[str]:
+    return [str(root / "teacher"), f"data.train={root / 'data/train.txt'}", f"data.val={root / 'data/val.txt'}",
+            f"run.root={root / 'runs'}", f"run.name={name}", f"train.steps={steps}", "train.global_batch=2",
+            "log.every=1", "log.checkpoint_every=2", "log.val_every=2", "log.preview_every=0",
+            "log.tensorboard=false", "distill.warmup_steps=2", "--quiet"]
+
+
+def test_prdit_distill_runs_resumes_bitwise_and_its_export_samples_in_one_to_four_steps(setting, tmp_path):
+    runner = CliRunner()
+    straight = runner.invoke(app, ["distill", *distill_args(setting, "straight", 4)])
+    assert straight.exit_code == 0, (straight.output, straight.exception)
+    half = runner.invoke(app, ["distill", *distill_args(setting, "resumed", 2)])
+    assert half.exit_code == 0, (half.output, half.exception)
+    rest = runner.invoke(app, ["distill", *distill_args(setting, "resumed", 4)])
+    assert rest.exit_code == 0, (rest.output, rest.exception)
+    ckpts = [torch.load(setting / "runs" / name / "checkpoints" / "step_00000004.pt", weights_only=False)
+             for name in ("straight", "resumed")]
+    for key in ("model", "ema", "objective"):
+        for name, tensor in ckpts[0][key].items():
+            assert torch.equal(tensor, ckpts[1][key][name]), (key, name)
+    assert ckpts[0]["config"]["process"]["kind"] == "consistency"
+    assert any(not torch.equal(v, w) for v, w in zip(ckpts[0]["model"].values(),
+                                                      perturbed("PRDiT-T/6/1").state_dict().values()))
+
+    model_dir = tmp_path / "student"
+    assert runner.invoke(app, ["export", str(setting / "runs" / "straight"), "--out", str(model_dir)]).exit_code == 0
+    assert json.loads((model_dir / "config.json").read_text())["process"]["kind"] == "consistency"
+    default = runner.invoke(app, ["sample", str(model_dir), "--out", str(tmp_path / "default"), "--num-volumes", "2",
+                                  "--quiet"])  # no --steps: the process's own default
+    assert default.exit_code == 0, (default.output, default.exception)
+    manifest = json.loads((tmp_path / "default" / "manifest.json").read_text())
+    assert (manifest["sampler"], manifest["steps"]) == ("consistency", ConsistencyModel.sample_steps)
+    volumes = {}
+    for steps in (1, 2, 4):
+        out = tmp_path / f"steps{steps}"
+        result = runner.invoke(app, ["sample", str(model_dir), "--out", str(out), "--num-volumes", "1", "--steps",
+                                     str(steps), "--quiet"])
+        assert result.exit_code == 0, (result.output, result.exception)
+        volumes[steps] = np.asarray(__import__("nibabel").load(out / "sample_00000.nii.gz").dataobj)
+    assert not np.array_equal(volumes[1], volumes[2]) and not np.array_equal(volumes[2], volumes[4])
+    guided = runner.invoke(app, ["reconstruct", str(model_dir), "--task", "sr", "--simulate-from",
+                                 str(setting / "data" / "phantom_00000.nii.gz"), "--out", str(tmp_path / "r")])
+    assert isinstance(guided.exception, ConfigError) and "no guided reconstruction" in str(guided.exception)
+
+
+def test_distillation_needs_an_ian_teacher_and_a_consistency_student(setting, tmp_path):
+    with pytest.raises(ConfigError, match="prdit distill MODEL_DIR"):
+        train(load_config("phantoms-tiny-distill", [f"data.train={setting / 'data/train.txt'}", "data.val=",
+                                                    f"run.root={tmp_path / 'runs'}"]), progress=False)
+    with pytest.raises(ConfigError, match="process.kind=consistency"):
+        load_config("phantoms-tiny-stage2", [f"data.train={setting / 'data/train.txt'}",
+                                             f"distill.teacher={setting / 'teacher'}"])
+    flow = tmp_path / "flow"
+    torch.manual_seed(0)
+    save_model_folder(flow, create_model("PRDiT-T/6/1", input_size=16, out_channels=1), FlowMatching(),
+                      Normalization(), spacing=(2.0, 2.0, 2.0))
+    result = CliRunner().invoke(app, ["distill", str(flow), f"data.train={setting / 'data/train.txt'}",
+                                      f"run.root={tmp_path / 'runs'}", "--quiet"])
+    assert isinstance(result.exception, ConfigError) and "only IaN models" in str(result.exception)
+    config = load_config("phantoms-tiny-distill", [f"data.train={setting / 'data/train.txt'}",
+                                                   f"distill.teacher={flow}", f"run.root={tmp_path / 'runs'}",
+                                                   "model.name=PRDiT-T/6/1", "model.input_size=16", "data.val=",
+                                                   "train.steps=1", "log.tensorboard=false"])
+    with pytest.raises(CheckpointError, match="must be an IaN model"):
+        train(config, progress=False)
+    shutil.rmtree(tmp_path / "runs", ignore_errors=True)

@@ -225,3 +225,17 @@ def test_distillation_needs_an_ian_teacher_and_a_consistency_student(setting, tm
     with pytest.raises(CheckpointError, match="must be an IaN model"):
         train(config, progress=False)
     shutil.rmtree(tmp_path / "runs", ignore_errors=True)
+
+
+def test_a_run_saved_before_the_distill_section_existed_resumes(setting):
+    import yaml
+
+    args = [f"data.train={setting / 'data/train.txt'}", "data.val=", f"run.root={setting / 'runs'}",
+            "run.name=older", "model.name=PRDiT-T/6/0", "model.input_size=16", "train.global_batch=2",
+            "log.tensorboard=false", "log.preview_every=0", "log.checkpoint_every=1"]
+    train(load_config("phantoms-tiny-stage1", [*args, "train.steps=1"]), progress=False)
+    saved = setting / "runs" / "older" / "config.yaml"
+    values = yaml.safe_load(saved.read_text())
+    del values["distill"]  # as an earlier release wrote it
+    saved.write_text(yaml.safe_dump(values, sort_keys=False))
+    assert train(load_config("phantoms-tiny-stage1", [*args, "train.steps=2"]), progress=False).step == 2

@@ -252,7 +252,8 @@ def config_from_dict(values: dict) -> ExperimentConfig:
 
 def upgrade_config_dict(values: dict) -> dict:
     """A saved config of an earlier release in today's layout: the IaN-only ``diffusion`` section
-    becomes ``process``, ``model.learn_sigma`` (always true) goes, validation timesteps become noise levels."""
+    becomes ``process``, ``model.learn_sigma`` (always true) goes, validation timesteps become noise levels,
+    sections added since take their defaults."""
     values = {key: dict(section) if isinstance(section, dict) else section for key, section in values.items()}
     if "diffusion" in values:
         from prdit.diffusion import IaNDiffusion
@@ -263,6 +264,10 @@ def upgrade_config_dict(values: dict) -> dict:
             total = legacy.get("num_timesteps", 1000)
             values["log"]["val_noise_levels"] = [t / total for t in values["log"].pop("val_timesteps")]
     values.get("model", {}).pop("learn_sigma", None)
+    # A section added since (``distill``) is absent from older runs; its defaults are what they ran with.
+    for section in dataclasses.fields(ExperimentConfig):
+        if section.name not in values:
+            values[section.name] = dataclasses.asdict(section.default_factory())
     return values
 
 def diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:

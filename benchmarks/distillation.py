@@ -1,0 +1,143 @@
+"""Few-step generation: the distilled reference model at 1, 2 and 4 steps against its teacher's samplers.
+
+The student is the consistency model of ``distilled_model.py`` (sCD of the reference model, docs/method.md
+§18); the teacher rows are the reference model at PC@50, PC@100, PC@250 and its deterministic Heun
+sampler at 25 steps (49 network calls). Every row is scored as ``sampler_quality.py`` scores it
+(``--num`` generated volumes against the same fresh phantoms, KID/FID/MMD/precision/recall/density/coverage
+on the CT-pretrained features, W(HU) and MS-SSIM, each with its bootstrap 95 % interval) and shares its
+cache, so the teacher rows sampled there are read, not sampled again. Then each student row is judged
+against each teacher row: *separates* where the 95 % intervals are disjoint. Seconds per volume are as
+sampled (cached rows keep theirs); the distillation's own cost comes from its ``training.json``.
+
+    python benchmarks/distilled_model.py && python benchmarks/distillation.py
+    python benchmarks/distillation.py --student /tmp/distilled/prdit --num 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import sampler_quality as sq
+from benchmarks.common import add_common_args, report, resolve_device, set_threads
+
+NAME = "distillation"
+STUDENT = sq.REFERENCE / "distilled" / "prdit"
+TEACHER_ROWS = (("pc", 50), ("pc", 100), ("pc", 250), ("heun", 25))
+STUDENT_STEPS = (1, 2, 4)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from prdit.evaluation.config import BootstrapConfig
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", type=Path, default=sq.DEFAULT_MODEL, help="the IaN model folder")
+    parser.add_argument("--student", type=Path, default=STUDENT, help="its consistency model folder")
+    parser.add_argument("--num", type=int, default=sq.NUM, help="generated volumes per row")
+    parser.add_argument("--batch", type=int, default=8, help="volumes sampled together")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated volumes (same for every row)")
+    parser.add_argument("--bootstrap", type=int, default=BootstrapConfig.resamples, help="bootstrap resamples")
+    parser.add_argument("--cache", type=Path, default=sq.CACHE, help="sampler_quality.py's cache")
+    add_common_args(parser, repeats=1)
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    with tempfile.TemporaryDirectory() as scratch:
+        run(args, parser, device, Path(scratch))
+
+
+def smoke_models(folder: Path) -> tuple[Path, Path]:
+    """A tiny untrained teacher and a consistency model folder of the same weights."""
+    import torch
+
+    from prdit.data.normalization import Normalization
+    from prdit.diffusion import ConsistencyModel, IaNDiffusion
+    from prdit.model_folder import save_model_folder
+    from prdit.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("PRDiT-T/6/1", input_size=16)
+    torch.nn.init.normal_(model.local_denoiser.output.weight, std=0.1)
+    save_model_folder(folder / "teacher", model, IaNDiffusion(), Normalization(), spacing=(2.0, 2.0, 2.0))
+    save_model_folder(folder / "student", model, ConsistencyModel(), Normalization(), spacing=(2.0, 2.0, 2.0))
+    return folder / "teacher", folder / "student"
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser, device, scratch: Path) -> None:
+    from prdit.evaluation.config import BootstrapConfig, EvaluationConfig
+    from prdit.evaluation.ct_resnet import weights_installed
+    from prdit.generation.pipeline import PRDiTPipeline
+
+    if args.smoke:
+        teacher, student = smoke_models(scratch)
+        num, cache, teacher_rows = 8, scratch / "cache", (("pc", 4), ("heun", 2))
+    else:
+        teacher, student, num, cache, teacher_rows = args.teacher, args.student, args.num, args.cache, TEACHER_ROWS
+    for folder, how in ((teacher, "benchmarks/reference_model.py"), (student, "benchmarks/distilled_model.py")):
+        if not folder.is_dir():
+            parser.error(f"{folder}: no model folder; run `python {how}` first")
+    features = "ct-resnet152" if weights_installed() and not args.smoke else "random-init"
+    pipes = {"teacher": PRDiTPipeline.from_pretrained(teacher, device=device),
+             "student": PRDiTPipeline.from_pretrained(student, device=device)}
+    size = pipes["teacher"].volume_shape[0]
+    real, floor = sq.fresh_real_sets(cache, num if args.smoke else sq.REAL_PHANTOMS, num, size, sq.PHANTOM_SEED)
+    config = EvaluationConfig(metrics=sq.METRICS, real_units="hu", fake_units="hu",
+                              normalization=pipes["teacher"].normalization, features=features, seed=0,
+                              device=str(device), progress=False, batch_size=16, cache_dir=str(cache / "features"),
+                              bootstrap=BootstrapConfig(resamples=args.bootstrap))
+    rows, results, warned = [], [], []
+    plan = [("teacher", sampler, steps) for sampler, steps in teacher_rows]
+    plan += [("student", "consistency", steps) for steps in STUDENT_STEPS]
+    for who, sampler, steps in plan:
+        pipe = pipes[who]
+        folder = teacher if who == "teacher" else student
+        settings = pipe.settings(sampler=sampler, steps=steps, seed=args.seed, batch_size=args.batch, exact=False)
+        rows_cache = cache / "rows" / f"{folder.name}-{sq.model_digest(folder)[:12]}" / device.type
+        result, seconds = sq.cached_row(pipe, settings, num, 0, rows_cache)
+        scores = sq.quiet_evaluate(real, pipe.to_hu(result.x0), config, warned)
+        label = f"{who} {sq.row_label(sampler, 'uniform', steps)}"
+        entry = {"label": label, "model": str(folder), "sampler": sampler, "steps": steps,
+                 "network_calls": settings.network_calls(), "seconds_per_volume": seconds,
+                 "metrics": sq.row_metrics(scores)}
+        results.append(entry)
+        rows.append([label, settings.network_calls(), f"{seconds:.3g}", *sq.table_cells(entry["metrics"])])
+        print(f"{label}: {settings.network_calls()} calls, {seconds:.3g} s/volume, KID×10³ {rows[-1][3]}, "
+              f"P/R {rows[-1][6]}", flush=True)
+    base = sq.quiet_evaluate(real, list(floor), config, warned)
+    results.append({"label": "real", "steps": 0, "network_calls": 0, "metrics": sq.row_metrics(base)})
+    rows.append(["real", "-", "-", *sq.table_cells(results[-1]["metrics"])])
+
+    judgements = []
+    for s_entry in (e for e in results if e["label"].startswith("student")):
+        for t_entry in (e for e in results if e["label"].startswith("teacher")):
+            verdict = sq.separated(s_entry["metrics"], t_entry["metrics"])
+            line = sq.judgement(s_entry["label"], t_entry["label"], verdict)
+            s_entry.setdefault("separation", []).append({"against": t_entry["label"], "verdict": verdict,
+                                                         "text": line})
+            judgements.append(line)
+    record = student / ".." / "training.json"
+    training = json.loads(record.read_text()) if record.is_file() else None
+    notes = [f"teacher {teacher} ({pipes['teacher'].model.name} at {size}³), student {student} (consistency model)",
+             f"{num} volumes per row (seed {args.seed}); real set: {len(real)} fresh phantoms (seed "
+             f"{sq.PHANTOM_SEED}); floor ('real'): {len(floor)} further fresh phantoms",
+             f"features: {features}; [low, high]: bootstrap {args.bootstrap} resamples, 95 %; P / R: precision / "
+             "recall (k = 3), D / C: density / coverage (k = 5)",
+             "distillation: " + (f"{training['steps']} sCD steps, {training['seconds'] / 60:.1f} CPU minutes "
+                                 f"({training['threads']} thread)" if training else "no training.json"), *warned]
+    columns = ["row", "network calls", "s/volume", "KID x10^3", "FID x10^3", "MMD", "P / R", "D / C", "W(HU)",
+               "MS-SSIM"]
+    report(NAME, device, args, "few-step sampling: distilled student against its teacher", notes, columns, rows,
+           {"rows": results, "distillation": training})
+    print("\nseparation (disjoint 95 % intervals):")
+    for line in judgements:
+        print("  " + line)
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from prdit.diffusion import FlowMatching, IaNDiffusion
+from prdit.diffusion import ConsistencyModel, FlowMatching, IaNDiffusion
 from prdit.generation.config import PRECISIONS, PREVIEW_WINDOWS, SamplingConfig
 from prdit.generation.run import VOLUME_FORMATS
 
@@ -31,11 +31,14 @@ def register(app: typer.Typer) -> None:
                                   "measured on a GPU."),
         steps: int = typer.Option(None, "--steps", help=f"Sampler steps (default: IaN {IaNDiffusion.sample_steps} "
                                   "predictor-corrector steps, which no other step count beats on the benchmark's "
-                                  "reference model (the reference samples with 1000); flow matching {FlowMatching.sample_steps}); network calls per "
-                                  "volume, twice that for 'heun'."),
+                                  "reference model (the reference samples with 1000); flow matching "
+                                  f"{FlowMatching.sample_steps}; a distilled consistency model "
+                                  f"{ConsistencyModel.sample_steps}, 1-4 its range); network calls per volume, twice "
+                                  "that for 'heun'."),
         sampler: str = typer.Option(None, "--sampler", help="IaN: 'pc' (predictor-corrector, default), 'euler', "
                                     "'heun', 'dpm++1' (DDIM), 'dpm++2m', 'dpm++3m' (DPM-Solver++, for 10-50 "
-                                    "steps); flow matching: 'euler' (default), 'heun', 'dpm++2m', 'dpm++3m'."),
+                                    "steps); flow matching: 'euler' (default), 'heun', 'dpm++2m', 'dpm++3m'; a "
+                                    "consistency model (prdit distill): 'consistency'."),
         schedule: str = typer.Option(DEFAULTS.schedule, "--schedule", help="'uniform' (in the process's time) "
                                      "or 'lambda' (uniform in log-SNR between the first and last step; lower "
                                      "error for dpm++2m/3m on IaN at 10-40 steps)."),

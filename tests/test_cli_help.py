@@ -53,7 +53,8 @@ def test_help_shows_the_bracketed_text_of_the_help_strings(path, command):
 
 @pytest.mark.parametrize("path, command", COMMANDS, ids=[" ".join(p) or "prdit" for p, _ in COMMANDS])
 def test_help_has_no_unfilled_placeholders(path, command):
-    """A help string meant as an f-string but written without the f shows ``{Name.attribute}`` as it is."""
+    """A help string meant as an f-string but written without the f shows ``{Name.attribute}`` as it is
+    (``PRDiT-{size}/{patch}/{depth}`` is a pattern on purpose)."""
     texts = [command.help or ""] + [getattr(param, "help", None) or "" for param in command.params]
-    unfilled = [m for text in texts for m in re.findall(r"\{[A-Za-z_][\w.]*\}", text)]
+    unfilled = [m for text in texts for m in re.findall(r"\{[A-Za-z_]\w*\.\w[\w.]*\}", text)]
     assert not unfilled, f"`prdit {' '.join(path)} --help` shows {unfilled}"

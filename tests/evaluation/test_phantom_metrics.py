@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from prdit.evaluation.features import extract_features, feature_network
 from prdit.evaluation.frechet import fid_from_features
-from prdit.evaluation.mmd import median_bandwidth, mmd, mmd_squared, mmd_squared_biased, mmd_unbiased
+from prdit.evaluation.mmd import median_bandwidth, mmd, mmd_squared, mmd_unbiased
 from prdit.evaluation.volumes import VolumeSet
 
 NOISE_LEVELS = (0.0, 0.05, 0.1, 0.2)

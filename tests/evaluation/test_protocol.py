@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from prdit.cli import app
 from prdit.data.dataset import load_training_array, split_volumes
-from prdit.data.io import Volume, write_volume
+from prdit.data.io import write_volume
 from prdit.data.normalization import Normalization
 from prdit.data.phantoms import generate_phantom
 from prdit.diffusion import IaNDiffusion

@@ -3,9 +3,6 @@ the --real-stats file) and MS-SSIM pairs; rank 0 reports numbers equal to one pr
 
 import json
 import math
-import os
-import signal
-import subprocess
 import sys
 
 import numpy as np
@@ -19,6 +16,7 @@ pytest.importorskip("torch.distributed.run")
 # rounding of the convolutions, so the numbers agree to this relative tolerance (seen: at most 3e-6, on a
 # KID near zero).
 RTOL = 1e-5
+ENV = {"OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +33,6 @@ def arguments(sets, out, stats) -> list[str]:
             "--real-stats", str(stats), "--no-cache", "--quiet"]
 
 
-def run(command: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        pytest.fail(f"the job did not stop within {timeout} s:\n{err[-3000:]}")
-    return subprocess.CompletedProcess(command, process.returncode, out, err)
-
-
 def numbers(entry, prefix=""):
     """Every number in a report entry, by its path."""
     if isinstance(entry, dict):
@@ -60,12 +45,12 @@ def numbers(entry, prefix=""):
         yield prefix, entry
 
 
-def test_two_processes_report_the_numbers_of_one(sets, tmp_path):
+def test_two_processes_report_the_numbers_of_one(sets, tmp_path, jobs):
     one, two = tmp_path / "one", tmp_path / "two"
-    single = run([sys.executable, "-m", "prdit", *arguments(sets, one, one / "stats.npz")])
+    single = jobs.run([sys.executable, "-m", "prdit", *arguments(sets, one, one / "stats.npz")], ENV)
     assert single.returncode == 0, single.stderr[-3000:]
-    job = run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29551",
-               "-m", "prdit", *arguments(sets, two, two / "stats.npz")])
+    job = jobs.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29551",
+                    "-m", "prdit", *arguments(sets, two, two / "stats.npz")], ENV)
     assert job.returncode == 0, job.stderr[-3000:]
     assert job.stdout.count("PRDiT evaluation") == 1  # rank 0 reports for the job
 

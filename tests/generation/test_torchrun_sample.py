@@ -4,7 +4,6 @@ process writes; a killed job resumes under one process; a rank's error stops the
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,20 +26,7 @@ def torchrun(port: int, *args, nproc: int = 2) -> list[str]:
             "-m", "prdit", *map(str, args)]
 
 
-def start(command: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-
-
-def finish(process: subprocess.Popen, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        pytest.fail(f"the job did not stop within {timeout} s:\n{err[-3000:]}")
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def one_process(*args):
@@ -75,10 +61,10 @@ def assert_same_run(folder: Path, reference: Path) -> None:
     assert not (folder / ".partial").exists()
 
 
-def test_two_processes_write_the_files_of_one(model_dir, reference, tmp_path):
+def test_two_processes_write_the_files_of_one(model_dir, reference, tmp_path, jobs):
     out = tmp_path / "two"
-    result = finish(start(torchrun(29541, "sample", model_dir, "--out", out, "--num-volumes", 6, "--batch", 2,
-                                   "--seed", 4, "--steps", STEPS, "--quiet")))
+    result = jobs.run(torchrun(29541, "sample", model_dir, "--out", out, "--num-volumes", 6, "--batch", 2,
+                               "--seed", 4, "--steps", STEPS, "--quiet"), ENV, TIMEOUT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_run(out, reference)
     assert (out / "grid.png").is_file() and (out / "view.html").is_file()
@@ -87,19 +73,19 @@ def test_two_processes_write_the_files_of_one(model_dir, reference, tmp_path):
     assert "(2 processes)" in result.stdout
 
 
-def test_a_job_killed_mid_run_resumes_under_one_process(model_dir, tmp_path):
+def test_a_job_killed_mid_run_resumes_under_one_process(model_dir, tmp_path, jobs):
     """kill -9 of rank 1 once the first volume is on disk: torchrun stops rank 0, and one process completes the
     set (any mix of finished volumes) with the files of an uninterrupted run."""
     run = ["--num-volumes", 8, "--batch", 1, "--seed", 4, "--steps", 1000]  # about a second a volume
     out = tmp_path / "killed"
-    job = start(torchrun(29542, "sample", model_dir, "--out", out, *run, "--quiet"))
+    job = jobs.start(torchrun(29542, "sample", model_dir, "--out", out, *run, "--quiet"), ENV)
     deadline = time.monotonic() + TIMEOUT
     while not list(out.glob("sample_*.nii.gz")) and job.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     rank1 = _worker_of_rank(job.pid, 1)
     assert rank1 is not None, "rank 1 had finished before its first volume was on disk"
     os.kill(rank1, signal.SIGKILL)
-    result = finish(job)
+    result = jobs.finish(job, TIMEOUT)
     assert result.returncode != 0
     assert 1 <= len(list(out.glob("sample_*.nii.gz"))) < 8
     reference = tmp_path / "uninterrupted"
@@ -108,13 +94,13 @@ def test_a_job_killed_mid_run_resumes_under_one_process(model_dir, tmp_path):
     assert_same_run(out, reference)
 
 
-def test_an_error_on_one_rank_stops_the_job_and_names_the_rank(model_dir, reference, tmp_path):
+def test_an_error_on_one_rank_stops_the_job_and_names_the_rank(model_dir, reference, tmp_path, jobs):
     out = tmp_path / "failing"
     one_process(model_dir, "--out", out, "--index", 0, "--batch", 2, "--seed", 4, "--steps", STEPS)
     # Volumes 1..5 are dealt 1, 3, 5 to rank 0 and 2, 4 to rank 1; rank 1 cannot write volume 2.
     (out / "sample_00002.nii.gz").mkdir()
-    result = finish(start(torchrun(29543, "sample", model_dir, "--out", out, "--num-volumes", 6, "--batch", 2,
-                                   "--seed", 4, "--steps", STEPS, "--quiet")))
+    result = jobs.run(torchrun(29543, "sample", model_dir, "--out", out, "--num-volumes", 6, "--batch", 2,
+                               "--seed", 4, "--steps", STEPS, "--quiet"), ENV, TIMEOUT)
     assert result.returncode != 0
     assert "sample_00002.nii.gz" in result.stderr and "rank: 1" in result.stderr.replace("rank : 1", "rank: 1")
     (out / "sample_00002.nii.gz").rmdir()
@@ -122,12 +108,12 @@ def test_an_error_on_one_rank_stops_the_job_and_names_the_rank(model_dir, refere
     assert_same_run(out, reference)
 
 
-def test_an_error_every_rank_meets_is_printed_once(model_dir, reference, tmp_path):
+def test_an_error_every_rank_meets_is_printed_once(model_dir, reference, tmp_path, jobs):
     """A folder of another run: rank 0 finds it, every rank stops, and the message appears once."""
     out = tmp_path / "other-run"
     one_process(model_dir, "--out", out, "--index", 0, "--seed", 5, "--steps", STEPS)
-    result = finish(start(torchrun(29544, "sample", model_dir, "--out", out, "--num-volumes", 6, "--seed", 4,
-                                   "--steps", STEPS, "--quiet")))
+    result = jobs.run(torchrun(29544, "sample", model_dir, "--out", out, "--num-volumes", 6, "--seed", 4,
+                                   "--steps", STEPS, "--quiet"), ENV, TIMEOUT)
     assert result.returncode != 0
     assert result.stderr.count("holds volumes of another run") == 1, result.stderr[-3000:]
     assert "rank 0 of 2" in result.stderr

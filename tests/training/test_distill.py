@@ -16,7 +16,7 @@ from prdit.data.dataset import split_volumes
 from prdit.data.normalization import Normalization
 from prdit.data.phantoms import write_phantoms
 from prdit.diffusion import ConsistencyModel, FlowMatching, IaNDiffusion, SamplerSettings, sample
-from prdit.diffusion.oracles import TwoGaussians, network_output
+from prdit.diffusion.oracles import TwoGaussians
 from prdit.errors import CheckpointError, ConfigError
 from prdit.model_folder import save_model_folder
 from prdit.models import create_model

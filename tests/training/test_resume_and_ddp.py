@@ -4,7 +4,6 @@ in step, skipping a non-finite step together."""
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import textwrap
@@ -194,20 +193,6 @@ def ddp_interrupt_reference(phantom_lists, tmp_path_factory):
     return {step: load_checkpoint(path) for step, path in list_checkpoints(root / "runs" / "ddp" / "checkpoints")}
 
 
-def _run_in_own_process_group(command: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
-    """Run ``command`` as the leader of a new process group (the group a terminal's Ctrl-C reaches);
-    past ``timeout`` the whole group is killed and the test fails."""
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        pytest.fail(f"the job did not stop within {timeout} s:\n{err[-3000:]}")
-    return subprocess.CompletedProcess(command, process.returncode, out, err)
-
-
 def _torchrun(port: int) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
 
@@ -222,7 +207,7 @@ def _ddp_interrupt_args(phantom_lists, root) -> list[str]:
 
 @pytest.mark.parametrize("who", ["rank1", "terminal", "scheduler"])
 def test_a_signal_under_torchrun_saves_the_step_in_progress_on_every_rank_and_exits(
-        phantom_lists, ddp_interrupt_reference, tmp_path, who):
+        phantom_lists, ddp_interrupt_reference, tmp_path, who, jobs):
     """Ctrl-C to one rank, or Ctrl-C or SIGTERM to the whole job (torchrun forwards it to the
     workers a second time, and the DataLoader workers receive it too): both ranks finish the step
     in progress (step 3), save it and stop."""
@@ -230,7 +215,7 @@ def test_a_signal_under_torchrun_saves_the_step_in_progress_on_every_rank_and_ex
     job.write_text(textwrap.dedent(DDP_INTERRUPT_JOB))
     args = _ddp_interrupt_args(phantom_lists, tmp_path) + ["log.checkpoint_every=5"]
     env = {**ENV, "OUT": str(tmp_path), "SIGNAL_FROM": who, "SIGNAL_AT_STEP": "3"}
-    result = _run_in_own_process_group(_torchrun(29535) + [str(job), *args], env, timeout=120)
+    result = jobs.run(_torchrun(29535) + [str(job), *args], env, timeout=120)
     outcomes = [(tmp_path / f"rank{rank}.txt").read_text() if (tmp_path / f"rank{rank}.txt").exists() else
                 result.stderr[-3000:] for rank in (0, 1)]
     match = re.match(r"interrupted; checkpoint saved at step (\d) in ", outcomes[0])

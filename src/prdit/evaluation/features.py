@@ -24,7 +24,7 @@ from prdit.device import resolve_device
 from prdit.distributed import current, gather_in_order, shard
 from prdit.errors import CheckpointError
 from prdit.evaluation import ct_resnet
-from prdit.evaluation.medicalnet import (FEATURE_DIM, NAME, MedicalNetResNet50, load_medicalnet,
+from prdit.evaluation.medicalnet import (FEATURE_DIM, NAME, load_medicalnet,
                                          random_medicalnet)
 from prdit.evaluation.volumes import VolumeSet
 

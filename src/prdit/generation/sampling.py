@@ -13,7 +13,7 @@ The sampling loop itself is :func:`prdit.diffusion.sample`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch

@@ -239,3 +239,51 @@ def test_a_run_saved_before_the_distill_section_existed_resumes(setting):
     del values["distill"]  # as an earlier release wrote it
     saved.write_text(yaml.safe_dump(values, sort_keys=False))
     assert train(load_config("phantoms-tiny-stage1", [*args, "train.steps=2"]), progress=False).step == 2
+
+
+DISTILL_DDP_JOB = """
+import os, sys
+import torch
+from prdit.training import trainer
+from prdit.training.cli import teacher_overrides
+from prdit.training.config import load_config
+
+captured = {}
+original = trainer.EMA
+class KeepEMA(original):
+    def __init__(self, model, decay):
+        super().__init__(model, decay)
+        captured["model"] = model
+trainer.EMA = KeepEMA
+import prdit.training.distill as distill
+build = distill.distill_objective
+def keep_objective(*args, **kwargs):
+    captured["objective"] = build(*args, **kwargs)
+    return captured["objective"]
+distill.distill_objective = keep_objective
+teacher = sys.argv[1]
+trainer.train(load_config("phantoms-tiny-distill", [*teacher_overrides(teacher), *sys.argv[2:]]), progress=False)
+rank = os.environ["RANK"]
+torch.save({"model": captured["model"].state_dict(), "objective": captured["objective"].state_dict()},
+           os.path.join(os.environ["OUT"], f"rank{rank}.pt"))
+"""
+
+
+def test_distillation_under_torchrun_keeps_every_rank_identical(setting, tmp_path, jobs):
+    """Two gloo processes: the student and the adaptive weighting (outside the DDP module, its gradients
+    averaged by hand) stay equal on both ranks."""
+    import sys
+
+    job = tmp_path / "job.py"
+    job.write_text(DISTILL_DDP_JOB)
+    args = [f"data.train={setting / 'data/train.txt'}", "data.val=", f"run.root={tmp_path / 'runs'}",
+            "train.steps=3", "train.global_batch=2", "log.every=1", "log.preview_every=0", "log.tensorboard=false"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29571", str(job),
+               str(setting / "teacher"), *args]
+    result = jobs.run(command, {"OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for part in ("model", "objective"):
+        for name, tensor in ranks[0][part].items():
+            assert torch.equal(tensor, ranks[1][part][name]), (part, name)
+    assert ranks[0]["objective"]["weighting.linear.bias"].abs().item() > 0  # the weighting did learn

@@ -69,6 +69,47 @@ def smoke_models(folder: Path) -> tuple[Path, Path]:
     return folder / "teacher", folder / "student"
 
 
+def step_costs(teacher: Path, device, batch: int = 8, rounds: int = 5) -> dict:
+    """Seconds of one training step (IaN loss, forward and backward) and one sCD step (teacher call, JVP, student
+    forward and backward) of the teacher's network on ``batch`` random volumes, timed in alternating rounds
+    (median), so that a busy machine slows both alike; and their ratio."""
+    import statistics
+    import time
+
+    import torch
+
+    from benchmarks.common import synchronize
+    from prdit.diffusion import IaNDiffusion
+    from prdit.model_folder import load_model_folder
+    from prdit.training.distill import SCDObjective
+
+    folder = load_model_folder(teacher, device=device)
+    student, process = folder.model.train(), IaNDiffusion()
+    objective = SCDObjective(folder.model, student, process).to(device)
+    objective.step = 10**9  # r = 1: the full tangent
+    generator = torch.Generator(device=device).manual_seed(0)
+    x0 = torch.rand((batch, 1, *student.config.input_size), generator=generator, device=device) * 2 - 1
+
+    def training() -> None:
+        process.training_losses(student, x0, generator=generator)["loss"].backward()
+
+    def distillation() -> None:
+        t = objective.sample_time(batch, device, generator)
+        objective.training_losses(student, x0, t, objective.sample_noise(x0.shape, device, generator))["loss"].backward()
+
+    times: dict[str, list[float]] = {"training": [], "distillation": []}
+    for _ in range(rounds + 1):
+        for name, step in (("training", training), ("distillation", distillation)):
+            synchronize(device)
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(values[1:]) for name, values in times.items()}  # the first round warms up
+    return {"batch": batch, "rounds": rounds, "training_step_s": median["training"],
+            "distillation_step_s": median["distillation"], "ratio": median["distillation"] / median["training"]}
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser, device, scratch: Path) -> None:
     from prdit.evaluation.config import BootstrapConfig, EvaluationConfig
     from prdit.evaluation.ct_resnet import weights_installed
@@ -121,6 +162,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, device, scrat
             s_entry.setdefault("separation", []).append({"against": t_entry["label"], "verdict": verdict,
                                                          "text": line})
             judgements.append(line)
+    cost = step_costs(teacher, device, batch=2 if args.smoke else 8, rounds=1 if args.smoke else 5)
+    print(f"one step on {cost['batch']} volumes: training {cost['training_step_s']:.3g} s, distillation "
+          f"{cost['distillation_step_s']:.3g} s ({cost['ratio']:.2f}x)", flush=True)
     record = student / ".." / "training.json"
     training = json.loads(record.read_text()) if record.is_file() else None
     notes = [f"teacher {teacher} ({pipes['teacher'].model.name} at {size}³), student {student} (consistency model)",
@@ -129,11 +173,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, device, scrat
              f"features: {features}; [low, high]: bootstrap {args.bootstrap} resamples, 95 %; P / R: precision / "
              "recall (k = 3), D / C: density / coverage (k = 5)",
              "distillation: " + (f"{training['steps']} sCD steps, {training['seconds'] / 60:.1f} CPU minutes "
-                                 f"({training['threads']} thread)" if training else "no training.json"), *warned]
+                                 f"({training['threads']} thread)" if training else "no training.json"),
+             f"one step on {cost['batch']} volumes (forward and backward, median of {cost['rounds']} alternating "
+             f"rounds): training {cost['training_step_s']:.3g} s, distillation {cost['distillation_step_s']:.3g} s, "
+             f"{cost['ratio']:.2f}x", *warned]
     columns = ["row", "network calls", "s/volume", "KID x10^3", "FID x10^3", "MMD", "P / R", "D / C", "W(HU)",
                "MS-SSIM"]
     report(NAME, device, args, "few-step sampling: distilled student against its teacher", notes, columns, rows,
-           {"rows": results, "distillation": training})
+           {"rows": results, "distillation": training, "step_costs": cost})
     print("\nseparation (disjoint 95 % intervals):")
     for line in judgements:
         print("  " + line)

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--teacher", type=Path, default=HERE / "prdit", help="the IaN model folder to distil")
     parser.add_argument("--data", type=Path, default=HERE / "data", help="the teacher's phantoms (train.txt, val.txt)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 keeps the run reproducible)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override (repeatable), e.g. distill.warmup_steps=1000")
@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     state = train(config, progress=True)
     run = args.out / "runs" / config.run.name
-    record.update({"teacher": str(args.teacher), "config": "phantoms-tiny-distill", "overrides": args.overrides,
+    teacher = args.teacher.resolve()
+    repo = Path(__file__).resolve().parent.parent
+    record.update({"teacher": str(teacher.relative_to(repo) if teacher.is_relative_to(repo) else teacher), "config": "phantoms-tiny-distill", "overrides": args.overrides,
                    "steps": state.step, "threads": args.threads, "final_loss": state.last_loss,
                    "seconds": round(record["seconds"] + time.perf_counter() - started, 1),
                    "run": str(run.relative_to(args.out))})

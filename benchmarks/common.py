@@ -431,6 +431,22 @@ def unet_spec_from_args(args: argparse.Namespace) -> UNetSpec:
     return UNetSpec(channels=channels, attention_levels=attention, num_res_blocks=args.unet_res_blocks)
 
 
+def smoke_model_folder(folder: Path, kind: str = "ian", spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                       seed: int = 0) -> Path:
+    """A tiny untrained PRDiT-T/6/1 model folder at 16³ for the ``--smoke`` runs: the zero-initialised output
+    layer of the local denoiser gets random weights (std 0.1, from ``seed``) so volumes are not all one value;
+    ``kind`` names the process (the same weights serve an IaN teacher and its consistency model)."""
+    from prdit.data.normalization import Normalization
+    from prdit.diffusion import create_process
+    from prdit.model_folder import save_model_folder
+    from prdit.models import create_model
+
+    torch.manual_seed(seed)
+    model = create_model("PRDiT-T/6/1", input_size=16)
+    torch.nn.init.normal_(model.local_denoiser.output.weight, std=0.1)
+    return save_model_folder(folder, model, create_process(kind), Normalization(), spacing=spacing)
+
+
 def build_unet(spec: UNetSpec, device: torch.device) -> torch.nn.Module:
     """MONAI's 3D ``DiffusionModelUNet`` (epsilon prediction) of the given shape."""
     try:

@@ -25,7 +25,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import sampler_quality as sq
-from benchmarks.common import add_common_args, report, resolve_device, set_threads
+from benchmarks.common import add_common_args, report, resolve_device, set_threads, smoke_model_folder
 
 NAME = "distillation"
 STUDENT = sq.REFERENCE / "distilled" / "prdit"
@@ -50,23 +50,6 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory() as scratch:
         run(args, parser, device, Path(scratch))
-
-
-def smoke_models(folder: Path) -> tuple[Path, Path]:
-    """A tiny untrained teacher and a consistency model folder of the same weights."""
-    import torch
-
-    from prdit.data.normalization import Normalization
-    from prdit.diffusion import ConsistencyModel, IaNDiffusion
-    from prdit.model_folder import save_model_folder
-    from prdit.models import create_model
-
-    torch.manual_seed(0)
-    model = create_model("PRDiT-T/6/1", input_size=16)
-    torch.nn.init.normal_(model.local_denoiser.output.weight, std=0.1)
-    save_model_folder(folder / "teacher", model, IaNDiffusion(), Normalization(), spacing=(2.0, 2.0, 2.0))
-    save_model_folder(folder / "student", model, ConsistencyModel(), Normalization(), spacing=(2.0, 2.0, 2.0))
-    return folder / "teacher", folder / "student"
 
 
 def step_costs(teacher: Path, device, batch: int = 8, rounds: int = 5) -> dict:
@@ -116,7 +99,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, device, scrat
     from prdit.generation.pipeline import PRDiTPipeline
 
     if args.smoke:
-        teacher, student = smoke_models(scratch)
+        teacher = smoke_model_folder(scratch / "teacher", spacing=(2.0, 2.0, 2.0))
+        student = smoke_model_folder(scratch / "student", "consistency", spacing=(2.0, 2.0, 2.0))
         num, cache, teacher_rows = 8, scratch / "cache", (("pc", 4), ("heun", 2))
     else:
         teacher, student, num, cache, teacher_rows = args.teacher, args.student, args.num, args.cache, TEACHER_ROWS

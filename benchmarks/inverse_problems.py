@@ -29,7 +29,7 @@ if __package__ in (None, ""):
 
 import torch
 
-from benchmarks.common import add_common_args, report, resolve_device, set_threads
+from benchmarks.common import add_common_args, report, resolve_device, set_threads, smoke_model_folder
 
 NAME = "inverse_problems"
 DEMO_MODEL = Path("demo_out/models/prdit")
@@ -50,18 +50,10 @@ def held_out(real: Path, limit: int) -> list[Path]:
 
 def smoke_inputs(folder: Path) -> tuple[Path, Path]:
     """A tiny untrained 16³ model folder and two 16³ phantoms (for the tests)."""
-    from prdit.data.normalization import Normalization
     from prdit.data.phantoms import write_phantoms
-    from prdit.diffusion import create_process
-    from prdit.model_folder import save_model_folder
-    from prdit.models import create_model
 
-    torch.manual_seed(0)
-    model = create_model("PRDiT-T/6/1", input_size=16)
-    torch.nn.init.normal_(model.local_denoiser.output.weight, std=0.1)
-    save_model_folder(folder / "model", model, create_process("ian"), Normalization(), spacing=(2.0, 2.0, 2.0))
     write_phantoms(2, 16, folder / "real", seed=1)
-    return folder / "model", folder / "real"
+    return smoke_model_folder(folder / "model", spacing=(2.0, 2.0, 2.0)), folder / "real"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -55,7 +55,8 @@ if __package__ in (None, ""):
 
 import torch
 
-from benchmarks.common import add_common_args, parse_int_list, report, resolve_device, set_threads, synchronize
+from benchmarks.common import (add_common_args, parse_int_list, report, resolve_device, set_threads,
+                               smoke_model_folder, synchronize)
 from prdit.diffusion import SampleResult
 from prdit.errors import ConfigError
 
@@ -77,21 +78,6 @@ METRICS = ("fid", "mmd", "kid", "prdc", "msssim", "hu_wasserstein")
 # What ``separated`` compares: the KID band, then each metric's bootstrap interval (row ``metrics`` keys).
 SEPARATION = {"KID ± 2 std": "kid_x1e3", "KID": "kid_x1e3", "FID": "fid_x1e3", "MMD": "mmd",
               "W(HU)": "hu_wasserstein", "MS-SSIM": "msssim"}
-
-
-def smoke_model(folder: Path) -> Path:
-    """A tiny untrained 16³ model folder (for the tests); the zero-initialised output layer gets random
-    weights so the volumes are not all one value."""
-    from prdit.data.normalization import Normalization
-    from prdit.diffusion import create_process
-    from prdit.model_folder import save_model_folder
-    from prdit.models import create_model
-
-    torch.manual_seed(0)
-    model = create_model("PRDiT-T/6/1", input_size=16)
-    torch.nn.init.normal_(model.local_denoiser.output.weight, std=0.1)
-    save_model_folder(folder / "model", model, create_process("ian"), Normalization())
-    return folder / "model"
 
 
 # ---------------------------------------------------------------------------------------
@@ -367,7 +353,7 @@ def run(args: argparse.Namespace, device: torch.device, compare: list[tuple[str,
     elif features == "auto":
         features = "ct-resnet152" if weights_installed() and not args.smoke else "random-init"
     if args.smoke:
-        model_dirs, cache = [smoke_model(scratch)], scratch / "cache"
+        model_dirs, cache = [smoke_model_folder(scratch / "model")], scratch / "cache"
         num, steps_list, reference_steps, real_phantoms = 8, [2, 4], 8, 8
         ode_volumes = 2
         samplers = args.samplers or "pc,euler,dpm++2m:lambda"

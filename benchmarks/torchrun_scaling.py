@@ -32,7 +32,7 @@ if __package__ in (None, ""):
 
 import numpy as np
 
-from benchmarks.common import add_common_args, parse_int_list, report, resolve_device, set_threads
+from benchmarks.common import add_common_args, parse_int_list, report, resolve_device, set_threads, smoke_model_folder
 
 NAME = "torchrun_scaling"
 DEFAULT_MODEL = Path(__file__).resolve().parent / "reference_model" / "prdit"
@@ -97,22 +97,6 @@ def largest_difference(report: dict, reference: dict, metrics: list[str]) -> tup
     return worst, where
 
 
-def smoke_model(folder: Path) -> Path:
-    """A tiny untrained 16³ model folder."""
-    import torch
-
-    from prdit.data.normalization import Normalization
-    from prdit.diffusion import create_process
-    from prdit.model_folder import save_model_folder
-    from prdit.models import create_model
-
-    torch.manual_seed(0)
-    model = create_model("PRDiT-T/6/1", input_size=16)
-    torch.nn.init.normal_(model.local_denoiser.output.weight, std=0.1)
-    save_model_folder(folder, model, create_process("ian"), Normalization(), spacing=(2.0, 2.0, 2.0))
-    return folder
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model folder to sample")
@@ -136,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         features = "ct-resnet152" if weights_installed() and not args.smoke else "random-init"
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        model = smoke_model(scratch / "model") if args.smoke else args.model
+        model = smoke_model_folder(scratch / "model", spacing=(2.0, 2.0, 2.0)) if args.smoke else args.model
         if not model.is_dir():
             parser.error(f"{model}: no model folder; run `python benchmarks/reference_model.py` or pass --model")
         num_sample, num_evaluate = (4, 8) if args.smoke else (args.num_sample, args.num_evaluate)

@@ -32,9 +32,10 @@ def test_ode_error_takes_the_volumes_of_the_reference_only():
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
+    from benchmarks.common import smoke_model_folder
     from prdit.generation.pipeline import PRDiTPipeline
 
-    return PRDiTPipeline.from_pretrained(script.smoke_model(tmp_path_factory.mktemp("model")), device="cpu")
+    return PRDiTPipeline.from_pretrained(smoke_model_folder(tmp_path_factory.mktemp("model") / "model"), device="cpu")
 
 
 def test_rows_are_the_pipeline_volumes_with_the_final_state(pipe):

@@ -4,11 +4,15 @@ the --real-stats file) and MS-SSIM pairs; rank 0 reports numbers equal to one pr
 import json
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from prdit.data.phantoms import write_phantoms
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.torchrun_scaling import numbers  # noqa: E402 (every number of a report entry, by its path)
 
 pytest.importorskip("torch.distributed.run")
 
@@ -31,18 +35,6 @@ def arguments(sets, out, stats) -> list[str]:
             "--features", "random-init", "--seed", "0", "--metrics", "fid,mmd,kid,prdc,msssim,hu_wasserstein",
             "--bootstrap", "20", "--batch-size", "4", "--memorisation-shift", "1", "--out", str(out / "report.json"),
             "--real-stats", str(stats), "--no-cache", "--quiet"]
-
-
-def numbers(entry, prefix=""):
-    """Every number in a report entry, by its path."""
-    if isinstance(entry, dict):
-        for key, value in entry.items():
-            yield from numbers(value, f"{prefix}.{key}")
-    elif isinstance(entry, list):
-        for i, value in enumerate(entry):
-            yield from numbers(value, f"{prefix}[{i}]")
-    elif isinstance(entry, (int, float)) and not isinstance(entry, bool):
-        yield prefix, entry
 
 
 def test_two_processes_report_the_numbers_of_one(sets, tmp_path, jobs):

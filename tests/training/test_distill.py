@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from prdit.cli import app
 from prdit.data.dataset import split_volumes
+from prdit.data.io import read_volume
 from prdit.data.normalization import Normalization
 from prdit.data.phantoms import write_phantoms
 from prdit.diffusion import ConsistencyModel, FlowMatching, IaNDiffusion, SamplerSettings, sample
@@ -197,7 +198,7 @@ def test_prdit_distill_runs_resumes_bitwise_and_its_export_samples_in_one_to_fou
         result = runner.invoke(app, ["sample", str(model_dir), "--out", str(out), "--num-volumes", "1", "--steps",
                                      str(steps), "--quiet"])
         assert result.exit_code == 0, (result.output, result.exception)
-        volumes[steps] = np.asarray(__import__("nibabel").load(out / "sample_00000.nii.gz").dataobj)
+        volumes[steps] = read_volume(out / "sample_00000.nii.gz").array
     assert not np.array_equal(volumes[1], volumes[2]) and not np.array_equal(volumes[2], volumes[4])
     guided = runner.invoke(app, ["reconstruct", str(model_dir), "--task", "sr", "--simulate-from",
                                  str(setting / "data" / "phantom_00000.nii.gz"), "--out", str(tmp_path / "r")])

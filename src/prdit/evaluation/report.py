@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from prdit import __version__
+from prdit.distributed import current
 from prdit.errors import DataError
 from prdit.evaluation import statistics
 from prdit.evaluation.config import FEATURE_METRICS, EvaluationConfig
-from prdit.distributed import current
 from prdit.evaluation.volumes import VolumeSet, VolumeSource
 
 VolumeInput = Sequence[VolumeSource] | np.ndarray | str | Path | VolumeSet

@@ -22,7 +22,7 @@ from prdit.errors import CheckpointError, ConfigError
 from prdit.model_folder import save_model_folder
 from prdit.models import create_model
 from prdit.training.config import load_config
-from prdit.training.distill import SCDObjective, time_tangent
+from prdit.training.distill import DiscreteCDObjective, SCDObjective, time_tangent
 from prdit.training.trainer import train
 
 
@@ -78,6 +78,39 @@ def test_a_student_equal_to_its_teacher_starts_as_one_ddim_step_with_zero_loss()
     assert losses["loss_consistency"].item() < 1e-10
 
 
+def test_the_discrete_target_follows_the_teachers_ode_and_is_zero_for_a_consistent_student():
+    """CD's teacher step carries a point of the one-volume path to the earlier angle on the same path (Heun:
+    second order, so four steps over the interval are 16 times closer than one); a student that is the exact
+    consistency function of that data (the oracle) then has a loss of the size of that error only, at every
+    angle, including one whose interval reaches 0 (where the oracle's noise head divides by zero)."""
+    from prdit.diffusion.oracles import OneVolume
+
+    process = IaNDiffusion()
+    volume = torch.randn(1, 1, 4, 4, 4, generator=torch.Generator().manual_seed(0)) * 0.4
+    oracle = OneVolume(process, volume)
+    noise = process.sample_noise((3, 1, 4, 4, 4), generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([1000.0, 400.0, 20.0])  # the last is within one interval of 0
+    errors, losses = {}, {}
+    for steps in (1, 4):
+        objective = DiscreteCDObjective(oracle, oracle, process, intervals=16, teacher_steps=steps)
+        angle64, _, cos, sin, x_t = objective._on_path(volume.expand(3, -1, -1, -1, -1), t, noise)
+        earlier = (angle64 - objective.interval).clamp_min(0.0)
+        moved = objective.teacher_ode(x_t, angle64, earlier)
+        c, s = (torch.cos(earlier).float().reshape(-1, 1, 1, 1, 1), torch.sin(earlier).float().reshape(-1, 1, 1, 1, 1))
+        on_path = c * volume + s * noise  # the noise of a one-volume path stays fixed along its ODE
+        errors[steps] = (moved - on_path).abs().max().item()
+        losses[steps] = objective.training_losses(oracle, volume.expand(3, -1, -1, -1, -1), t, noise)
+    assert errors[1] < 2e-3 and errors[4] < errors[1] / 10
+    assert losses[1]["loss_consistency"] < 1e-3 and losses[4]["loss_consistency"] < 1e-5
+    # A student that is not consistent (the oracle's heads scaled) has a loss.
+    class Scaled(nn.Module):
+        def forward(self, x, model_time):
+            return oracle(x, model_time) * 1.1
+
+    wrong = DiscreteCDObjective(oracle, Scaled(), process, intervals=16)
+    assert wrong.training_losses(Scaled(), volume.expand(3, -1, -1, -1, -1), t, noise)["loss_consistency"] > 1e-3
+
+
 class TinyStudent(nn.Module):
     """An MLP on a flattened 2³ volume and time features, with IaN's two heads."""
 
@@ -92,11 +125,12 @@ class TinyStudent(nn.Module):
         return self.net(features).reshape(x.shape[0], 2, *x.shape[2:])
 
 
-def test_a_distilled_student_maps_noise_to_the_two_modes_in_one_step():
+@pytest.mark.parametrize("objective", ["scd", "cd"])
+def test_a_distilled_student_maps_noise_to_the_two_modes_in_one_step(objective):
     """Teacher: the exact denoiser of two Gaussians (means ±0.6, std 0.05 per voxel). A student regressed onto
     the teacher (as a distillation starts from the teacher's weights) sends pure noise to the mixture's mean, 0,
-    in one call; distilled (and averaged, as the trainer's EMA does), it sends it to a mode, half the mass to
-    each."""
+    in one call; distilled (and averaged, as the trainer's EMA does) by either objective, it sends it to a mode,
+    half the mass to each."""
     import copy
 
     process, consistency = IaNDiffusion(), ConsistencyModel()
@@ -131,7 +165,10 @@ def test_a_distilled_student_maps_noise_to_the_two_modes_in_one_step():
     assert near_a_mode(before) == 0.0 and before.abs().median() < 0.1
 
     ema = copy.deepcopy(student)
-    objective = SCDObjective(teacher, student, process, warmup_steps=100)
+    if objective == "scd":
+        objective = SCDObjective(teacher, student, process, warmup_steps=100)
+    else:
+        objective = DiscreteCDObjective(teacher, student, process, intervals=32, teacher_steps=2)
     optimizer = torch.optim.Adam([*student.parameters(), *objective.parameters()], lr=5e-4, betas=(0.9, 0.99))
     for step in range(2000):
         objective.step = step
@@ -203,6 +240,28 @@ def test_prdit_distill_runs_resumes_bitwise_and_its_export_samples_in_one_to_fou
     guided = runner.invoke(app, ["reconstruct", str(model_dir), "--task", "sr", "--simulate-from",
                                  str(setting / "data" / "phantom_00000.nii.gz"), "--out", str(tmp_path / "r")])
     assert isinstance(guided.exception, ConfigError) and "no guided reconstruction" in str(guided.exception)
+
+
+def test_a_discrete_time_distillation_resumes_bitwise_and_differs_from_scd(setting):
+    runner = CliRunner()
+    cd = ["distill.objective=cd", "distill.intervals=8", "distill.teacher_steps=2"]
+    for name, steps in (("cd-straight", 4), ("cd-resumed", 2), ("cd-resumed", 4)):
+        result = runner.invoke(app, ["distill", *distill_args(setting, name, steps), *cd])
+        assert result.exit_code == 0, (result.output, result.exception)
+    straight, resumed = (torch.load(setting / "runs" / name / "checkpoints" / "step_00000004.pt", weights_only=False)
+                         for name in ("cd-straight", "cd-resumed"))
+    for key in ("model", "ema", "objective"):
+        for name, tensor in straight[key].items():
+            assert torch.equal(tensor, resumed[key][name]), (key, name)
+    assert straight["config"]["distill"]["objective"] == "cd"
+    scd = runner.invoke(app, ["distill", *distill_args(setting, "scd-4", 4)])
+    assert scd.exit_code == 0, (scd.output, scd.exception)
+    other = torch.load(setting / "runs" / "scd-4" / "checkpoints" / "step_00000004.pt", weights_only=False)
+    assert any(not torch.equal(v, other["model"][k]) for k, v in straight["model"].items())
+    for bad in ("distill.objective=ct", "distill.intervals=0", "distill.teacher_steps=0"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            load_config("phantoms-tiny-distill", [f"data.train={setting / 'data/train.txt'}",
+                                                  f"distill.teacher={setting / 'teacher'}", bad])
 
 
 def test_distillation_needs_an_ian_teacher_and_a_consistency_student(setting, tmp_path):

@@ -98,16 +98,19 @@ class LogConfig:
 
 @dataclass
 class DistillConfig:
-    """Consistency distillation (docs/method.md §18, ``prdit distill``): the IaN teacher and the sCD settings.
-    An empty teacher means ordinary training."""
+    """Consistency distillation (docs/method.md §18, ``prdit distill``): the IaN teacher, the objective and its
+    settings. An empty teacher means ordinary training."""
 
     teacher: str = ""  # an IaN model folder (prdit export); the student starts from its weights
+    objective: str = "scd"  # scd (continuous time, a JVP) | cd (discrete time: the teacher's ODE over one interval)
     tangent: str = "jvp"  # jvp (forward mode, float32) | finite-difference (central, float64)
     p_mean: float = -1.0  # τ ~ N(p_mean, p_std²), t = arctan(e^τ/σ)
     p_std: float = 1.4
     warmup_steps: int = 1000  # r rises linearly from 0 to 1 over these steps
     tangent_norm: float = 0.1  # c in g ← g/(‖g‖ + c)
     freeze_stage1: bool = False  # keep the local denoiser at the teacher's weights
+    intervals: int = 64  # cd: the interval is (π/2)/intervals radians of the TrigFlow angle
+    teacher_steps: int = 1  # cd: Heun steps of the teacher's ODE over one interval
 
 @dataclass
 class ExperimentConfig:
@@ -145,11 +148,16 @@ class ExperimentConfig:
 
         create_process(self.process.kind, **self.process.settings)  # unknown kinds or settings raise here
         if self.distill.teacher:
-            from prdit.training.distill import TANGENTS
+            from prdit.training.distill import OBJECTIVES, TANGENTS
 
             if self.process.kind != "consistency":
                 raise ConfigError(f"distillation trains a consistency model: set process.kind=consistency (got "
                                   f"'{self.process.kind}')")
+            if self.distill.objective not in OBJECTIVES:
+                raise ConfigError(f"distill.objective must be one of {', '.join(OBJECTIVES)}, "
+                                  f"got '{self.distill.objective}'")
+            if self.distill.intervals < 1 or self.distill.teacher_steps < 1:
+                raise ConfigError("distill.intervals and distill.teacher_steps must be >= 1")
             if self.distill.tangent not in TANGENTS:
                 raise ConfigError(f"distill.tangent must be one of {', '.join(TANGENTS)}, got '{self.distill.tangent}'")
             if self.distill.warmup_steps < 0 or not self.distill.p_std > 0 or not self.distill.tangent_norm > 0:

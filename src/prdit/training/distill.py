@@ -33,6 +33,7 @@ from prdit.errors import ConfigError
 from prdit.models.embeddings import FREQUENCY_DIM, timestep_sinusoid
 
 TANGENTS = ("jvp", "finite-difference")
+OBJECTIVES = ("scd", "cd")
 
 
 class AdaptiveWeight(nn.Module):
@@ -100,30 +101,26 @@ def time_tangent(model: nn.Module, x_t: torch.Tensor, angle: torch.Tensor, dx: t
     raise ConfigError(f"unknown tangent method '{method}'; choose one of {', '.join(TANGENTS)}")
 
 
-class SCDObjective(nn.Module):
-    """What the trainer optimises when it distils: time and noise draws and the sCD losses of a batch.
+class DistillObjective(nn.Module):
+    """What the trainer optimises when it distils: time and noise draws and the losses of a batch.
 
     ``teacher``: the IaN network (kept frozen, float32); ``student``: the network being trained (its
-    stop-gradient copy is read for the JVP); the module's own parameters are the weighting ``w``.
+    stop-gradient copy makes the target); the module's own parameters are the weighting ``w``.
     """
 
     loss_names = ("loss", "loss_consistency", "weight_log")
 
     def __init__(self, teacher: nn.Module, student: nn.Module, process: IaNDiffusion, p_mean: float = -1.0,
-                 p_std: float = 1.4, warmup_steps: int = 1000, tangent_norm: float = 0.1,
-                 tangent: str = "jvp") -> None:
+                 p_std: float = 1.4) -> None:
         super().__init__()
-        if tangent not in TANGENTS:
-            raise ConfigError(f"distill.tangent must be one of {', '.join(TANGENTS)}, got '{tangent}'")
-        if warmup_steps < 0 or not p_std > 0 or not tangent_norm > 0:
-            raise ConfigError("distill.warmup_steps must be >= 0, distill.p_std and distill.tangent_norm > 0")
+        if not p_std > 0:
+            raise ConfigError("distill.p_std must be > 0")
         self.teacher = [copy.deepcopy(teacher).float().eval().requires_grad_(False)]  # a list: not a submodule
         self.student = [student]
         self.process = process
-        self.p_mean, self.p_std, self.warmup_steps = p_mean, p_std, warmup_steps
-        self.tangent_norm, self.tangent = tangent_norm, tangent
+        self.p_mean, self.p_std = p_mean, p_std
         self.weighting = AdaptiveWeight()
-        self.step = 0  # the trainer sets the step about to run (for the warm-up of r)
+        self.step = 0  # the trainer sets the step about to run (for warm-ups)
 
     def to(self, *args, **kwargs):
         """Move the weighting and the teacher."""
@@ -146,6 +143,41 @@ class SCDObjective(nn.Module):
         """``z`` of standard deviation σ_d."""
         return self.process.sample_noise(shape, device, generator, dtype)
 
+    def _on_path(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor):
+        """Angles ``[B]`` (float64, float32), their per-sample cos and sin, and ``x_t``."""
+        angle64 = t.double() * (math.pi / (2 * self.process.num_timesteps))
+        cos, sin = _per_sample(torch.cos(angle64), x0), _per_sample(torch.sin(angle64), x0)
+        return angle64, angle64.float(), cos, sin, cos * x0 + sin * noise
+
+    def _teacher_velocity(self, x: torch.Tensor, angle: torch.Tensor, model_time: torch.Tensor) -> torch.Tensor:
+        """``v̂_teacher(x, t)`` per radian at angles ``angle`` = network times ``model_time`` (no gradients,
+        float32)."""
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            return velocity(self.teacher[0](x.float(), model_time.float()).float(), x.float(), angle.float(),
+                            self.process)
+
+    def _weighted(self, per_example: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``e^{−w(t)}·loss + w(t)`` averaged over the batch, with the parts the trainer logs."""
+        log_weight = self.weighting(t)
+        loss = (torch.exp(-log_weight) * per_example + log_weight).mean()
+        return {"loss": loss, "loss_consistency": per_example.mean().detach(),
+                "weight_log": log_weight.mean().detach()}
+
+
+class SCDObjective(DistillObjective):
+    """Continuous-time consistency distillation (sCD): the tangent of the stop-gradient student along the
+    teacher's ODE makes the target."""
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, process: IaNDiffusion, p_mean: float = -1.0,
+                 p_std: float = 1.4, warmup_steps: int = 1000, tangent_norm: float = 0.1,
+                 tangent: str = "jvp") -> None:
+        if tangent not in TANGENTS:
+            raise ConfigError(f"distill.tangent must be one of {', '.join(TANGENTS)}, got '{tangent}'")
+        if warmup_steps < 0 or not tangent_norm > 0:
+            raise ConfigError("distill.warmup_steps must be >= 0 and distill.tangent_norm > 0")
+        super().__init__(teacher, student, process, p_mean, p_std)
+        self.warmup_steps, self.tangent_norm, self.tangent = warmup_steps, tangent_norm, tangent
+
     def warmup(self) -> float:
         """``r``: 0 at the first step, 1 from ``warmup_steps`` on."""
         return 1.0 if self.warmup_steps == 0 else min(1.0, self.step / self.warmup_steps)
@@ -155,12 +187,9 @@ class SCDObjective(nn.Module):
         """The sCD loss of ``x0`` at network times ``t`` with noise ``noise``; ``model`` is the student as the
         trainer calls it (DDP, compiled), the only call with gradients."""
         process, sigma = self.process, self.sigma
-        angle = t.double() * (math.pi / (2 * process.num_timesteps))
-        cos, sin = _per_sample(torch.cos(angle), x0), _per_sample(torch.sin(angle), x0)
-        angle = angle.float()
-        x_t = cos * x0 + sin * noise
+        _, angle, cos, sin, x_t = self._on_path(x0, t, noise)
+        dxdt = self._teacher_velocity(x_t, angle, t)
         with torch.no_grad(), torch.autocast(x0.device.type, enabled=False):
-            dxdt = velocity(self.teacher[0](x_t.float(), t.float()).float(), x_t.float(), angle, process)
             student = self.student[0]
             was_training = student.training
             student.eval()  # no dropout in PRDiT; eval keeps the stop-gradient pass deterministic anyway
@@ -173,15 +202,68 @@ class SCDObjective(nn.Module):
             g = g / _per_sample(norm + self.tangent_norm, g)
         v_theta = velocity(model(x_t, t).float(), x_t, angle, process)
         per_example = (((v_theta - v_minus) / sigma - g) ** 2).flatten(1).mean(dim=1)  # ‖F_θ − F⁻ − g‖²/D
-        log_weight = self.weighting(t)
-        loss = (torch.exp(-log_weight) * per_example + log_weight).mean()
-        return {"loss": loss, "loss_consistency": per_example.mean().detach(),
-                "weight_log": log_weight.mean().detach()}
+        return self._weighted(per_example, t)
 
 
-def distill_objective(config, student: nn.Module, process, device: torch.device) -> SCDObjective:
-    """The sCD objective of a config's ``distill`` section: the teacher loaded from its model folder and checked
-    against the student (same network, an IaN teacher of the student's noise std and timesteps)."""
+class DiscreteCDObjective(DistillObjective):
+    """Discrete-time consistency distillation (CD, Song et al. 2023, in TrigFlow angles): the teacher's ODE
+    carries ``x_t`` over one interval ``Δ = (π/2)/intervals`` to ``t' = max(t − Δ, 0)`` in ``teacher_steps``
+    Heun steps (the last one to 0 an Euler step), and the stop-gradient student there is the target:
+    ``e^{−w}·‖f_θ(x_t, t) − f⁻(x_t', t')‖²/(D·σ_d²·Δ²) + w``. No tangent: only forward passes."""
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, process: IaNDiffusion, p_mean: float = -1.0,
+                 p_std: float = 1.4, intervals: int = 64, teacher_steps: int = 1) -> None:
+        if intervals < 1 or teacher_steps < 1:
+            raise ConfigError(f"distill.intervals and distill.teacher_steps must be >= 1, got {intervals} "
+                              f"and {teacher_steps}")
+        super().__init__(teacher, student, process, p_mean, p_std)
+        self.interval, self.teacher_steps = (math.pi / 2) / intervals, teacher_steps
+        self.to_timestep = 2 * process.num_timesteps / math.pi
+
+    def teacher_ode(self, x: torch.Tensor, angle: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``x`` at per-sample angles ``angle`` carried to ``target`` (float64 angles ``[B]``) along the
+        teacher's ODE ``dx/dt = v̂``: Heun steps, an Euler step where a step ends at 0."""
+        x = x.float()
+        for k in range(self.teacher_steps):
+            here = angle + (target - angle) * (k / self.teacher_steps)
+            there = angle + (target - angle) * ((k + 1) / self.teacher_steps)
+            h = _per_sample(there - here, x).float()
+            v = self._teacher_velocity(x, here, here * self.to_timestep)
+            euler = x + h * v
+            heun = x + h * 0.5 * (v + self._teacher_velocity(euler, there, there * self.to_timestep))
+            x = torch.where((there > 0).reshape((-1,) + (1,) * (x.ndim - 1)), heun, euler)
+        return x
+
+    def consistency(self, model: nn.Module, x: torch.Tensor, angle: torch.Tensor,
+                    model_time: torch.Tensor) -> torch.Tensor:
+        """``f = cos t·x − sin t·v̂`` of a network at per-sample angles ``angle`` = network times ``model_time``;
+        ``f = x`` at angle 0 whatever the network says there."""
+        v = velocity(model(x, model_time).float(), x, angle, self.process)
+        f = _per_sample(torch.cos(angle), x) * x - _per_sample(torch.sin(angle), x) * v
+        return torch.where((angle > 0).reshape((-1,) + (1,) * (x.ndim - 1)), f, x)
+
+    def training_losses(self, model: nn.Module, x0: torch.Tensor, t: torch.Tensor,
+                        noise: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The CD loss of ``x0`` at network times ``t`` with noise ``noise``; ``model`` is the student as the
+        trainer calls it (DDP, compiled), the only call with gradients."""
+        angle64, angle, _, _, x_t = self._on_path(x0, t, noise)
+        earlier = (angle64 - self.interval).clamp_min(0.0)
+        with torch.no_grad(), torch.autocast(x0.device.type, enabled=False):
+            x_earlier = self.teacher_ode(x_t, angle64, earlier)
+            student = self.student[0]
+            was_training = student.training
+            student.eval()
+            target = self.consistency(student, x_earlier, earlier.float(), (earlier * self.to_timestep).float())
+            student.train(was_training)
+        f_theta = self.consistency(model, x_t, angle, t)
+        scale = self.sigma * self.interval
+        per_example = (((f_theta - target) / scale) ** 2).flatten(1).mean(dim=1)
+        return self._weighted(per_example, t)
+
+
+def distill_objective(config, student: nn.Module, process, device: torch.device) -> DistillObjective:
+    """The objective (sCD or CD) of a config's ``distill`` section: the teacher loaded from its model folder and
+    checked against the student (same network, an IaN teacher of the student's noise std and timesteps)."""
     from prdit.errors import CheckpointError
     from prdit.model_folder import load_model_folder
 
@@ -199,5 +281,8 @@ def distill_objective(config, student: nn.Module, process, device: torch.device)
                           f"network ({teacher.name} at {tuple(teacher.config.input_size)}): set model.name and "
                           "model.input_size to the teacher's")
     d = config.distill
+    if d.objective == "cd":
+        return DiscreteCDObjective(teacher, student, process, p_mean=d.p_mean, p_std=d.p_std, intervals=d.intervals,
+                                   teacher_steps=d.teacher_steps).to(device)
     return SCDObjective(teacher, student, process, p_mean=d.p_mean, p_std=d.p_std, warmup_steps=d.warmup_steps,
                         tangent_norm=d.tangent_norm, tangent=d.tangent).to(device)

@@ -33,6 +33,27 @@ def root(
         raise typer.Exit()
     if ctx.invoked_subcommand is None:
         typer.echo(ctx.get_help())
+    elif ctx.invoked_subcommand not in DISTRIBUTED_COMMANDS:
+        _one_process_under_torchrun(ctx.invoked_subcommand)
+
+
+# Commands that share their work over the processes of a torchrun job; every other command runs once, on rank 0.
+DISTRIBUTED_COMMANDS = ("train", "distill", "sample", "reconstruct", "evaluate")
+
+
+def _one_process_under_torchrun(command: str) -> None:
+    """Under ``torchrun`` (WORLD_SIZE > 1) a command that does not share its work runs on rank 0 alone, as one
+    process (so nothing is written twice, and nothing it calls waits for a job the other ranks never join); the
+    other ranks say so and exit cleanly."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:
+        typer.echo(f"prdit {command}: runs on rank 0 alone; rank {rank} has nothing to do", err=True)
+        raise typer.Exit()
+    os.environ["WORLD_SIZE"] = "1"
 
 
 # Each module defines ``register(app: typer.Typer) -> None``.

@@ -22,7 +22,7 @@ from prdit.errors import CheckpointError, ConfigError
 from prdit.model_folder import save_model_folder
 from prdit.models import create_model
 from prdit.training.config import load_config
-from prdit.training.distill import DiscreteCDObjective, SCDObjective, time_tangent
+from prdit.training.distill import DiscreteCDObjective, ProgressiveObjective, SCDObjective, time_tangent
 from prdit.training.trainer import train
 
 
@@ -109,6 +109,61 @@ def test_the_discrete_target_follows_the_teachers_ode_and_is_zero_for_a_consiste
 
     wrong = DiscreteCDObjective(oracle, Scaled(), process, intervals=16)
     assert wrong.training_losses(Scaled(), volume.expand(3, -1, -1, -1, -1), t, noise)["loss_consistency"] > 1e-3
+
+
+def test_the_progressive_target_makes_one_ddim_step_land_where_two_teacher_steps_do():
+    """On the two-Gaussian oracle (whose D is not the path's x₀, so DDIM is not exact): one DDIM step of the
+    target D* from t lands on the teacher's two steps; on the one-volume oracle (DDIM exact) D* is the volume
+    and the oracle as its own student has zero loss."""
+    from prdit.diffusion.oracles import OneVolume
+
+    process = IaNDiffusion()
+    means = torch.stack([torch.full((1, 2, 2, 2), 0.6), torch.full((1, 2, 2, 2), -0.6)])
+    teacher = TwoGaussians(process, means, 0.05**2)
+    objective = ProgressiveObjective(teacher, teacher, process, start_steps=16, final_steps=4)
+    assert (objective.rounds, objective.student_steps) == (2, 8)
+    gen = torch.Generator().manual_seed(2)
+    t = objective.sample_time(64, generator=gen)
+    assert set(t.tolist()) <= {1000 * (1 - i / 8) for i in range(8)}
+    x0 = means[torch.randint(0, 2, (64,), generator=gen)] + 0.05 * torch.randn((64, 1, 2, 2, 2), generator=gen)
+    noise = process.sample_noise(x0.shape, generator=gen)
+    angle, _, cos, sin, x_t = objective._on_path(x0, t, noise)
+    interval = (math.pi / 2) / 8
+    x_end = objective._ddim(objective._ddim(x_t, angle, t, angle - interval / 2), angle - interval / 2,
+                            ((angle - interval / 2) * objective.to_timestep).float(), angle - interval)
+    losses = objective.training_losses(teacher, x0, t, noise)
+    assert losses["loss_consistency"] > 1e-6  # the teacher's one step is not its two steps
+    end = (angle - interval).clamp_min(0.0)
+    target = (torch.sin(angle).reshape(-1, 1, 1, 1, 1) * x_end - torch.sin(end).reshape(-1, 1, 1, 1, 1) * x_t) \
+        / torch.sin(angle - end).reshape(-1, 1, 1, 1, 1)
+    one_step = torch.cos(end).reshape(-1, 1, 1, 1, 1) * target \
+        + torch.sin(end).reshape(-1, 1, 1, 1, 1) * (x_t - cos * target) / sin
+    assert (one_step.float() - x_end).abs().max() < 1e-5
+    volume = torch.randn(1, 1, 4, 4, 4, generator=gen) * 0.4
+    oracle = OneVolume(process, volume)
+    exact = ProgressiveObjective(oracle, oracle, process, start_steps=8, final_steps=2)
+    times = torch.tensor([1000.0, 500.0, 250.0])
+    assert exact.training_losses(oracle, volume.expand(3, -1, -1, -1, -1), times,
+                                 process.sample_noise((3, 1, 4, 4, 4), generator=gen))["loss_consistency"] < 1e-8
+
+
+def test_progressive_rounds_hand_the_student_to_the_teacher_and_survive_a_state_dict():
+    teacher, student = perturbed(seed=1), perturbed(seed=2)
+    objective = ProgressiveObjective(teacher, student, IaNDiffusion(), start_steps=16, final_steps=2, round_steps=5)
+    steps = []
+    for step in range(20):
+        objective.step = step
+        objective.sample_time(1)
+        steps.append(objective.student_steps)
+    assert steps == [8] * 5 + [4] * 5 + [2] * 10  # three rounds, the last runs on
+    assert all(torch.equal(a, b) for a, b in zip(objective.teacher[0].state_dict().values(),
+                                                 student.state_dict().values()))
+    fresh = ProgressiveObjective(teacher, perturbed(seed=3), IaNDiffusion(), start_steps=16, final_steps=2)
+    fresh.load_state_dict(objective.state_dict())
+    assert fresh.round == 2 and all(torch.equal(a, b) for a, b in zip(fresh.teacher[0].state_dict().values(),
+                                                                      student.state_dict().values()))
+    with pytest.raises(ConfigError, match="power of 2"):
+        ProgressiveObjective(teacher, student, IaNDiffusion(), start_steps=12, final_steps=4)
 
 
 class TinyStudent(nn.Module):
@@ -262,6 +317,34 @@ def test_a_discrete_time_distillation_resumes_bitwise_and_differs_from_scd(setti
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             load_config("phantoms-tiny-distill", [f"data.train={setting / 'data/train.txt'}",
                                                   f"distill.teacher={setting / 'teacher'}", bad])
+
+
+def test_a_progressive_distillation_resumes_bitwise_across_a_round_and_samples_with_ddim(setting, tmp_path):
+    runner = CliRunner()
+    pd = ["distill.objective=pd", "distill.intervals=8", "distill.final_steps=2", "distill.round_steps=2"]
+    for name, steps in (("pd-straight", 6), ("pd-resumed", 4), ("pd-resumed", 6)):  # resumed in the second round
+        result = runner.invoke(app, ["distill", *distill_args(setting, name, steps), *pd])
+        assert result.exit_code == 0, (result.output, result.exception)
+    straight, resumed = (torch.load(setting / "runs" / name / "checkpoints" / "step_00000006.pt", weights_only=False)
+                         for name in ("pd-straight", "pd-resumed"))
+    for key in ("model", "ema"):
+        for name, tensor in straight[key].items():
+            assert torch.equal(tensor, resumed[key][name]), (key, name)
+    assert straight["config"]["process"]["kind"] == "ian"
+    assert straight["objective"]["_extra_state"]["round"] == 1
+    model_dir = tmp_path / "pd"
+    assert runner.invoke(app, ["export", str(setting / "runs" / "pd-straight"), "--out", str(model_dir)]).exit_code == 0
+    assert json.loads((model_dir / "config.json").read_text())["process"]["kind"] == "ian"
+    result = runner.invoke(app, ["sample", str(model_dir), "--out", str(tmp_path / "s"), "--num-volumes", "1",
+                                 "--sampler", "dpm++1", "--steps", "2", "--quiet"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    with pytest.raises(ConfigError, match="power of 2"):
+        load_config("phantoms-tiny-distill", [f"data.train={setting / 'data/train.txt'}", "process.kind=ian",
+                                              f"distill.teacher={setting / 'teacher'}", "distill.objective=pd",
+                                              "distill.intervals=12"])
+    with pytest.raises(ConfigError, match="process.kind=ian"):
+        load_config("phantoms-tiny-distill", [f"data.train={setting / 'data/train.txt'}",
+                                              f"distill.teacher={setting / 'teacher'}", "distill.objective=pd"])
 
 
 def test_distillation_needs_an_ian_teacher_and_a_consistency_student(setting, tmp_path):

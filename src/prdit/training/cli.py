@@ -47,7 +47,8 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Require a checkpoint to continue from."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
-        """Distil an IaN model into a consistency model that samples in 1-4 steps (sCD, docs/method.md §18).
+        """Distil an IaN model into a consistency model that samples in 1-4 steps (sCD, docs/method.md §18;
+        distill.objective=cd for discrete time, =pd for progressive distillation into a few-step DDIM model).
 
         A training run like any other (run directory, checkpoints, exact resume, TensorBoard, torchrun);
         `prdit export RUN --out DIR` then writes the consistency model folder for `prdit sample --steps 1..4`.
@@ -56,6 +57,8 @@ def register(app: typer.Typer) -> None:
         from prdit.training.trainer import train
 
         items = [*teacher_overrides(model_dir), *(overrides or [])]
+        if "distill.objective=pd" in items and not any(i.startswith("process.kind=") for i in overrides or []):
+            items.append("process.kind=ian")  # progressive distillation trains an IaN model for DDIM
         state = train(load_config(config, items), resume=resume, progress=not quiet)
         if int(os.environ.get("RANK", "0")) == 0:
             typer.echo(f"run {state.run_dir}: step {state.step}, loss {state.last_loss:.5f}, "

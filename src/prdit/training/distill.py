@@ -33,7 +33,7 @@ from prdit.errors import ConfigError
 from prdit.models.embeddings import FREQUENCY_DIM, timestep_sinusoid
 
 TANGENTS = ("jvp", "finite-difference")
-OBJECTIVES = ("scd", "cd")
+OBJECTIVES = ("scd", "cd", "pd")
 
 
 class AdaptiveWeight(nn.Module):
@@ -261,8 +261,90 @@ class DiscreteCDObjective(DistillObjective):
         return self._weighted(per_example, t)
 
 
+class ProgressiveObjective(DistillObjective):
+    """Progressive distillation (Salimans & Ho 2022), the baseline of few-step distillation: in round r the
+    student learns to do in one DDIM step (with D, docs/method.md §16) what its teacher does in two, on the
+    uniform grid of IaN's samplers; the first round's teacher is the IaN model over ``start_steps`` steps, each
+    later round's teacher the student as the round began, so ``start_steps`` halves to ``final_steps`` over
+    log2(start/final) rounds of ``round_steps`` training steps (the last round runs on for the rest of the run).
+
+    Per example: a grid point ``t`` of the student's grid, ``x_t = cos t·x₀ + sin t·z``, two teacher DDIM steps
+    to ``t − Δ/2`` and ``t'' = t − Δ``, and the D that makes one DDIM step from ``t`` land there,
+    ``D* = (sin t·x_t'' − sin t''·x_t)/sin(t − t'')``; both heads learn it (``x̂₀ → D*``,
+    ``ε̂ → (x_t − cos t·D*)/sin t``), so the student is an ordinary IaN model that DDIM (``--sampler dpm++1
+    --steps final_steps``) samples. The round and its teacher's weights are part of the objective's state
+    (checkpointed: a resumed run continues the round it was in)."""
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, process: IaNDiffusion, start_steps: int = 64,
+                 final_steps: int = 4, round_steps: int = 250) -> None:
+        ratio = start_steps // max(final_steps, 1)
+        if final_steps < 1 or ratio < 2 or ratio * final_steps != start_steps or ratio & (ratio - 1):
+            raise ConfigError(f"progressive distillation halves distill.intervals ({start_steps}) down to "
+                              f"distill.final_steps ({final_steps}): the first must be the second times a power of 2")
+        if round_steps < 1:
+            raise ConfigError(f"distill.round_steps must be >= 1, got {round_steps}")
+        super().__init__(teacher, student, process)
+        self.start_steps, self.final_steps, self.round_steps = start_steps, final_steps, round_steps
+        self.rounds = ratio.bit_length() - 1
+        self.round = 0
+        self.to_timestep = 2 * process.num_timesteps / math.pi
+
+    @property
+    def student_steps(self) -> int:
+        """The steps of this round's student."""
+        return self.start_steps >> (self.round + 1)
+
+    def get_extra_state(self) -> dict:
+        return {"round": self.round, "teacher": self.teacher[0].state_dict() if self.round else None}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.round = int(state["round"])
+        if state["teacher"] is not None:
+            self.teacher[0].load_state_dict(state["teacher"])
+
+    def _advance(self) -> None:
+        """Start the rounds that ``step`` has reached: each one's teacher is the student as it is now."""
+        while self.round < min(self.step // self.round_steps, self.rounds - 1):
+            self.teacher[0].load_state_dict(self.student[0].state_dict())
+            self.round += 1
+
+    def sample_time(self, batch: int, device: torch.device | str = "cpu",
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """Network times ``[batch]``: points of this round's student grid, ``T·(1 − i/N)``, i uniform in 0..N−1
+        (the round is advanced here, at the start of each step, once the trainer has set ``step``)."""
+        self._advance()
+        gen_device = generator.device if generator is not None else device
+        steps = self.student_steps
+        index = torch.randint(0, steps, (batch,), generator=generator, device=gen_device)
+        return (self.process.num_timesteps * (1 - index.double() / steps)).float().to(device)
+
+    def _ddim(self, x: torch.Tensor, angle: torch.Tensor, model_time: torch.Tensor,
+              to: torch.Tensor) -> torch.Tensor:
+        """One DDIM step of the teacher with its D from per-sample ``angle`` to ``to`` (float64 ``[B]``)."""
+        v = self._teacher_velocity(x, angle, model_time)
+        cos, sin = _per_sample(torch.cos(angle), x), _per_sample(torch.sin(angle), x)
+        data = cos * x - sin * v
+        return _per_sample(torch.cos(to), x) * data + _per_sample(torch.sin(to), x) * (x - cos * data) / sin
+
+    def training_losses(self, model: nn.Module, x0: torch.Tensor, t: torch.Tensor,
+                        noise: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The progressive-distillation loss of ``x0`` at the grid times ``t`` with noise ``noise``."""
+        angle64, _, cos, sin, x_t = self._on_path(x0, t, noise)
+        interval = (math.pi / 2) / self.student_steps
+        middle, end = angle64 - interval / 2, (angle64 - interval).clamp_min(0.0)
+        with torch.no_grad(), torch.autocast(x0.device.type, enabled=False):
+            x_middle = self._ddim(x_t.float(), angle64, t, middle)
+            x_end = self._ddim(x_middle, middle, (middle * self.to_timestep).float(), end)
+            data = (_per_sample(torch.sin(angle64), x0) * x_end - _per_sample(torch.sin(end), x0) * x_t) \
+                / _per_sample(torch.sin(angle64 - end), x0)
+            noise_target = (x_t - cos * data) / sin
+        heads = IaNDiffusion.predict(self.process, model(x_t, t).float(), x_t, t)
+        per_example = ((heads.x0 - data) ** 2 + (heads.noise - noise_target) ** 2).flatten(1).mean(dim=1)
+        return self._weighted(per_example, t)
+
+
 def distill_objective(config, student: nn.Module, process, device: torch.device) -> DistillObjective:
-    """The objective (sCD or CD) of a config's ``distill`` section: the teacher loaded from its model folder and
+    """The objective (sCD, CD or progressive) of a config's ``distill`` section: the teacher loaded from its model folder and
     checked against the student (same network, an IaN teacher of the student's noise std and timesteps)."""
     from prdit.errors import CheckpointError
     from prdit.model_folder import load_model_folder
@@ -281,6 +363,9 @@ def distill_objective(config, student: nn.Module, process, device: torch.device)
                           f"network ({teacher.name} at {tuple(teacher.config.input_size)}): set model.name and "
                           "model.input_size to the teacher's")
     d = config.distill
+    if d.objective == "pd":
+        return ProgressiveObjective(teacher, student, process, start_steps=d.intervals, final_steps=d.final_steps,
+                                    round_steps=d.round_steps).to(device)
     if d.objective == "cd":
         return DiscreteCDObjective(teacher, student, process, p_mean=d.p_mean, p_std=d.p_std, intervals=d.intervals,
                                    teacher_steps=d.teacher_steps).to(device)

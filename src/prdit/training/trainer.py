@@ -264,10 +264,10 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
             if config.data.flip:
                 x0 = _random_flips(x0, generator)
             # Timesteps and noise for the whole batch first, so micro-batches see what one big batch would.
+            if distilling:
+                objective.step = step  # the warm-up of the consistency target, the round of progressive distillation
             t = objective.sample_time(x0.shape[0], x0.device, generator)
             noise = objective.sample_noise(x0.shape, x0.device, generator, x0.dtype)
-            if distilling:
-                objective.step = step  # the warm-up of the consistency target
             try:
                 step_losses, local_finite = gradients(x0, t, noise)
             except Exception as err:

@@ -1,8 +1,9 @@
 """Few-step generation: the distilled reference model at 1, 2 and 4 steps against its teacher's samplers.
 
-The student is the consistency model of ``distilled_model.py`` (sCD of the reference model, docs/method.md
-§18); the teacher rows are the reference model at PC@50, PC@100, PC@250 and its deterministic Heun
-sampler at 25 steps (49 network calls). Every row is scored as ``sampler_quality.py`` scores it
+The student is a model folder of ``distilled_model.py`` (sCD of the reference model by default, docs/method.md
+§18; a consistency model is sampled by its re-noising steps, an IaN student of progressive distillation by
+DDIM, ``dpm++1``); the teacher rows are the reference model at PC@50, PC@100, PC@250 and its deterministic
+Heun sampler at 25 steps (49 network calls), or ``--teacher-rows``. Every row is scored as ``sampler_quality.py`` scores it
 (``--num`` generated volumes against the same fresh phantoms, KID/FID/MMD/precision/recall/density/coverage
 on the CT-pretrained features, W(HU) and MS-SSIM, each with its bootstrap 95 % interval) and shares its
 cache, so the teacher rows sampled there are read, not sampled again. Then each student row is judged
@@ -11,6 +12,7 @@ sampled (cached rows keep theirs); the distillation's own cost comes from its ``
 
     python benchmarks/distilled_model.py && python benchmarks/distillation.py
     python benchmarks/distillation.py --student /tmp/distilled/prdit --num 64
+    python benchmarks/distillation.py --student /tmp/pd/prdit --student-steps 4 --teacher-rows dpm++1:64
 """
 
 from __future__ import annotations
@@ -25,12 +27,18 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import sampler_quality as sq
-from benchmarks.common import add_common_args, report, resolve_device, set_threads, smoke_model_folder
+from benchmarks.common import (add_common_args, parse_int_list, report, resolve_device, set_threads,
+                               smoke_model_folder)
 
 NAME = "distillation"
 STUDENT = sq.REFERENCE / "distilled" / "prdit"
-TEACHER_ROWS = (("pc", 50), ("pc", 100), ("pc", 250), ("heun", 25))
-STUDENT_STEPS = (1, 2, 4)
+TEACHER_ROWS = "pc:50,pc:100,pc:250,heun:25"
+STUDENT_STEPS = "1,2,4"
+
+
+def parse_rows(text: str) -> list[tuple[str, int]]:
+    """``"pc:50,heun:25"`` -> ``[("pc", 50), ("heun", 25)]``."""
+    return [(name, int(steps)) for name, steps in (part.split(":") for part in text.split(",") if part.strip())]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,7 +46,11 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", type=Path, default=sq.DEFAULT_MODEL, help="the IaN model folder")
-    parser.add_argument("--student", type=Path, default=STUDENT, help="its consistency model folder")
+    parser.add_argument("--student", type=Path, default=STUDENT, help="its distilled model folder")
+    parser.add_argument("--teacher-rows", type=parse_rows, default=parse_rows(TEACHER_ROWS),
+                        help=f"the teacher's sampler:steps rows (default {TEACHER_ROWS})")
+    parser.add_argument("--student-steps", type=parse_int_list, default=parse_int_list(STUDENT_STEPS),
+                        help=f"the student's step counts (default {STUDENT_STEPS})")
     parser.add_argument("--num", type=int, default=sq.NUM, help="generated volumes per row")
     parser.add_argument("--batch", type=int, default=8, help="volumes sampled together")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated volumes (same for every row)")
@@ -52,24 +64,29 @@ def main(argv: list[str] | None = None) -> None:
         run(args, parser, device, Path(scratch))
 
 
-def step_costs(teacher: Path, device, batch: int = 8, rounds: int = 5) -> dict:
-    """Seconds of one training step (IaN loss, forward and backward) and one sCD step (teacher call, JVP, student
-    forward and backward) of the teacher's network on ``batch`` random volumes, timed in alternating rounds
-    (median), so that a busy machine slows both alike; and their ratio."""
+def step_costs(teacher: Path, device, overrides: list[str], batch: int = 8, rounds: int = 5) -> dict:
+    """Seconds of one training step (IaN loss, forward and backward) and one distillation step (the objective of
+    the distillation ``overrides``: teacher calls, the JVP of sCD or the target of CD/PD, student forward and
+    backward) of the teacher's network on ``batch`` random volumes, timed in alternating rounds (median), so
+    that a busy machine slows both alike; and their ratio."""
     import statistics
     import time
 
     import torch
 
     from benchmarks.common import synchronize
-    from prdit.diffusion import IaNDiffusion
+    from prdit.diffusion import IaNDiffusion, create_process
     from prdit.model_folder import load_model_folder
-    from prdit.training.distill import SCDObjective
+    from prdit.training.cli import distill_overrides
+    from prdit.training.config import load_config
+    from prdit.training.distill import distill_objective
 
-    folder = load_model_folder(teacher, device=device)
-    student, process = folder.model.train(), IaNDiffusion()
-    objective = SCDObjective(folder.model, student, process).to(device)
-    objective.step = 10**9  # r = 1: the full tangent
+    config = load_config("phantoms-tiny-distill", distill_overrides(teacher, ["data.train=unused", *overrides]))
+    student = load_model_folder(teacher, device=device).model.train()
+    process = IaNDiffusion()
+    objective = distill_objective(config, student, create_process(config.process.kind, **config.process.settings),
+                                  device)
+    objective.step = 10**9  # past any warm-up: sCD's full tangent, progressive distillation's last round
     generator = torch.Generator(device=device).manual_seed(0)
     x0 = torch.rand((batch, 1, *student.config.input_size), generator=generator, device=device) * 2 - 1
 
@@ -89,8 +106,9 @@ def step_costs(teacher: Path, device, batch: int = 8, rounds: int = 5) -> dict:
             synchronize(device)
             times[name].append(time.perf_counter() - start)
     median = {name: statistics.median(values[1:]) for name, values in times.items()}  # the first round warms up
-    return {"batch": batch, "rounds": rounds, "training_step_s": median["training"],
-            "distillation_step_s": median["distillation"], "ratio": median["distillation"] / median["training"]}
+    return {"objective": config.distill.objective, "batch": batch, "rounds": rounds,
+            "training_step_s": median["training"], "distillation_step_s": median["distillation"],
+            "ratio": median["distillation"] / median["training"]}
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser, device, scratch: Path) -> None:
@@ -103,7 +121,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, device, scrat
         student = smoke_model_folder(scratch / "student", "consistency", spacing=(2.0, 2.0, 2.0))
         num, cache, teacher_rows = 8, scratch / "cache", (("pc", 4), ("heun", 2))
     else:
-        teacher, student, num, cache, teacher_rows = args.teacher, args.student, args.num, args.cache, TEACHER_ROWS
+        teacher, student, num, cache, teacher_rows = args.teacher, args.student, args.num, args.cache, args.teacher_rows
     for folder, how in ((teacher, "benchmarks/reference_model.py"), (student, "benchmarks/distilled_model.py")):
         if not folder.is_dir():
             parser.error(f"{folder}: no model folder; run `python {how}` first")
@@ -117,8 +135,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, device, scrat
                               device=str(device), progress=False, batch_size=16, cache_dir=str(cache / "features"),
                               bootstrap=BootstrapConfig(resamples=args.bootstrap))
     rows, results, warned = [], [], []
+    student_sampler = "consistency" if pipes["student"].process.kind == "consistency" else "dpm++1"
     plan = [("teacher", sampler, steps) for sampler, steps in teacher_rows]
-    plan += [("student", "consistency", steps) for steps in STUDENT_STEPS]
+    plan += [("student", student_sampler, steps) for steps in args.student_steps]
     for who, sampler, steps in plan:
         pipe = pipes[who]
         folder = teacher if who == "teacher" else student
@@ -146,17 +165,20 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, device, scrat
             s_entry.setdefault("separation", []).append({"against": t_entry["label"], "verdict": verdict,
                                                          "text": line})
             judgements.append(line)
-    cost = step_costs(teacher, device, batch=2 if args.smoke else 8, rounds=1 if args.smoke else 5)
-    print(f"one step on {cost['batch']} volumes: training {cost['training_step_s']:.3g} s, distillation "
-          f"{cost['distillation_step_s']:.3g} s ({cost['ratio']:.2f}x)", flush=True)
     record = student / ".." / "training.json"
     training = json.loads(record.read_text()) if record.is_file() else None
-    notes = [f"teacher {teacher} ({pipes['teacher'].model.name} at {size}³), student {student} (consistency model)",
+    cost = step_costs(teacher, device, training["overrides"] if training else [], batch=2 if args.smoke else 8,
+                      rounds=1 if args.smoke else 5)
+    print(f"one {cost['objective']} step on {cost['batch']} volumes: training {cost['training_step_s']:.3g} s, "
+          f"distillation {cost['distillation_step_s']:.3g} s ({cost['ratio']:.2f}x)", flush=True)
+    notes = [f"teacher {teacher} ({pipes['teacher'].model.name} at {size}³), student {student} "
+             f"({pipes['student'].process.kind} model, sampled by {student_sampler})",
              f"{num} volumes per row (seed {args.seed}); real set: {len(real)} fresh phantoms (seed "
              f"{sq.PHANTOM_SEED}); floor ('real'): {len(floor)} further fresh phantoms",
              f"features: {features}; [low, high]: bootstrap {args.bootstrap} resamples, 95 %; P / R: precision / "
              "recall (k = 3), D / C: density / coverage (k = 5)",
-             "distillation: " + (f"{training['steps']} sCD steps, {training['seconds'] / 60:.1f} CPU minutes "
+             "distillation: " + (f"{training['steps']} {cost['objective']} steps, {training['seconds'] / 60:.1f} "
+                                 "CPU minutes "
                                  f"({training['threads']} thread)" if training else "no training.json"),
              f"one step on {cost['batch']} volumes (forward and backward, median of {cost['rounds']} alternating "
              f"rounds): training {cost['training_step_s']:.3g} s, distillation {cost['distillation_step_s']:.3g} s, "

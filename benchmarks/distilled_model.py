@@ -3,8 +3,10 @@ model by ``prdit distill`` (sCD, docs/method.md §18), on the CPU with one threa
 
     python benchmarks/distilled_model.py                     # -> benchmarks/reference_model/distilled/
     python benchmarks/distilled_model.py --steps 200 --out /tmp/distilled --set optim.lr=3e-4
+    python benchmarks/distilled_model.py --out /tmp/cd --set distill.objective=cd --set distill.teacher_steps=4
 
-The output holds ``prdit/`` (the consistency model folder ``benchmarks/distillation.py`` scores) and
+The output holds ``prdit/`` (the model folder ``benchmarks/distillation.py`` scores: a consistency model, or
+an IaN model for DDIM from progressive distillation) and
 ``training.json`` (the teacher, steps, seconds, final losses and the overrides). The run continues from its
 checkpoints when re-run; its phantoms are the teacher's (``reference_model.py --data-only`` writes them).
 """
@@ -40,14 +42,14 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.data / "train.txt").is_file():
         parser.error(f"{args.data}: no phantoms; run `python benchmarks/reference_model.py --data-only` first")
 
-    from prdit.training.cli import teacher_overrides
+    from prdit.training.cli import distill_overrides
     from prdit.training.config import load_config
     from prdit.training.export import export_run
     from prdit.training.trainer import train
 
     overrides = [f"data.train={args.data / 'train.txt'}", f"data.val={args.data / 'val.txt'}",
                  f"run.root={args.out / 'runs'}", f"train.steps={args.steps}", *args.overrides]
-    config = load_config("phantoms-tiny-distill", [*teacher_overrides(args.teacher), *overrides])
+    config = load_config("phantoms-tiny-distill", distill_overrides(args.teacher, overrides))
     record_path = args.out / "training.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {"seconds": 0.0}
     started = time.perf_counter()
@@ -55,7 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     run = args.out / "runs" / config.run.name
     teacher = args.teacher.resolve()
     repo = Path(__file__).resolve().parent.parent
-    record.update({"teacher": str(teacher.relative_to(repo) if teacher.is_relative_to(repo) else teacher), "config": "phantoms-tiny-distill", "overrides": args.overrides,
+    record.update({"teacher": str(teacher.relative_to(repo) if teacher.is_relative_to(repo) else teacher),
+                   "config": "phantoms-tiny-distill", "objective": config.distill.objective,
+                   "overrides": args.overrides,
                    "steps": state.step, "threads": args.threads, "final_loss": state.last_loss,
                    "seconds": round(record["seconds"] + time.perf_counter() - started, 1),
                    "run": str(run.relative_to(args.out))})

@@ -56,10 +56,8 @@ def register(app: typer.Typer) -> None:
         from prdit.training.config import load_config
         from prdit.training.trainer import train
 
-        items = [*teacher_overrides(model_dir), *(overrides or [])]
-        if "distill.objective=pd" in items and not any(i.startswith("process.kind=") for i in overrides or []):
-            items.append("process.kind=ian")  # progressive distillation trains an IaN model for DDIM
-        state = train(load_config(config, items), resume=resume, progress=not quiet)
+        state = train(load_config(config, distill_overrides(model_dir, overrides or [])), resume=resume,
+                      progress=not quiet)
         if int(os.environ.get("RANK", "0")) == 0:
             typer.echo(f"run {state.run_dir}: step {state.step}, loss {state.last_loss:.5f}, "
                        f"checkpoint {state.checkpoint}; export it with `prdit export {state.run_dir} --out DIR`")
@@ -85,6 +83,15 @@ def register(app: typer.Typer) -> None:
         from prdit.training.plot import plot_runs
 
         typer.echo(f"wrote {plot_runs(runs, out or runs[0] / 'loss.png')}")
+
+
+def distill_overrides(model_dir: Path, overrides: list[str]) -> list[str]:
+    """The teacher's overrides (:func:`teacher_overrides`), then the user's; progressive distillation
+    (``distill.objective=pd``) trains an IaN student unless the user names another process kind."""
+    items = [*teacher_overrides(model_dir), *overrides]
+    if "distill.objective=pd" in overrides and not any(item.startswith("process.kind=") for item in overrides):
+        items.append("process.kind=ian")
+    return items
 
 
 def teacher_overrides(model_dir: Path) -> list[str]:

@@ -1,9 +1,10 @@
 """Few-step generation: the distilled reference model at 1, 2 and 4 steps against its teacher's samplers.
 
-The student is a model folder of ``distilled_model.py`` (sCD of the reference model by default, docs/method.md
-§18; a consistency model is sampled by its re-noising steps, an IaN student of progressive distillation by
-DDIM, ``dpm++1``); the teacher rows are the reference model at PC@50, PC@100, PC@250 and its deterministic
-Heun sampler at 25 steps (49 network calls), or ``--teacher-rows``. Every row is scored as ``sampler_quality.py`` scores it
+The student is a model folder of ``distilled_model.py`` (sCD of the reference model by default,
+docs/method.md §18; a consistency model is sampled by its re-noising steps, an IaN student of progressive
+distillation by DDIM, ``dpm++1``); the teacher rows are the reference model at PC@50, PC@100, PC@250 and its
+deterministic Heun sampler at 25 steps (49 network calls), or ``--teacher-rows``. Every row is scored as
+``sampler_quality.py`` scores it
 (``--num`` generated volumes against the same fresh phantoms, KID/FID/MMD/precision/recall/density/coverage
 on the CT-pretrained features, W(HU) and MS-SSIM, each with its bootstrap 95 % interval) and shares its
 cache, so the teacher rows sampled there are read, not sampled again. Then each student row is judged
@@ -121,7 +122,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, device, scrat
         student = smoke_model_folder(scratch / "student", "consistency", spacing=(2.0, 2.0, 2.0))
         num, cache, teacher_rows = 8, scratch / "cache", (("pc", 4), ("heun", 2))
     else:
-        teacher, student, num, cache, teacher_rows = args.teacher, args.student, args.num, args.cache, args.teacher_rows
+        teacher, student, num, cache = args.teacher, args.student, args.num, args.cache
+        teacher_rows = args.teacher_rows
     for folder, how in ((teacher, "benchmarks/reference_model.py"), (student, "benchmarks/distilled_model.py")):
         if not folder.is_dir():
             parser.error(f"{folder}: no model folder; run `python {how}` first")
@@ -177,9 +179,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, device, scrat
              f"{sq.PHANTOM_SEED}); floor ('real'): {len(floor)} further fresh phantoms",
              f"features: {features}; [low, high]: bootstrap {args.bootstrap} resamples, 95 %; P / R: precision / "
              "recall (k = 3), D / C: density / coverage (k = 5)",
-             "distillation: " + (f"{training['steps']} {cost['objective']} steps, {training['seconds'] / 60:.1f} "
-                                 "CPU minutes "
-                                 f"({training['threads']} thread)" if training else "no training.json"),
+             "distillation: " + (f"{training['steps']} {cost['objective']} steps, "
+                                 f"{training['seconds'] / 60:.1f} CPU minutes ({training['threads']} thread)"
+                                 if training else "no training.json"),
              f"one step on {cost['batch']} volumes (forward and backward, median of {cost['rounds']} alternating "
              f"rounds): training {cost['training_step_s']:.3g} s, distillation {cost['distillation_step_s']:.3g} s, "
              f"{cost['ratio']:.2f}x", *warned]

@@ -102,15 +102,16 @@ class DistillConfig:
     settings. An empty teacher means ordinary training."""
 
     teacher: str = ""  # an IaN model folder (prdit export); the student starts from its weights
-    objective: str = "scd"  # scd (continuous time, a JVP) | cd (discrete time: the teacher's ODE over one interval)
-    #                         | pd (progressive distillation, a baseline: trains an IaN model for DDIM, process.kind=ian)
+    # scd (continuous time, a JVP) | cd (discrete time: the teacher's ODE over one interval)
+    # | pd (progressive distillation, a baseline: trains an IaN model for DDIM, process.kind=ian)
+    objective: str = "scd"
     tangent: str = "jvp"  # jvp (forward mode, float32) | finite-difference (central, float64)
     p_mean: float = -1.0  # τ ~ N(p_mean, p_std²), t = arctan(e^τ/σ)
     p_std: float = 1.4
     warmup_steps: int = 1000  # r rises linearly from 0 to 1 over these steps
     tangent_norm: float = 0.1  # c in g ← g/(‖g‖ + c)
     freeze_stage1: bool = False  # keep the local denoiser at the teacher's weights
-    intervals: int = 64  # cd: the interval is (π/2)/intervals radians of the TrigFlow angle; pd: the first teacher's steps
+    intervals: int = 64  # cd: the interval is (π/2)/intervals radians of TrigFlow angle; pd: the first teacher's steps
     teacher_steps: int = 1  # cd: Heun steps of the teacher's ODE over one interval
     final_steps: int = 4  # pd: the student's DDIM steps after the last round
     round_steps: int = 250  # pd: training steps of each round (the last runs on)
@@ -151,7 +152,7 @@ class ExperimentConfig:
 
         create_process(self.process.kind, **self.process.settings)  # unknown kinds or settings raise here
         if self.distill.teacher:
-            from prdit.training.distill import OBJECTIVES, TANGENTS
+            from prdit.training.distill import OBJECTIVES, TANGENTS, progressive_rounds
 
             if self.distill.objective not in OBJECTIVES:
                 raise ConfigError(f"distill.objective must be one of {', '.join(OBJECTIVES)}, "
@@ -164,13 +165,8 @@ class ExperimentConfig:
                                   f"'{self.process.kind}')")
             if self.distill.intervals < 1 or self.distill.teacher_steps < 1:
                 raise ConfigError("distill.intervals and distill.teacher_steps must be >= 1")
-            ratio, rest = divmod(self.distill.intervals, max(self.distill.final_steps, 1))
-            if self.distill.objective == "pd" and (self.distill.final_steps < 1 or self.distill.round_steps < 1
-                                                   or rest or ratio < 2 or ratio & (ratio - 1)):
-                raise ConfigError(f"progressive distillation halves distill.intervals ({self.distill.intervals}) down "
-                                  f"to distill.final_steps ({self.distill.final_steps}) in rounds of "
-                                  f"distill.round_steps ({self.distill.round_steps}) steps: the first must be the "
-                                  "second times a power of 2, and both counts >= 1")
+            if self.distill.objective == "pd":
+                progressive_rounds(self.distill.intervals, self.distill.final_steps, self.distill.round_steps)
             if self.distill.tangent not in TANGENTS:
                 raise ConfigError(f"distill.tangent must be one of {', '.join(TANGENTS)}, got '{self.distill.tangent}'")
             if self.distill.warmup_steps < 0 or not self.distill.p_std > 0 or not self.distill.tangent_norm > 0:

@@ -58,7 +58,12 @@ def velocity(output: torch.Tensor, x_t: torch.Tensor, angle: torch.Tensor, proce
 
 
 def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return values.reshape((-1,) + (1,) * (like.ndim - 1)).to(like.dtype)
+    return _broadcast(values, like).to(like.dtype)
+
+
+def _broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``values`` ``[B]`` shaped to broadcast against ``like`` ``[B, ...]`` (dtype kept: masks too)."""
+    return values.reshape((-1,) + (1,) * (like.ndim - 1))
 
 
 @contextlib.contextmanager
@@ -121,6 +126,7 @@ class DistillObjective(nn.Module):
         self.p_mean, self.p_std = p_mean, p_std
         self.weighting = AdaptiveWeight()
         self.step = 0  # the trainer sets the step about to run (for warm-ups)
+        self.to_timestep = 2 * process.num_timesteps / math.pi  # network time per radian
 
     def to(self, *args, **kwargs):
         """Move the weighting and the teacher."""
@@ -156,6 +162,25 @@ class DistillObjective(nn.Module):
             return velocity(self.teacher[0](x.float(), model_time.float()).float(), x.float(), angle.float(),
                             self.process)
 
+    @contextlib.contextmanager
+    def _stop_gradient_student(self):
+        """The student in eval mode for the target's pass (no dropout in PRDiT; eval keeps the stop-gradient pass
+        deterministic anyway), its mode restored afterwards; the caller holds ``no_grad``."""
+        student = self.student[0]
+        was_training = student.training
+        student.eval()
+        try:
+            yield student
+        finally:
+            student.train(was_training)
+
+    def _data_prediction(self, network: nn.Module, x: torch.Tensor, angle: torch.Tensor,
+                         model_time: torch.Tensor) -> torch.Tensor:
+        """``D = cos t·x − sin t·v̂`` of ``network`` at per-sample angles ``angle`` = network times ``model_time``
+        (a consistency model's ``f``); cos and sin in the angle's own precision."""
+        v = velocity(network(x, model_time).float(), x, angle.float(), self.process)
+        return _per_sample(torch.cos(angle), x) * x - _per_sample(torch.sin(angle), x) * v
+
     def _weighted(self, per_example: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
         """``e^{−w(t)}·loss + w(t)`` averaged over the batch, with the parts the trainer logs."""
         log_weight = self.weighting(t)
@@ -190,13 +215,10 @@ class SCDObjective(DistillObjective):
         _, angle, cos, sin, x_t = self._on_path(x0, t, noise)
         dxdt = self._teacher_velocity(x_t, angle, t)
         with torch.no_grad(), torch.autocast(x0.device.type, enabled=False):
-            student = self.student[0]
-            was_training = student.training
-            student.eval()  # no dropout in PRDiT; eval keeps the stop-gradient pass deterministic anyway
-            # Tangents scaled by cos t·sin t: dv_dt is cos t·sin t·σ_d·dF⁻/dt.
-            v_minus, dv_dt = time_tangent(student, x_t, angle, cos * sin * dxdt, (cos * sin).flatten().float(),
-                                          process, self.tangent)
-            student.train(was_training)
+            with self._stop_gradient_student() as student:
+                # Tangents scaled by cos t·sin t: dv_dt is cos t·sin t·σ_d·dF⁻/dt.
+                v_minus, dv_dt = time_tangent(student, x_t, angle, cos * sin * dxdt,
+                                              (cos * sin).flatten().float(), process, self.tangent)
             g = -cos**2 * (v_minus - dxdt) - self.warmup() * (cos * sin * x_t + dv_dt)
             norm = g.flatten(1).norm(dim=1)
             g = g / _per_sample(norm + self.tangent_norm, g)
@@ -218,7 +240,6 @@ class DiscreteCDObjective(DistillObjective):
                               f"and {teacher_steps}")
         super().__init__(teacher, student, process, p_mean, p_std)
         self.interval, self.teacher_steps = (math.pi / 2) / intervals, teacher_steps
-        self.to_timestep = 2 * process.num_timesteps / math.pi
 
     def teacher_ode(self, x: torch.Tensor, angle: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``x`` at per-sample angles ``angle`` carried to ``target`` (float64 angles ``[B]``) along the
@@ -231,16 +252,14 @@ class DiscreteCDObjective(DistillObjective):
             v = self._teacher_velocity(x, here, here * self.to_timestep)
             euler = x + h * v
             heun = x + h * 0.5 * (v + self._teacher_velocity(euler, there, there * self.to_timestep))
-            x = torch.where((there > 0).reshape((-1,) + (1,) * (x.ndim - 1)), heun, euler)
+            x = torch.where(_broadcast(there > 0, x), heun, euler)
         return x
 
     def consistency(self, model: nn.Module, x: torch.Tensor, angle: torch.Tensor,
                     model_time: torch.Tensor) -> torch.Tensor:
         """``f = cos t·x − sin t·v̂`` of a network at per-sample angles ``angle`` = network times ``model_time``;
         ``f = x`` at angle 0 whatever the network says there."""
-        v = velocity(model(x, model_time).float(), x, angle, self.process)
-        f = _per_sample(torch.cos(angle), x) * x - _per_sample(torch.sin(angle), x) * v
-        return torch.where((angle > 0).reshape((-1,) + (1,) * (x.ndim - 1)), f, x)
+        return torch.where(_broadcast(angle > 0, x), self._data_prediction(model, x, angle, model_time), x)
 
     def training_losses(self, model: nn.Module, x0: torch.Tensor, t: torch.Tensor,
                         noise: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -250,15 +269,24 @@ class DiscreteCDObjective(DistillObjective):
         earlier = (angle64 - self.interval).clamp_min(0.0)
         with torch.no_grad(), torch.autocast(x0.device.type, enabled=False):
             x_earlier = self.teacher_ode(x_t, angle64, earlier)
-            student = self.student[0]
-            was_training = student.training
-            student.eval()
-            target = self.consistency(student, x_earlier, earlier.float(), (earlier * self.to_timestep).float())
-            student.train(was_training)
+            with self._stop_gradient_student() as student:
+                target = self.consistency(student, x_earlier, earlier.float(), (earlier * self.to_timestep).float())
         f_theta = self.consistency(model, x_t, angle, t)
         scale = self.sigma * self.interval
         per_example = (((f_theta - target) / scale) ** 2).flatten(1).mean(dim=1)
         return self._weighted(per_example, t)
+
+
+def progressive_rounds(start_steps: int, final_steps: int, round_steps: int) -> int:
+    """The rounds of progressive distillation from ``start_steps`` (``distill.intervals``) down to
+    ``final_steps``, halving each round; ConfigError unless the first is the second times a power of 2 (at
+    least 2) and every count is at least 1."""
+    ratio, rest = divmod(start_steps, max(final_steps, 1))
+    if final_steps < 1 or round_steps < 1 or rest or ratio < 2 or ratio & (ratio - 1):
+        raise ConfigError(f"progressive distillation halves distill.intervals ({start_steps}) down to "
+                          f"distill.final_steps ({final_steps}) in rounds of distill.round_steps ({round_steps}) "
+                          "steps: the first must be the second times a power of 2, and both counts >= 1")
+    return ratio.bit_length() - 1
 
 
 class ProgressiveObjective(DistillObjective):
@@ -277,17 +305,11 @@ class ProgressiveObjective(DistillObjective):
 
     def __init__(self, teacher: nn.Module, student: nn.Module, process: IaNDiffusion, start_steps: int = 64,
                  final_steps: int = 4, round_steps: int = 250) -> None:
-        ratio = start_steps // max(final_steps, 1)
-        if final_steps < 1 or ratio < 2 or ratio * final_steps != start_steps or ratio & (ratio - 1):
-            raise ConfigError(f"progressive distillation halves distill.intervals ({start_steps}) down to "
-                              f"distill.final_steps ({final_steps}): the first must be the second times a power of 2")
-        if round_steps < 1:
-            raise ConfigError(f"distill.round_steps must be >= 1, got {round_steps}")
+        rounds = progressive_rounds(start_steps, final_steps, round_steps)
         super().__init__(teacher, student, process)
         self.start_steps, self.final_steps, self.round_steps = start_steps, final_steps, round_steps
-        self.rounds = ratio.bit_length() - 1
+        self.rounds = rounds
         self.round = 0
-        self.to_timestep = 2 * process.num_timesteps / math.pi
 
     @property
     def student_steps(self) -> int:
@@ -320,10 +342,10 @@ class ProgressiveObjective(DistillObjective):
 
     def _ddim(self, x: torch.Tensor, angle: torch.Tensor, model_time: torch.Tensor,
               to: torch.Tensor) -> torch.Tensor:
-        """One DDIM step of the teacher with its D from per-sample ``angle`` to ``to`` (float64 ``[B]``)."""
-        v = self._teacher_velocity(x, angle, model_time)
+        """One DDIM step of the teacher with its D from per-sample ``angle`` to ``to`` (float64 ``[B]``); the caller
+        holds ``no_grad`` with autocast off."""
+        data = self._data_prediction(self.teacher[0], x, angle, model_time)
         cos, sin = _per_sample(torch.cos(angle), x), _per_sample(torch.sin(angle), x)
-        data = cos * x - sin * v
         return _per_sample(torch.cos(to), x) * data + _per_sample(torch.sin(to), x) * (x - cos * data) / sin
 
     def training_losses(self, model: nn.Module, x0: torch.Tensor, t: torch.Tensor,
@@ -344,8 +366,8 @@ class ProgressiveObjective(DistillObjective):
 
 
 def distill_objective(config, student: nn.Module, process, device: torch.device) -> DistillObjective:
-    """The objective (sCD, CD or progressive) of a config's ``distill`` section: the teacher loaded from its model folder and
-    checked against the student (same network, an IaN teacher of the student's noise std and timesteps)."""
+    """The objective (sCD, CD or progressive) of a config's ``distill`` section: the teacher loaded from its model
+    folder and checked against the student (same network, an IaN teacher of the student's noise std and timesteps)."""
     from prdit.errors import CheckpointError
     from prdit.model_folder import load_model_folder
 

@@ -65,6 +65,12 @@ class OptimConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
+    # The learning rate over the run: constant (the paper's) | cosine | linear, decaying from lr to final_lr
+    # at train.steps (so a continued run with more train.steps stretches the decay), after warmup_steps of a
+    # linear rise from 0.
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    final_lr: float = 0.0
 
 @dataclass
 class TrainConfig:
@@ -144,6 +150,13 @@ class ExperimentConfig:
             raise ConfigError(f"train.micro_batch must be >= 0 (0: no accumulation), got {self.train.micro_batch}")
         if not 0.0 <= self.optim.ema_decay < 1.0:
             raise ConfigError(f"optim.ema_decay must be in [0, 1), got {self.optim.ema_decay}")
+        from prdit.training.schedule import SCHEDULES
+
+        if self.optim.schedule not in SCHEDULES:
+            raise ConfigError(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got '{self.optim.schedule}'")
+        if self.optim.warmup_steps < 0 or not 0.0 <= self.optim.final_lr <= self.optim.lr:
+            raise ConfigError(f"optim.warmup_steps must be >= 0 and optim.final_lr in [0, optim.lr], got "
+                              f"{self.optim.warmup_steps} and {self.optim.final_lr}")
         if len(self.optim.betas) != 2:
             raise ConfigError(f"optim.betas needs two values, got {self.optim.betas}")
         if any(not 0.0 <= level <= 1.0 for level in self.log.val_noise_levels):
@@ -281,10 +294,14 @@ def upgrade_config_dict(values: dict) -> dict:
             total = legacy.get("num_timesteps", 1000)
             values["log"]["val_noise_levels"] = [t / total for t in values["log"].pop("val_timesteps")]
     values.get("model", {}).pop("learn_sigma", None)
-    # A section added since (``distill``) is absent from older runs; its defaults are what they ran with.
+    # A section or key added since (``distill``, ``optim.schedule``) is absent from older runs; its defaults
+    # are what they ran with.
     for section in dataclasses.fields(ExperimentConfig):
+        defaults = dataclasses.asdict(section.default_factory())
         if section.name not in values:
-            values[section.name] = dataclasses.asdict(section.default_factory())
+            values[section.name] = defaults
+        elif isinstance(values[section.name], dict):
+            values[section.name] = {**defaults, **values[section.name]}
     return values
 
 def diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:

@@ -27,6 +27,7 @@ from prdit.training.ema import EMA
 from prdit.training.interrupts import DeferredInterrupts, ignore_interrupts, launched_by_torchrun
 from prdit.training.metrics import MetricsLogger
 from prdit.training.run_dir import prepare_run_directory, write_run_config
+from prdit.training.schedule import learning_rate
 from prdit.training.setup import build_model, initialise_from, normalization_of, process_of
 
 
@@ -287,6 +288,9 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
             if finite:
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip)
                 if torch.isfinite(grad_norm):
+                    for group in optimizer.param_groups:
+                        group["lr"] = learning_rate(step, total, config.optim.lr, config.optim.schedule,
+                                                    config.optim.warmup_steps, config.optim.final_lr)
                     optimizer.step()
                     ema.update()
                 else:

@@ -122,7 +122,7 @@ def test_kid_resamples_are_the_unbiased_mmd2_of_the_draws_with_copies_never_pair
                                                                       rel=1e-9)
 
 
-def test_prdc_resamples_use_one_ball_per_distinct_item_and_count_every_draw():
+def test_prdc_resamples_count_the_tested_features_as_drawn_against_the_full_sets_balls():
     rng = np.random.default_rng(5)
     real, fake = rng.standard_normal((40, 3)), rng.standard_normal((35, 3)) + 0.3
     real_counts, fake_counts = paired_counts(40, 35, BootstrapConfig(resamples=6, seed=2))
@@ -134,15 +134,13 @@ def test_prdc_resamples_use_one_ball_per_distinct_item_and_count_every_draw():
     def inside(point: np.ndarray, centres: np.ndarray, radius: np.ndarray) -> np.ndarray:
         return np.linalg.norm(centres - point, axis=1) < radius
 
+    x3, x5, y3 = radii(real, 3), radii(real, 5), radii(fake, 3)  # the balls of the full sets, never resampled
     for b, (c, e) in enumerate(zip(real_counts, fake_counts)):
-        x, y = real[c > 0], fake[e > 0]  # one ball per distinct item drawn
-        x3, x5, y3 = radii(x, 3), radii(x, 5), radii(y, 3)
         draws_x, draws_y = real[positions(c)], fake[positions(e)]
-        ball5 = {i: r for i, r in zip(np.flatnonzero(c), x5)}
-        expected = {"precision": np.mean([inside(p, x, x3).any() for p in draws_y]),
-                    "recall": np.mean([inside(p, y, y3).any() for p in draws_x]),
-                    "density": np.mean([inside(p, x, x5).sum() for p in draws_y]) / 5,
-                    "coverage": np.mean([(np.linalg.norm(y - real[i], axis=1) < ball5[i]).any()
+        expected = {"precision": np.mean([inside(p, real, x3).any() for p in draws_y]),
+                    "recall": np.mean([inside(p, fake, y3).any() for p in draws_x]),
+                    "density": np.mean([inside(p, real, x5).sum() for p in draws_y]) / 5,
+                    "coverage": np.mean([(np.linalg.norm(fake - real[i], axis=1) < x5[i]).any()
                                          for i in positions(c)])}
         for name, value in expected.items():
             assert values[name][b] == pytest.approx(value, abs=1e-12), (b, name)
@@ -150,6 +148,17 @@ def test_prdc_resamples_use_one_ball_per_distinct_item_and_count_every_draw():
     identity, point = prdc_resamples(real, fake, *ones), prdc(real, fake)
     for name in ("precision", "recall", "density", "coverage"):
         assert identity[name][0] == pytest.approx(point[name], abs=1e-12)
+
+
+def test_prdc_intervals_are_centred_on_their_point_estimates():
+    # Balls recomputed on a resample (about 63 % distinct items) grow, and every resample of precision and
+    # recall came out above the estimate on the full sets: 0.113 [0.090, 0.223] on a real benchmark row.
+    rng = np.random.default_rng(9)
+    real, fake = rng.standard_normal((200, 8)), 0.8 * rng.standard_normal((200, 8)) + 0.4
+    point, values = prdc(real, fake), prdc_resamples(real, fake, *paired_counts(200, 200, BootstrapConfig()))
+    for name in ("precision", "recall", "density", "coverage"):
+        spread = values[name].std()
+        assert abs(values[name].mean() - point[name]) < 0.3 * spread, name
 
 
 def test_pair_means_weight_each_pair_by_the_pairs_of_resampled_volumes_it_stands_for():

@@ -52,7 +52,9 @@ def test_two_processes_report_the_numbers_of_one(sets, tmp_path, jobs):
         ours, theirs = dict(numbers(reports[1][metric])), dict(numbers(reports[0][metric]))
         assert ours.keys() == theirs.keys(), metric
         for path, value in theirs.items():
-            assert math.isclose(ours[path], value, rel_tol=RTOL, abs_tol=1e-9), (metric, path, ours[path], value)
+            # a number ×10³ (KID, FID) is held to the absolute tolerance of the number it copies, ×10³
+            abs_tol = 1e-6 if "_x1e3" in path else 1e-9
+            assert math.isclose(ours[path], value, rel_tol=RTOL, abs_tol=abs_tol), (metric, path, ours[path], value)
             checked += 1
     assert checked > 50
     pairs = [[(p["generated"], p["training"]) for p in r["memorisation"]["top_pairs"]] for r in reports]

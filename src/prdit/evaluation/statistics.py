@@ -13,15 +13,16 @@ resamples for a given seed and set sizes, so FID, MMD, KID and PRDC move togethe
 
 Two copies of one item in a resample are one item drawn twice: **they are never paired with
 each other**. Metrics that average over pairs within a set (MMD, KID, MS-SSIM) average over pairs
-of different items, each weighted by the number of pairs of draws it stands for; k-NN balls
-(precision, recall, density, coverage) have their radius to the k-th nearest *other* item and
-count once, while the features tested against them count as often as drawn. Pairing a draw with
-its own copy would add a pair at distance 0 (kernel value 1, MS-SSIM 1, a k-NN radius of 0) that
-no real sample has, and bias every resample the same way: for two sets of one distribution the
-intervals of MMD and KID would not even hold the point estimate. FID, a function of means and
+of different items, each weighted by the number of pairs of draws it stands for. Pairing a draw
+with its own copy would add a pair at distance 0 (kernel value 1, MS-SSIM 1) that no real sample
+has, and bias every resample the same way: for two sets of one distribution the intervals of MMD
+and KID would not even hold the point estimate. FID, a function of means and
 covariances, has no pairs to leave out; fewer distinct samples raise its bias, so its interval
-sits above the point estimate, as the note beside it says. W(HU) pools voxels, with no pairs
-either. At identity multiplicities every resample formula gives the point estimate.
+sits above the point estimate, as the note beside it says. Precision, recall, density and coverage
+resample only the features tested against the other set's k-NN balls, whose radii stay those of
+the full set: recomputed on a resample of fewer distinct items, every radius grows and all four
+would be biased upwards. W(HU) pools voxels, with no pairs either. At identity multiplicities
+every resample formula gives the point estimate.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ FID_NOTE = "resampled sets hold duplicates, which biases FID upwards: the interv
 PAIRS_NOTE = "copies of one item in a resample are never paired with each other"
 KID_NOTE = ("resamples score the unbiased MMD^2 of the whole resampled sets, which KID's random subsets estimate; "
             + PAIRS_NOTE)
-PRDC_NOTE = "copies of one item in a resample are one ball, its radius to the k-th nearest other item"
+PRDC_NOTE = ("the tested features resampled against the full other set's k-NN balls (precision, density: generated "
+             "against real; recall, coverage: real against generated): the interval leaves out the spread of the "
+             "balls themselves")
 
 
 def resample_counts(n: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -178,31 +181,27 @@ def prdc_resamples(real: np.ndarray, fake: np.ndarray, real_counts: np.ndarray, 
                    config: PRDCConfig = PRDCConfig()) -> dict[str, np.ndarray]:
     """Precision, recall, density and coverage of each pair of resamples, ``{name: [B]}``.
 
-    The balls are those of the distinct items drawn (radius to the k-th nearest other item drawn,
-    each ball counted once); generated features (precision, density) and real features (recall,
-    coverage) count as often as drawn. NaN where a set has too few distinct items for k neighbours.
+    Each is a mean over the features of one set tested against the other set's k-NN balls, and only
+    the tested features are resampled: the balls stay those of the full sets, as in the point
+    estimate. Precision and density resample the generated features against the real balls (the
+    reference every row of a comparison shares); recall and coverage resample the real features (as
+    points, and as balls) against the full generated set. Recomputing the balls on a resample would
+    take fewer distinct items, each ball's k-th nearest neighbour farther away, and bias all four
+    upwards; a mean of per-feature values resampled is centred on its point estimate.
     """
     from prdit.evaluation.prdc import nearest_neighbour_radii, pairwise_distances
 
-    d11, d22, d12 = pairwise_distances(real, real), pairwise_distances(fake, fake), pairwise_distances(real, fake)
-    n1, n2 = real_counts.shape[1], fake_counts.shape[1]
     k_pr, k_dc = config.k_precision_recall, config.k_density_coverage
-    out = {name: np.full(len(real_counts), np.nan) for name in ("precision", "recall", "density", "coverage")}
-    for b, (c_all, e_all) in enumerate(zip(real_counts, fake_counts)):
-        u1, u2 = np.flatnonzero(c_all), np.flatnonzero(e_all)
-        if min(len(u1), len(u2)) <= max(k_pr, k_dc):
-            continue
-        c, e = c_all[u1], e_all[u2]
-        real_within = d11[np.ix_(u1, u1)]
-        real_pr, real_dc = nearest_neighbour_radii(real_within, k_pr), nearest_neighbour_radii(real_within, k_dc)
-        fake_pr = nearest_neighbour_radii(d22[np.ix_(u2, u2)], k_pr)
-        cross = d12[np.ix_(u1, u2)]
-        inside_dc = cross < real_dc[:, None]
-        out["precision"][b] = e @ (cross < real_pr[:, None]).any(axis=0) / n2
-        out["recall"][b] = c @ (cross < fake_pr[None, :]).any(axis=1) / n1
-        out["density"][b] = e @ inside_dc.sum(axis=0) / (k_dc * n2)
-        out["coverage"][b] = c @ inside_dc.any(axis=1) / n1
-    return out
+    cross = pairwise_distances(real, fake)
+    real_within = pairwise_distances(real, real)
+    real_pr, real_dc = nearest_neighbour_radii(real_within, k_pr), nearest_neighbour_radii(real_within, k_dc)
+    fake_pr = nearest_neighbour_radii(pairwise_distances(fake, fake), k_pr)
+    inside_dc = cross < real_dc[:, None]
+    per_fake = {"precision": (cross < real_pr[:, None]).any(axis=0), "density": inside_dc.sum(axis=0) / k_dc}
+    per_real = {"recall": (cross < fake_pr[None, :]).any(axis=1), "coverage": inside_dc.any(axis=1)}
+    out = {name: fake_counts @ values / fake_counts.shape[1] for name, values in per_fake.items()}
+    out.update({name: real_counts @ values / real_counts.shape[1] for name, values in per_real.items()})
+    return {name: out[name].astype(np.float64) for name in ("precision", "recall", "density", "coverage")}
 
 
 # ---------------------------------------------------------------------------------------

@@ -78,11 +78,10 @@ def step_costs(teacher: Path, device, overrides: list[str], batch: int = 8, roun
     from benchmarks.common import synchronize
     from prdit.diffusion import IaNDiffusion, create_process
     from prdit.model_folder import load_model_folder
-    from prdit.training.cli import distill_overrides
-    from prdit.training.config import load_config
+    from prdit.training.cli import distill_config
     from prdit.training.distill import distill_objective
 
-    config = load_config("phantoms-tiny-distill", distill_overrides(teacher, ["data.train=unused", *overrides]))
+    config = distill_config("phantoms-tiny-distill", teacher, ["data.train=unused", *overrides])
     student = load_model_folder(teacher, device=device).model.train()
     process = IaNDiffusion()
     objective = distill_objective(config, student, create_process(config.process.kind, **config.process.settings),

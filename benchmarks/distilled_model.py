@@ -42,14 +42,13 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.data / "train.txt").is_file():
         parser.error(f"{args.data}: no phantoms; run `python benchmarks/reference_model.py --data-only` first")
 
-    from prdit.training.cli import distill_overrides
-    from prdit.training.config import load_config
+    from prdit.training.cli import distill_config
     from prdit.training.export import export_run
     from prdit.training.trainer import train
 
     overrides = [f"data.train={args.data / 'train.txt'}", f"data.val={args.data / 'val.txt'}",
                  f"run.root={args.out / 'runs'}", f"train.steps={args.steps}", *args.overrides]
-    config = load_config("phantoms-tiny-distill", distill_overrides(args.teacher, overrides))
+    config = distill_config("phantoms-tiny-distill", args.teacher, overrides)
     record_path = args.out / "training.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {"seconds": 0.0}
     started = time.perf_counter()

@@ -347,6 +347,30 @@ def test_a_progressive_distillation_resumes_bitwise_across_a_round_and_samples_w
                                               f"distill.teacher={setting / 'teacher'}", "distill.objective=pd"])
 
 
+def test_the_students_process_follows_the_objective_wherever_it_is_set(setting, tmp_path):
+    import yaml
+
+    from prdit.training.cli import distill_config
+    from prdit.training.config import resolve_config_path
+
+    data = f"data.train={setting / 'data/train.txt'}"
+    values = yaml.safe_load(resolve_config_path("phantoms-tiny-distill").read_text())  # process.kind: consistency
+    values["distill"].update(objective="pd", intervals=8, final_steps=2)
+    yaml_pd = tmp_path / "pd.yaml"
+    yaml_pd.write_text(yaml.safe_dump(values))
+    kinds = {"default": distill_config("phantoms-tiny-distill", setting / "teacher", [data]).process.kind,
+             "cd": distill_config("phantoms-tiny-distill", setting / "teacher", [data, "distill.objective=cd"]),
+             "pd": distill_config("phantoms-tiny-distill", setting / "teacher",
+                                  [data, "distill.objective='pd'", "distill.intervals=8", "distill.final_steps=2"]),
+             "yaml pd": distill_config(yaml_pd, setting / "teacher", [data])}
+    assert {name: k if isinstance(k, str) else k.process.kind for name, k in kinds.items()} == {
+        "default": "consistency", "cd": "consistency", "pd": "ian", "yaml pd": "ian"}
+    assert kinds["yaml pd"].distill.objective == "pd"
+    assert kinds["yaml pd"].process.settings == kinds["pd"].process.settings  # the teacher's
+    with pytest.raises(ConfigError, match="process.kind=ian"):  # a kind the user names is kept, and checked
+        distill_config(yaml_pd, setting / "teacher", [data, "process.kind=consistency"])
+
+
 def test_distillation_needs_an_ian_teacher_and_a_consistency_student(setting, tmp_path):
     with pytest.raises(ConfigError, match="prdit distill MODEL_DIR"):
         train(load_config("phantoms-tiny-distill", [f"data.train={setting / 'data/train.txt'}", "data.val=",

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from prdit.training.config import ExperimentConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -53,11 +56,9 @@ def register(app: typer.Typer) -> None:
         A training run like any other (run directory, checkpoints, exact resume, TensorBoard, torchrun);
         `prdit export RUN --out DIR` then writes the consistency model folder for `prdit sample --steps 1..4`.
         """
-        from prdit.training.config import load_config
         from prdit.training.trainer import train
 
-        state = train(load_config(config, distill_overrides(model_dir, overrides or [])), resume=resume,
-                      progress=not quiet)
+        state = train(distill_config(config, model_dir, overrides or []), resume=resume, progress=not quiet)
         if int(os.environ.get("RANK", "0")) == 0:
             typer.echo(f"run {state.run_dir}: step {state.step}, loss {state.last_loss:.5f}, "
                        f"checkpoint {state.checkpoint}; export it with `prdit export {state.run_dir} --out DIR`")
@@ -85,13 +86,17 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"wrote {plot_runs(runs, out or runs[0] / 'loss.png')}")
 
 
-def distill_overrides(model_dir: Path, overrides: list[str]) -> list[str]:
-    """The teacher's overrides (:func:`teacher_overrides`), then the user's; progressive distillation
-    (``distill.objective=pd``) trains an IaN student unless the user names another process kind."""
+def distill_config(config: str | Path, model_dir: Path, overrides: list[str]) -> ExperimentConfig:
+    """The config of a distillation run: ``config`` <- the teacher's overrides (:func:`teacher_overrides`) <- the
+    user's. The student's process follows the objective, wherever it is set (YAML or override): a consistency
+    model for sCD and CD, an IaN model for progressive distillation, unless the user names a process kind."""
+    from prdit.training.config import load_config, unvalidated_config
+    from prdit.training.distill import student_process_kind
+
     items = [*teacher_overrides(model_dir), *overrides]
-    if "distill.objective=pd" in overrides and not any(item.startswith("process.kind=") for item in overrides):
-        items.append("process.kind=ian")
-    return items
+    if not any(item.startswith("process.kind=") for item in overrides):
+        items.append(f"process.kind={student_process_kind(unvalidated_config(config, items).distill.objective)}")
+    return load_config(config, items)
 
 
 def teacher_overrides(model_dir: Path) -> list[str]:
@@ -112,6 +117,6 @@ def teacher_overrides(model_dir: Path) -> list[str]:
         raise ConfigError(f"{model_dir}: the training configs take a cube; this model is {size}")
     items = [f"distill.teacher={Path(model_dir).resolve()}", f"model.name={model['name']}",
              f"model.input_size={size[0]}", f"model.in_channels={model.get('in_channels', 1)}",
-             "process.kind=consistency", f"process.settings={json.dumps(process)}"]
+             f"process.settings={json.dumps(process)}"]
     items += [f"data.{key}={json.dumps(norm[key])}" for key in ("hu_min", "hu_max", "quantile", "quantile_clip_hu")]
     return [*items, f"data.normalization={norm['kind']}"]

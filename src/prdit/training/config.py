@@ -259,6 +259,12 @@ def parse_overrides(overrides: list[str]) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Defaults <- YAML file <- ``key=value`` overrides, validated."""
+    config = unvalidated_config(path, overrides)
+    config.validate()
+    return config
+
+def unvalidated_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """:func:`load_config` without the final check: for a caller that derives one key from the others."""
     config = ExperimentConfig()
     if path is not None:
         resolved = resolve_config_path(path)
@@ -270,7 +276,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{resolved}: expected a mapping of sections at the top level")
         _apply(config, values, "")
     _apply(config, parse_overrides(overrides or []), "")
-    config.validate()
     return config
 
 def config_from_dict(values: dict) -> ExperimentConfig:

@@ -36,6 +36,12 @@ TANGENTS = ("jvp", "finite-difference")
 OBJECTIVES = ("scd", "cd", "pd")
 
 
+def student_process_kind(objective: str) -> str:
+    """The process a student of ``objective`` is trained and sampled as: progressive distillation trains an IaN
+    model for DDIM, sCD and CD a consistency model."""
+    return "ian" if objective == "pd" else "consistency"
+
+
 class AdaptiveWeight(nn.Module):
     """``w(t)``: a linear layer on the sinusoid of the network's time input, zero at the start."""
 

@@ -47,7 +47,11 @@ DICOM_DIR = "dicom"
 VOLUME_FORMATS = ("nifti", "dicom", "both")
 PREVIEW_DIR = "previews"
 PARTIAL_DIR = ".partial"
-JOURNAL_DIR = ".journal"  # under torchrun: each rank's manifest entries until rank 0 has them (a killed job keeps them)
+# Every rank appends each manifest entry it records to .journal/rank{r}.jsonl (a line each, O(1) per volume), so a
+# killed run keeps them; rank 0 rewrites manifest.json once the entries recorded since its last write reach this
+# fraction of all (amortised linear I/O in the number of volumes), and whole at the end.
+JOURNAL_DIR = ".journal"
+MANIFEST_REWRITE_FRACTION = 0.1
 GRID = "grid.png"
 VIEW = "view.html"
 VIEW_MAX_SIZE = 64  # voxels per axis in view.html: 2 bytes per voxel as base64, 0.7 MB per volume
@@ -122,16 +126,19 @@ class SampleFolder:
         subfolder."""
         self.out = Path(out)
         self.volume_format, self.rank = volume_format, rank
-        if manifest is None:
+        opening = manifest is None
+        if opening:
             self.out.mkdir(parents=True, exist_ok=True)
             manifest = _open_manifest(self.out, settings, overwrite)
             shutil.rmtree(self.out / PARTIAL_DIR, ignore_errors=True)  # leftovers of a killed run
-            shutil.rmtree(self.out / JOURNAL_DIR, ignore_errors=True)  # merged into the manifest, or of another run
         self.manifest = manifest
         self.entries: dict[int, dict] = {e["index"]: e for e in self.manifest["volumes"]}
-        self.journaled: list[int] = []
+        self.unsaved = 0  # rank 0: entries recorded since manifest.json was last written
         self.partial = self.out / PARTIAL_DIR / f"rank{rank}"
         self.partial.mkdir(parents=True, exist_ok=True)
+        if opening:
+            self.save_manifest()  # the run's settings, and a killed run's journal, on disk before the first volume
+            shutil.rmtree(self.out / JOURNAL_DIR, ignore_errors=True)  # merged into the manifest, or of another run
 
     def hu_path(self, index: int) -> Path:
         """The volume in HU."""
@@ -175,19 +182,22 @@ class SampleFolder:
             if self.dicom_path(index).is_dir() else None
         for key, path in (("x0_file", self.x0_path(index)), ("preview", self.preview_path(index))):
             entry[key] = path.relative_to(self.out).as_posix() if path.is_file() else None
-        if save and self.rank == 0:
-            self.save_manifest()
-        elif save:
-            if index not in self.journaled:
-                self.journaled.append(index)
-            mine = [self.entries[i] for i in self.journaled]
-            self.write(self.out / JOURNAL_DIR / f"rank{self.rank}.json",
-                       lambda tmp: tmp.write_text(json.dumps(mine) + "\n"))
+        if not save:
+            return
+        journal = self.out / JOURNAL_DIR / f"rank{self.rank}.jsonl"
+        journal.parent.mkdir(exist_ok=True)
+        with open(journal, "a") as f:  # one write of one line: a kill leaves whole lines
+            f.write(json.dumps(entry) + "\n")
+        if self.rank == 0:
+            self.unsaved += 1
+            if self.unsaved >= MANIFEST_REWRITE_FRACTION * len(self.entries):
+                self.save_manifest()
 
     def save_manifest(self) -> None:
         """Write ``manifest.json``."""
         self.manifest["volumes"] = [self.entries[k] for k in sorted(self.entries)]
         self.write(self.out / MANIFEST, lambda tmp: tmp.write_text(json.dumps(self.manifest, indent=2) + "\n"))
+        self.unsaved = 0
 
     def unlisted(self) -> list[str]:
         """Volume files in the folder that the manifest does not list."""
@@ -233,7 +243,6 @@ def generate_to_folder(pipe: PRDiTPipeline, out: str | Path, indices: Sequence[i
 
     def open_folder() -> tuple[dict, list[int]]:
         folder = SampleFolder(out, run_settings, overwrite, volume_format)
-        folder.save_manifest()  # the run's settings are on disk before the first volume
         return folder.manifest, folder.todo(indices, overwrite, save_x0)
 
     manifest, todo = on_main(open_folder, info)
@@ -312,7 +321,7 @@ def _generate(pipe: PRDiTPipeline, folder: SampleFolder, todo: list[int], settin
                     _write_preview(pipe, folder, settings, i, hu, result.seeds[k])
                 elif fresh:
                     folder.preview_path(i).unlink(missing_ok=True)
-                # Rank 0 keeps the manifest current as it goes; the others keep a journal until rank 0 has theirs.
+                # Every rank journals its entries as it goes; rank 0 brings the manifest up to date now and then.
                 folder.record(i, result.seeds[k])
                 done.append((i, folder.entries[i]))
                 if bar is not None:
@@ -333,6 +342,7 @@ def _finish(pipe: PRDiTPipeline, folder: SampleFolder, summary: RunSummary, sett
             _write_preview(pipe, folder, settings, i, folder.read_hu(i), volume_seed(settings.seed, i))
         folder.record(i, volume_seed(settings.seed, i), save=False)
     folder.save_manifest()
+    shutil.rmtree(folder.out / JOURNAL_DIR, ignore_errors=True)  # every rank's entries are in the manifest now
     if previews:
         shown = [folder.out / e["preview"] for e in folder.manifest["volumes"]
                  if e.get("preview") and (folder.out / e["preview"]).is_file()]
@@ -412,9 +422,20 @@ def _open_manifest(out: Path, settings: dict, overwrite: bool) -> dict:
                               f"--overwrite to replace them")
         return {**settings, "volumes": []}
     entries = {e["index"]: e for e in manifest.get("volumes", [])}
-    for journal in sorted((out / JOURNAL_DIR).glob("rank*.json")):  # entries of ranks a killed job lost
-        try:
-            entries.update({e["index"]: e for e in json.loads(journal.read_text())})
-        except (json.JSONDecodeError, KeyError, TypeError):
-            pass  # written by rename, so only a hand-edited journal is unreadable; its volumes get new entries
+    for journal in sorted((out / JOURNAL_DIR).glob("rank*.jsonl")):  # entries a killed run recorded since
+        entries.update({e["index"]: e for e in _journal_entries(journal)})
     return {**settings, "volumes": [entries[i] for i in sorted(entries)]}
+
+
+def _journal_entries(path: Path) -> list[dict]:
+    """The entries of a journal, in the order written; a line that does not parse (cut by a crash, or edited by
+    hand) is passed over, and its volume gets a new entry."""
+    entries = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+            int(entry["index"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+        entries.append(entry)
+    return entries

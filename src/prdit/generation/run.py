@@ -3,6 +3,7 @@
 Layout of ``OUT``::
 
     manifest.json               run settings and one entry per volume (index, seed, files)
+    .journal/rank0.jsonl        while a run is in flight: each entry as recorded, a line each (merged on resume)
     sample_00000.nii.gz         volume 0 in Hounsfield units, training spacing, centred origin
     x0/sample_00000.nii.gz      with ``save_x0``: the final x̂₀ in the model range (float32)
     dicom/sample_00000/         with format ``dicom`` or ``both``: volume 0 as a DICOM CT series

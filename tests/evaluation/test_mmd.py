@@ -105,3 +105,21 @@ def test_too_few_samples_is_an_error():
         mmd(np.zeros((1, 3)), np.zeros((4, 3)))
     with pytest.raises(DataError):
         mmd_unbiased(np.zeros((4, 3)), np.zeros((1, 3)))
+
+
+def test_the_published_mmd_of_two_real_volumes_is_undefined_whatever_the_rounding():
+    # Two of the four ordered pairs are self-pairs: the lower median is exactly 0. The product formula of the
+    # distances leaves rounding on the diagonal, which made the bandwidth 1/(2·residue) or an error by chance.
+    import math
+
+    from prdit.evaluation.report import _mmd
+
+    rng = np.random.default_rng(3)
+    for scale in (1.0, 1e3):
+        real, fake = scale * rng.uniform(size=(2, 64)), scale * rng.uniform(size=(5, 64))
+        with pytest.raises(DataError, match="3 or more distinct real volumes"):
+            published_gamma(real)
+        entry = _mmd(real, fake, comparable=False)
+        assert math.isnan(entry["value"]) and "undefined" in entry and entry["gamma"] is None
+        assert math.isfinite(entry["unbiased"]["value"])  # one distinct pair is enough for its bandwidth
+    assert published_gamma(rng.uniform(size=(3, 64))) > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,8 @@ def _histogram_figure(sets: dict[str, list[np.ndarray]], path: Path) -> Path:
 
 def _interval(value: float, entry: dict, spec: str, scale: float = 1.0) -> str:
     """``value [low, high]`` with the bootstrap interval of ``entry`` where it has one."""
+    if not math.isfinite(value):
+        return "-"  # e.g. the published MMD of two real volumes (its median bandwidth is 0)
     interval = entry.get("interval") or {}
     if interval.get("low") is None:
         return format(value * scale, spec)

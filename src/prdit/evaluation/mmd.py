@@ -24,9 +24,13 @@ from prdit.errors import DataError
 
 def published_gamma(real: np.ndarray) -> float:
     """``1 / (2·median(‖x_i − x_j‖²))`` over all ordered pairs of rows of ``[N, F]``, self-pairs included."""
-    median = lower_median(squared_distances(real, real))
+    distances = squared_distances(real, real)
+    np.fill_diagonal(distances, 0.0)  # a self-pair is exactly 0; the product formula can leave rounding there
+    median = lower_median(distances)
     if median <= 0.0:
-        raise DataError("more than half the real feature vectors coincide; the median bandwidth is 0")
+        raise DataError(f"the published MMD bandwidth is undefined for these {len(real)} real feature vectors: at "
+                        "least half of the ordered pairs, self-pairs included, are at distance 0 (it needs 3 or "
+                        "more distinct real volumes)")
     return 1.0 / (2.0 * median)
 
 

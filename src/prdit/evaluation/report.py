@@ -10,6 +10,7 @@ metric carries a bootstrap interval (statistics.py) unless ``config.bootstrap.re
 from __future__ import annotations
 
 import json
+import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -160,8 +161,9 @@ def report_table(report: dict):
                       _published(report, "fid"), note)
     if "mmd" in report:
         mmd = report["mmd"]
-        table.add_row("MMD", _with_interval(mmd["value"], mmd.get("interval"), ".4f"), _published(report, "mmd"),
-                      f"{features_note}; biased V-statistic, all-pairs median (published)")
+        table.add_row("MMD", "-" if "undefined" in mmd else _with_interval(mmd["value"], mmd.get("interval"), ".4f"),
+                      _published(report, "mmd"), mmd.get("undefined",
+                                                          f"{features_note}; biased V-statistic, all-pairs median (published)"))
         unbiased = mmd["unbiased"]
         table.add_row("MMD (unbiased)", _with_interval(unbiased["value"], unbiased.get("interval"), ".4f"), "no",
                       "U-statistic, distinct-pair median; not the published estimator")
@@ -391,9 +393,15 @@ def _features(real_set: VolumeSet | None, fake_set: VolumeSet, stats_file: Path 
 def _mmd(real_features: np.ndarray, fake_features: np.ndarray, comparable: bool) -> dict:
     from prdit.evaluation.mmd import mmd_squared, mmd_squared_biased
 
-    squared, gamma = mmd_squared_biased(real_features, fake_features)
+    undefined = None
+    try:
+        squared, gamma = mmd_squared_biased(real_features, fake_features)
+    except DataError as err:  # two real volumes: the published median bandwidth is 0
+        squared, gamma, undefined = math.nan, None, str(err)
     unbiased, bandwidth = mmd_squared(real_features, fake_features)
-    return {"value": float(np.sqrt(max(squared, 0.0))), "mmd_squared": squared, "gamma": gamma,
+    extra = {} if undefined is None else {"undefined": undefined}
+    return {**extra, "value": float(np.sqrt(max(squared, 0.0))) if undefined is None else math.nan,
+            "mmd_squared": squared, "gamma": gamma,
             "estimator": "RBF kernel, gamma = 1/(2 median squared distance over all ordered pairs of real "
                          "features, self-pairs included; torch's lower median), biased V-statistic, sqrt(max(MMD^2, 0)) (published)",
             "comparable_with_published": comparable,

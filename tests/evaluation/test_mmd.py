@@ -119,7 +119,9 @@ def test_the_published_mmd_of_two_real_volumes_is_undefined_whatever_the_roundin
         real, fake = scale * rng.uniform(size=(2, 64)), scale * rng.uniform(size=(5, 64))
         with pytest.raises(DataError, match="3 or more distinct real volumes"):
             published_gamma(real)
-        entry = _mmd(real, fake, comparable=False)
-        assert math.isnan(entry["value"]) and "undefined" in entry and entry["gamma"] is None
+        warnings = []
+        entry = _mmd(real, fake, comparable=False, report_warnings=warnings)
+        assert math.isnan(entry["value"]) and "skipped" in entry and entry["gamma"] is None
+        assert warnings and "published MMD left out" in warnings[0]
         assert math.isfinite(entry["unbiased"]["value"])  # one distinct pair is enough for its bandwidth
     assert published_gamma(rng.uniform(size=(3, 64))) > 0

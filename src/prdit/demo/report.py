@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 
 import numpy as np
@@ -95,8 +94,6 @@ def _histogram_figure(sets: dict[str, list[np.ndarray]], path: Path) -> Path:
 
 def _interval(value: float, entry: dict, spec: str, scale: float = 1.0) -> str:
     """``value [low, high]`` with the bootstrap interval of ``entry`` where it has one."""
-    if not math.isfinite(value):
-        return "-"  # e.g. the published MMD of two real volumes (its median bandwidth is 0)
     interval = entry.get("interval") or {}
     if interval.get("low") is None:
         return format(value * scale, spec)
@@ -112,7 +109,7 @@ def _metric_rows(reports: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
         rows.append([
             SET_LABELS[name],
             _interval(report["fid"]["value"], report["fid"], ".1f", 1e3),
-            _interval(report["mmd"]["value"], report["mmd"], ".3f"),
+            "-" if "skipped" in report["mmd"] else _interval(report["mmd"]["value"], report["mmd"], ".3f"),
             f"{kid['value'] * 1e3:.1f} ± {kid['std'] * 1e3:.1f}" if kid else "-",
             f"{prdc['precision']:.2f} / {prdc['recall']:.2f}" if "precision" in prdc else "-",
             _interval(report["msssim"]["fake"]["mean"], report["msssim"]["fake"], ".3f"),

@@ -48,19 +48,26 @@ def prdc(real: np.ndarray, fake: np.ndarray, config: PRDCConfig = PRDCConfig()) 
 def prdc_from_distances(real_real: np.ndarray, fake_fake: np.ndarray, real_fake: np.ndarray,
                         config: PRDCConfig = PRDCConfig()) -> dict:
     """The four numbers from the within-set distances ``[N, N]``, ``[M, M]`` and the cross distances ``[N, M]``."""
-    k_pr, k_dc = config.k_precision_recall, config.k_density_coverage
-    real_pr, fake_pr = nearest_neighbour_radii(real_real, k_pr), nearest_neighbour_radii(fake_fake, k_pr)
-    real_dc = real_pr if k_dc == k_pr else nearest_neighbour_radii(real_real, k_dc)
-    inside_real_pr = real_fake < real_pr[:, None]
-    inside_real_dc = real_fake < real_dc[:, None]
-    return {"precision": float(inside_real_pr.any(axis=0).mean()),
-            "recall": float((real_fake < fake_pr[None, :]).any(axis=1).mean()),
-            "density": float(inside_real_dc.sum(axis=0).mean() / k_dc),
-            "coverage": float(inside_real_dc.any(axis=1).mean()),
-            "k_precision_recall": k_pr, "k_density_coverage": k_dc,
+    per_fake, per_real = per_feature(real_real, fake_fake, real_fake, config)
+    values = {**per_fake, **per_real}
+    return {**{name: float(values[name].mean()) for name in ("precision", "recall", "density", "coverage")},
+            "k_precision_recall": config.k_precision_recall, "k_density_coverage": config.k_density_coverage,
             "n_real": int(real_real.shape[0]), "n_fake": int(fake_fake.shape[0]),
             "convention": "k-NN balls, Euclidean, radius = (k+1)-th smallest within-set distance (self included), "
                           "strict membership (PRDC reference code)"}
+
+
+def per_feature(real_real: np.ndarray, fake_fake: np.ndarray, real_fake: np.ndarray,
+                config: PRDCConfig = PRDCConfig()) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """What each feature contributes, the four numbers being their means: per generated feature ``[M]``, in the
+    real manifold (precision) and the number of real k_dc-balls holding it over k_dc (density); per real feature
+    ``[N]``, in the generated manifold (recall) and its k_dc-ball holding a generated feature (coverage)."""
+    k_pr, k_dc = config.k_precision_recall, config.k_density_coverage
+    real_pr, fake_pr = nearest_neighbour_radii(real_real, k_pr), nearest_neighbour_radii(fake_fake, k_pr)
+    real_dc = real_pr if k_dc == k_pr else nearest_neighbour_radii(real_real, k_dc)
+    inside_real_dc = real_fake < real_dc[:, None]
+    return ({"precision": (real_fake < real_pr[:, None]).any(axis=0), "density": inside_real_dc.sum(axis=0) / k_dc},
+            {"recall": (real_fake < fake_pr[None, :]).any(axis=1), "coverage": inside_real_dc.any(axis=1)})
 
 
 def _checked(real: np.ndarray, fake: np.ndarray, config: PRDCConfig) -> tuple[np.ndarray, np.ndarray]:

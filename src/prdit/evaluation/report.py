@@ -161,9 +161,11 @@ def report_table(report: dict):
                       _published(report, "fid"), note)
     if "mmd" in report:
         mmd = report["mmd"]
-        table.add_row("MMD", "-" if "undefined" in mmd else _with_interval(mmd["value"], mmd.get("interval"), ".4f"),
-                      _published(report, "mmd"), mmd.get("undefined",
-                                                          f"{features_note}; biased V-statistic, all-pairs median (published)"))
+        if "skipped" in mmd:
+            table.add_row("MMD", "-", _published(report, "mmd"), mmd["skipped"])
+        else:
+            table.add_row("MMD", _with_interval(mmd["value"], mmd.get("interval"), ".4f"), _published(report, "mmd"),
+                          f"{features_note}; biased V-statistic, all-pairs median (published)")
         unbiased = mmd["unbiased"]
         table.add_row("MMD (unbiased)", _with_interval(unbiased["value"], unbiased.get("interval"), ".4f"), "no",
                       "U-statistic, distinct-pair median; not the published estimator")
@@ -224,7 +226,7 @@ def _feature_metrics(report: dict, network, real_features: np.ndarray, fake_feat
     if "fid" in config.metrics:
         report["fid"] = _fid(real_features, fake_features, network.comparable, report["warnings"])
     if "mmd" in config.metrics:
-        report["mmd"] = _mmd(real_features, fake_features, network.comparable)
+        report["mmd"] = _mmd(real_features, fake_features, network.comparable, report["warnings"])
     if "kid" in config.metrics:
         from prdit.evaluation.kid import kid
 
@@ -390,17 +392,18 @@ def _features(real_set: VolumeSet | None, fake_set: VolumeSet, stats_file: Path 
     return network, real_features, extract_features(fake_set, **kwargs)
 
 
-def _mmd(real_features: np.ndarray, fake_features: np.ndarray, comparable: bool) -> dict:
+def _mmd(real_features: np.ndarray, fake_features: np.ndarray, comparable: bool, report_warnings: list) -> dict:
+    """The published MMD (left out, with the reason, where its bandwidth is undefined) and the unbiased one."""
     from prdit.evaluation.mmd import mmd_squared, mmd_squared_biased
 
-    undefined = None
+    skipped = {}
     try:
         squared, gamma = mmd_squared_biased(real_features, fake_features)
     except DataError as err:  # two real volumes: the published median bandwidth is 0
-        squared, gamma, undefined = math.nan, None, str(err)
+        squared, gamma, skipped = math.nan, None, {"skipped": str(err)}
+        report_warnings.append(f"published MMD left out: {err}")
     unbiased, bandwidth = mmd_squared(real_features, fake_features)
-    extra = {} if undefined is None else {"undefined": undefined}
-    return {**extra, "value": float(np.sqrt(max(squared, 0.0))) if undefined is None else math.nan,
+    return {**skipped, "value": math.nan if skipped else float(np.sqrt(max(squared, 0.0))),
             "mmd_squared": squared, "gamma": gamma,
             "estimator": "RBF kernel, gamma = 1/(2 median squared distance over all ordered pairs of real "
                          "features, self-pairs included; torch's lower median), biased V-statistic, sqrt(max(MMD^2, 0)) (published)",

@@ -189,16 +189,10 @@ def prdc_resamples(real: np.ndarray, fake: np.ndarray, real_counts: np.ndarray, 
     take fewer distinct items, each ball's k-th nearest neighbour farther away, and bias all four
     upwards; a mean of per-feature values resampled is centred on its point estimate.
     """
-    from prdit.evaluation.prdc import nearest_neighbour_radii, pairwise_distances
+    from prdit.evaluation.prdc import pairwise_distances, per_feature
 
-    k_pr, k_dc = config.k_precision_recall, config.k_density_coverage
-    cross = pairwise_distances(real, fake)
-    real_within = pairwise_distances(real, real)
-    real_pr, real_dc = nearest_neighbour_radii(real_within, k_pr), nearest_neighbour_radii(real_within, k_dc)
-    fake_pr = nearest_neighbour_radii(pairwise_distances(fake, fake), k_pr)
-    inside_dc = cross < real_dc[:, None]
-    per_fake = {"precision": (cross < real_pr[:, None]).any(axis=0), "density": inside_dc.sum(axis=0) / k_dc}
-    per_real = {"recall": (cross < fake_pr[None, :]).any(axis=1), "coverage": inside_dc.any(axis=1)}
+    per_fake, per_real = per_feature(pairwise_distances(real, real), pairwise_distances(fake, fake),
+                                     pairwise_distances(real, fake), config)
     out = {name: fake_counts @ values / fake_counts.shape[1] for name, values in per_fake.items()}
     out.update({name: real_counts @ values / real_counts.shape[1] for name, values in per_real.items()})
     return {name: out[name].astype(np.float64) for name in ("precision", "recall", "density", "coverage")}

@@ -288,9 +288,10 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
             if finite:
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip)
                 if torch.isfinite(grad_norm):
+                    rate = learning_rate(step, total, config.optim.lr, config.optim.schedule,
+                                         config.optim.warmup_steps, config.optim.final_lr)
                     for group in optimizer.param_groups:
-                        group["lr"] = learning_rate(step, total, config.optim.lr, config.optim.schedule,
-                                                    config.optim.warmup_steps, config.optim.final_lr)
+                        group["lr"] = rate
                     optimizer.step()
                     ema.update()
                 else:

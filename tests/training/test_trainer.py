@@ -114,6 +114,46 @@ def test_scale_up_loads_strictly_and_continues_from_the_trained_level(tiny_confi
     assert scaled.last_loss < 1.5 * small.last_loss
 
 
+def test_a_trained_stage2_model_deepens_into_one_that_starts_as_it(tiny_config, tmp_path):
+    from safetensors.torch import save_file
+
+    from prdit.models import create_model
+    from prdit.training.setup import initialise_from
+
+    torch.manual_seed(0)
+    shallow = create_model("PRDiT-T/6/2", input_size=16, in_channels=1, out_channels=2)
+    with torch.no_grad():  # a trained-looking model: every weight non-zero, so the new blocks must be the identity
+        for param in shallow.parameters():
+            param.copy_(0.05 * torch.randn_like(param))
+    save_file(shallow.state_dict(), str(tmp_path / "shallow.safetensors"))
+    deep = create_model("PRDiT-T/6/4", input_size=16, in_channels=1, out_channels=2)
+    note = initialise_from(deep, tmp_path / "shallow.safetensors")
+    assert "2 DiT blocks are this model's first" in note
+    x, t = torch.randn(2, 1, 16, 16, 16), torch.tensor([3.0, 800.0])
+    with torch.no_grad():
+        assert torch.equal(deep(x, t), shallow(x, t))
+    state = deep.state_dict()
+    for name, value in shallow.state_dict().items():
+        assert torch.equal(state[name], value), name
+    # a deeper source, or blocks that are not a prefix, does not fit: a strict error, never a partial load
+    with pytest.raises(CheckpointError, match="do not fit"):
+        initialise_from(create_model("PRDiT-T/6/1", input_size=16, in_channels=1, out_channels=2),
+                        tmp_path / "shallow.safetensors")
+    gap = {k.replace("blocks.1.", "blocks.2."): v for k, v in shallow.state_dict().items()}
+    save_file(gap, str(tmp_path / "gap.safetensors"))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        initialise_from(create_model("PRDiT-T/6/4", input_size=16, in_channels=1, out_channels=2),
+                        tmp_path / "gap.safetensors")
+    # the trainer takes the deeper model from the shallower one's run (its new blocks learn)
+    stage1 = train(tiny_config("d1", "PRDiT-T/6/0", 16, "train.steps=2", "log.val_every=0"), progress=False)
+    stage2 = train(tiny_config("d2", "PRDiT-T/6/2", 16, "train.steps=2", "log.val_every=0",
+                               f"train.init_from={stage1.run_dir}"), progress=False)
+    deeper = train(tiny_config("d4", "PRDiT-T/6/4", 16, "train.steps=3", "log.val_every=0",
+                               f"train.init_from={stage2.run_dir}"), progress=False)
+    final = load_checkpoint(deeper.checkpoint)["model"]
+    assert final["global_refiner.blocks.3.adaLN_modulation.1.weight"].abs().sum() > 0
+
+
 def test_the_train_command_line(tiny_config, tmp_path):
     from typer.testing import CliRunner
 

@@ -22,7 +22,8 @@ def register(app: typer.Typer) -> None:
         overrides: Optional[list[str]] = typer.Argument(None, help="section.key=value overrides, "
                                                                    "e.g. train.steps=1000 optim.lr=1e-4."),
         init_from: Optional[str] = typer.Option(None, "--init-from", help="Stage 2: the stage-1 run directory, "
-                                                "checkpoint or model folder (or a run to scale up)."),
+                                                "checkpoint or model folder (or a run to scale up, or a shallower "
+                                                "stage-2 model to deepen)."),
         resume: bool = typer.Option(False, "--resume", help="Require a checkpoint to continue from (re-running "
                                     "the same command in the same run directory continues anyway)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),

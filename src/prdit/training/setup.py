@@ -38,6 +38,29 @@ def initialise_from(model: PRDiT, source: str | Path) -> str:
     state, described = weights.state, weights.source
     model.load_stage1(state)  # checks width and patch size with a clear message
     if model.stage == 1 or any(k.startswith("global_refiner.") for k in state):
-        load_strict(model, state, source)
-        return f"all weights from {described}"
+        grown = _shallower_refiner(model, state)
+        if grown is None:
+            load_strict(model, state, source)
+            return f"all weights from {described}"
+        load_strict(model, {**model.state_dict(), **state}, source)
+        depth = len(model.global_refiner.blocks)
+        return (f"all weights from {described}, whose {grown} DiT blocks are this model's first; blocks "
+                f"{grown}-{depth - 1} start as the identity (adaLN-Zero), so the model starts as its source")
     return f"stage-1 weights from {described}"
+
+
+def _shallower_refiner(model: PRDiT, state: dict) -> int | None:
+    """The depth of a source's global refiner when it is shallower than ``model``'s and otherwise the same
+    network (every one of its weights is one of the model's): deepening a trained model keeps its blocks,
+    and the new ones, zero-gated, leave its output unchanged. None for any other source."""
+    if model.global_refiner is None:
+        return None
+    prefix = "global_refiner.blocks."
+    depth = len(model.global_refiner.blocks)
+    theirs = {int(k[len(prefix):].split(".", 1)[0]) for k in state if k.startswith(prefix)}
+    if not theirs or theirs != set(range(len(theirs))) or len(theirs) >= depth:
+        return None
+    own = model.state_dict()
+    if any(k not in own or own[k].shape != v.shape for k, v in state.items()):
+        return None  # load_strict names what does not fit
+    return len(theirs)

@@ -144,6 +144,12 @@ def test_a_trained_stage2_model_deepens_into_one_that_starts_as_it(tiny_config, 
     with pytest.raises(CheckpointError, match="do not fit"):
         initialise_from(create_model("PRDiT-T/6/4", input_size=16, in_channels=1, out_channels=2),
                         tmp_path / "gap.safetensors")
+    # only the new blocks are filled in: a source missing any other weight is an error, not a partial load
+    headless = {k: v for k, v in shallow.state_dict().items() if not k.startswith("global_refiner.final_layer.")}
+    save_file(headless, str(tmp_path / "headless.safetensors"))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        initialise_from(create_model("PRDiT-T/6/4", input_size=16, in_channels=1, out_channels=2),
+                        tmp_path / "headless.safetensors")
     # the trainer takes the deeper model from the shallower one's run (its new blocks learn)
     stage1 = train(tiny_config("d1", "PRDiT-T/6/0", 16, "train.steps=2", "log.val_every=0"), progress=False)
     stage2 = train(tiny_config("d2", "PRDiT-T/6/2", 16, "train.steps=2", "log.val_every=0",

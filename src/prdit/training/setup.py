@@ -42,25 +42,29 @@ def initialise_from(model: PRDiT, source: str | Path) -> str:
         if grown is None:
             load_strict(model, state, source)
             return f"all weights from {described}"
-        load_strict(model, {**model.state_dict(), **state}, source)
+        fresh = {k: v for k, v in model.state_dict().items() if k.startswith(_BLOCKS) and _block_index(k) >= grown}
+        load_strict(model, {**fresh, **state}, source)  # any other missing, unexpected or mis-shaped key is an error
         depth = len(model.global_refiner.blocks)
         return (f"all weights from {described}, whose {grown} DiT blocks are this model's first; blocks "
                 f"{grown}-{depth - 1} start as the identity (adaLN-Zero), so the model starts as its source")
     return f"stage-1 weights from {described}"
 
 
+_BLOCKS = "global_refiner.blocks."
+
+
+def _block_index(name: str) -> int | None:
+    """The DiT block a weight belongs to, None outside the blocks."""
+    return int(name[len(_BLOCKS):].split(".", 1)[0]) if name.startswith(_BLOCKS) else None
+
+
 def _shallower_refiner(model: PRDiT, state: dict) -> int | None:
-    """The depth of a source's global refiner when it is shallower than ``model``'s and otherwise the same
-    network (every one of its weights is one of the model's): deepening a trained model keeps its blocks,
-    and the new ones, zero-gated, leave its output unchanged. None for any other source."""
+    """The depth of a source's global refiner when its blocks are the first of ``model``'s, fewer of them:
+    deepening a trained model keeps its blocks, and the new ones, zero-gated, leave its output unchanged.
+    None for any other source (the strict load then names what does not fit)."""
     if model.global_refiner is None:
         return None
-    prefix = "global_refiner.blocks."
-    depth = len(model.global_refiner.blocks)
-    theirs = {int(k[len(prefix):].split(".", 1)[0]) for k in state if k.startswith(prefix)}
-    if not theirs or theirs != set(range(len(theirs))) or len(theirs) >= depth:
+    theirs = {_block_index(k) for k in state} - {None}
+    if not theirs or theirs != set(range(len(theirs))) or len(theirs) >= len(model.global_refiner.blocks):
         return None
-    own = model.state_dict()
-    if any(k not in own or own[k].shape != v.shape for k, v in state.items()):
-        return None  # load_strict names what does not fit
     return len(theirs)

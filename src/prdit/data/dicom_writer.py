@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prdit.data.io import Volume
+from prdit.data.volume import Volume
 from prdit.errors import ConfigError, DataError
 from prdit.visualization import CT_WINDOWS
 

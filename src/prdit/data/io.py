@@ -8,7 +8,8 @@ finite numbers, or a ``DataError`` naming the file.
 
 Arrays are ``[D, H, W]`` = (z, y, x), the SimpleITK order. Geometry is kept in ITK terms
 (spacing and origin in mm, direction cosines, LPS world), and ``Volume.affine`` gives the
-nibabel-style RAS affine of the same image for users who want one.
+nibabel-style RAS affine of the same image for users who want one. ``Volume`` lives in
+:mod:`prdit.data.volume`, below both this module and the DICOM writer; it is importable from here too.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from __future__ import annotations
 import hashlib
 import zipfile
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from prdit.data.dicom_writer import read_dicom_series
+from prdit.data.volume import Volume
 from prdit.errors import DataError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -29,24 +31,6 @@ NUMPY_SUFFIXES = (".npz", ".npy")
 VOLUME_SUFFIXES = ITK_SUFFIXES + NUMPY_SUFFIXES
 NPZ_READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
 """What numpy raises for a truncated or corrupt ``.npz`` (a cut zip directory, a damaged deflate stream)."""
-
-
-@dataclass
-class Volume:
-    """A 3D image: ``array`` ``[D, H, W]`` plus its geometry (spacing/origin in x, y, z order)."""
-
-    array: np.ndarray
-    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
-
-    @property
-    def affine(self) -> np.ndarray:
-        """4x4 voxel (i=x, j=y, k=z) to RAS-mm affine, as nibabel reports it."""
-        lps = np.eye(4)
-        lps[:3, :3] = np.asarray(self.direction).reshape(3, 3) @ np.diag(self.spacing)
-        lps[:3, 3] = self.origin
-        return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
 
 def volume_suffix(path: str | Path) -> str:
@@ -70,8 +54,6 @@ def read_volume(path: str | Path, npz_key: str | None = None) -> Volume:
     path = Path(path)
     suffix = volume_suffix(path)
     if path.is_dir():
-        from prdit.data.dicom_writer import read_dicom_series  # it builds on this module
-
         volume = read_dicom_series(path)
     elif not path.is_file():
         raise DataError(f"{path}: no such file")

@@ -6,9 +6,9 @@ import typer
 from typer.testing import CliRunner
 
 from prdit.data.io import read_volume
+from prdit.data.labels import LABELS, PHANTOM_LABELS
 from prdit.data.phantoms import (
     DEFAULT_FOV_MM,
-    LABELS,
     generate_phantom,
     generate_phantom_with_labels,
     phantom_name,
@@ -47,45 +47,96 @@ def test_seeded_phantoms_stay_bit_identical(size, seed, spacing, digest):
     assert hashlib.sha256(array.tobytes()).hexdigest() == digest
 
 
-def test_tissue_classes_have_ct_values(phantom48):
+# Median HU a label's voxels must have in a 48^3 phantom (7.9 mm voxels: thin structures are
+# partial-volumed with their neighbours, so the ranges are those of the tissue, widened).
+TISSUE_HU = {
+    "background": (-1100, -950),
+    "table": (-700, -200),
+    "subcutaneous_fat": (-150, -30),
+    "torso_fat": (-150, -30),
+    "skeletal_muscle": (20, 100),
+    "autochthon_right": (20, 100),
+    "autochthon_left": (20, 100),
+    "abdomen": (15, 60),
+    "liver": (45, 80),
+    "stomach": (-1100, -900),
+    "lung_right": (-900, -780),
+    "lung_left": (-900, -780),
+    "heart": (20, 60),
+    "aorta": (20, 60),
+    "trachea": (-1000, -450),
+    "bronchus_right": (-1000, -450),
+    "bronchus_left": (-1000, -450),
+    "lung_vessels": (-100, 60),
+    "lung_nodules": (-700, 100),  # solid or ground glass, always denser than the lung around it
+    "vertebrae": (200, 800),
+    "intervertebral_discs": (60, 260),
+    "spinal_cord": (-20, 100),
+    "ribs": (200, 800),
+    "costal_cartilages": (100, 300),
+    "sternum": (300, 800),
+}
+
+
+@pytest.fixture(scope="module")
+def phantom48_nodules():
+    return generate_phantom_with_labels(48, seed=9)  # a seed that draws a nodule
+
+
+def test_every_label_has_its_tissue_values(phantom48, phantom48_nodules):
+    assert set(TISSUE_HU) == set(PHANTOM_LABELS)
+    for volume, labels in (phantom48, phantom48_nodules):
+        assert labels.dtype == np.uint8 and labels.shape == volume.array.shape
+        for name, (low, high) in TISSUE_HU.items():
+            inside = volume.array[labels == LABELS[name]]
+            if name == "lung_nodules" and inside.size == 0:
+                continue
+            assert inside.size > 5, f"no {name} voxels"
+            assert low < np.median(inside) < high, (name, float(np.median(inside)))
+    assert (phantom48_nodules[1] == LABELS["lung_nodules"]).sum() > 5
+    # Air surrounds the patient: every corner column of the grid is background.
     volume, labels = phantom48
-    hu = volume.array
+    assert (labels[:, 0, 0] == LABELS["background"]).all() and (volume.array[:, 0, 0] < -900).all()
 
-    def median(name):
-        mask = labels == LABELS[name]
-        assert mask.sum() > 20, f"no {name} voxels"
-        return float(np.median(hu[mask]))
 
-    assert median("air") < -950
-    assert -900 < median("lung") < -800
-    assert -130 < median("fat") < -50
-    assert 20 < median("soft_tissue") < 80
-    assert median("bone") > 250
-    assert hu[labels == LABELS["bone"]].max() > 400
-    assert median("airway") < -700 and hu[labels == LABELS["airway"]].min() < -950
-    # Air surrounds the patient: every corner column of the grid is air.
-    assert (labels[:, 0, 0] == LABELS["air"]).all() and (hu[:, 0, 0] < -900).all()
+def test_later_structures_win_in_the_labels_as_in_the_image(phantom48, phantom48_nodules):
+    air = {"background", "stomach", "trachea", "bronchus_right", "bronchus_left", "lung_right", "lung_left"}
+    bone = {"vertebrae", "ribs", "sternum"}
+    for volume, labels in (phantom48, phantom48_nodules):
+        # The trachea's lumen is painted over the mediastinal fat, the bones over the muscles:
+        # air-dark and bone-bright voxels carry the label of what made them so.
+        assert {PHANTOM_LABELS[i] for i in np.unique(labels[volume.array < -900])} <= air
+        assert {PHANTOM_LABELS[i] for i in np.unique(labels[volume.array > 500])} <= bone
+        # The spinal canal lies inside the vertebral arch: the cord is labelled, not the bone around it.
+        assert (labels == LABELS["spinal_cord"]).sum() > 20
 
 
 def test_anatomy_layout(phantom48):
     volume, labels = phantom48
     n = labels.shape[0]
-    lung = labels == LABELS["lung"]
-    # Two lungs, one on each side of the mediastinum (x is the last axis, patient left = +x).
-    left, right = lung[:, :, n // 2 + 2:].sum(), lung[:, :, : n // 2 - 2].sum()
+    x = np.arange(n) - (n - 1) / 2  # x is the last axis, patient left = +x
+    for name, side in (("lung_left", 1), ("lung_right", -1), ("autochthon_left", 1), ("autochthon_right", -1)):
+        columns = np.nonzero(labels == LABELS[name])[2]
+        assert (np.sign(x[columns]) == side).all(), name
+    lung = (labels == LABELS["lung_left"]) | (labels == LABELS["lung_right"])
+    left, right = (labels == LABELS["lung_left"]).sum(), (labels == LABELS["lung_right"]).sum()
     assert left > 0.3 * right and right > 0.3 * left
     # The table lies behind the patient (+y, posterior), below the body.
     table_rows = np.nonzero((labels == LABELS["table"]).any(axis=(0, 2)))[0]
-    body_rows = np.nonzero(((labels == LABELS["fat"]) | (labels == LABELS["soft_tissue"])).any(axis=(0, 2)))[0]
+    body_rows = np.nonzero((labels == LABELS["subcutaneous_fat"]).any(axis=(0, 2)))[0]
     assert table_rows.min() > np.median(body_rows)
-    # Lungs sit above the diaphragm: the lowest slices hold no lung.
+    # Lungs sit above the diaphragm: the lowest slices hold no lung, the liver lies under it.
     assert lung[: n // 8].sum() == 0 and lung[n // 2].sum() > 0
+    liver_z = np.nonzero(labels == LABELS["liver"])[0]
+    assert np.median(liver_z) < np.median(np.nonzero(lung)[0])
+    # The sternum is in front (-y) of the vertebrae.
+    assert np.median(np.nonzero(labels == LABELS["sternum"])[1]) < np.median(np.nonzero(labels == LABELS["vertebrae"])[1])
 
 
 def test_fine_detail_and_noise_exist(phantom48):
     volume, labels = phantom48
     hu = volume.array
-    assert (labels == LABELS["vessel"]).sum() > 10
+    assert (labels == LABELS["lung_vessels"]).sum() > 10
     air = hu[:, :4, :4]  # far from the patient
     assert 3.0 < air.std() < 40.0  # CT-like noise, not a flat image
     assert abs(float(air.mean()) + 1000.0) < 15.0
@@ -127,3 +178,30 @@ def test_phantoms_command(tmp_path):
     files = sorted(tmp_path.glob("*.nii.gz"))
     assert [f.name for f in files] == ["phantom_00000.nii.gz", "phantom_00001.nii.gz"]
     assert read_volume(files[1]).spacing == pytest.approx((20.0, 20.0, 20.0))
+
+
+def test_phantoms_command_writes_label_maps_beside_the_volumes(tmp_path):
+    import json
+
+    from prdit.data.cli import register
+    from prdit.data.dataset import list_volumes
+
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["phantoms", "--num", "2", "--size", "16", "--seed", "1",
+                                      "--out", str(tmp_path), "--labels", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    table = json.loads((tmp_path / "labels" / "labels.json").read_text())
+    assert table == {str(i): name for i, name in enumerate(PHANTOM_LABELS)}
+    for i in range(2):
+        volume = read_volume(tmp_path / phantom_name(i))
+        labels = read_volume(tmp_path / "labels" / phantom_name(i))
+        expected_volume, expected = generate_phantom_with_labels(16, phantom_seed(1, i))
+        np.testing.assert_array_equal(volume.array, expected_volume.array)  # labels change nothing in the volume
+        assert labels.array.dtype == np.uint8
+        np.testing.assert_array_equal(labels.array, expected)
+        np.testing.assert_allclose(labels.spacing, volume.spacing, rtol=1e-6)
+        np.testing.assert_allclose(labels.origin, volume.origin, atol=1e-4)
+        np.testing.assert_allclose(labels.direction, volume.direction, atol=1e-6)
+    # Training, evaluation and the viewer list the volumes only, never their label maps.
+    assert list_volumes(tmp_path) == [tmp_path / phantom_name(0), tmp_path / phantom_name(1)]

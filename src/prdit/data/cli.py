@@ -20,6 +20,9 @@ def register(app: typer.Typer) -> None:
         ),
         seed: int = typer.Option(0, "--seed", help="Base seed; the same seed gives the same volumes."),
         workers: int = typer.Option(1, "--workers", min=1, help="Processes generating volumes in parallel."),
+        labels: bool = typer.Option(
+            False, "--labels",
+            help="Also write each anatomical label map as labels/<name>.nii.gz and the name table labels/labels.json."),
     ) -> None:
         """Write synthetic chest CT phantoms (.nii.gz, Hounsfield units, real affine)."""
         import time
@@ -27,8 +30,10 @@ def register(app: typer.Typer) -> None:
         from prdit.data.phantoms import write_phantoms
 
         start = time.perf_counter()
-        paths = write_phantoms(num, size, out, seed=seed, spacing=spacing, workers=workers)
-        typer.echo(f"wrote {len(paths)} phantoms of {size}^3 to {out} in {time.perf_counter() - start:.1f} s")
+        paths = write_phantoms(num, size, out, seed=seed, spacing=spacing, workers=workers, labels=labels)
+        with_labels = f" with label maps in {out / 'labels'}" if labels else ""
+        typer.echo(f"wrote {len(paths)} phantoms of {size}^3 to {out}{with_labels} in "
+                   f"{time.perf_counter() - start:.1f} s")
 
     @app.command("split")
     def split(

@@ -20,6 +20,7 @@ import numpy as np
 
 from prdit.data.dicom import DICOM_SUFFIXES
 from prdit.data.io import is_volume_file, read_volume, volume_suffix
+from prdit.data.labels import LABELS_FOLDER
 from prdit.data.normalization import Normalization
 from prdit.errors import ConfigError, DataError
 
@@ -35,14 +36,15 @@ def list_volumes(source: str | Path, root: str | Path | None = None) -> list[Pat
     """Volumes of a folder (sorted, recursive), of a list file (in file order), or the one file or series given.
 
     In a folder, volume files and DICOM series folders (folders holding ``.dcm``/``.dicom``/``.ima``
-    files) are volumes; the slice files of a series are not. A series folder named like a volume file
-    of the same folder tree (``dicom/sample_00000/`` next to ``sample_00000.nii.gz``, as ``prdit sample
-    --format both`` writes them) is the same volume, listed once as the file.
+    files) are volumes; the slice files of a series and the label maps of a ``labels/`` folder are not.
+    A series folder named like a volume file of the same folder tree (``dicom/sample_00000/`` next to
+    ``sample_00000.nii.gz``, as ``prdit sample --format both`` writes them) is the same volume, listed
+    once as the file.
     """
     source = Path(source)
     if source.is_dir():
         visible = [p for p in source.rglob("*") if p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(source).parts)]
+                   and not any(part.startswith(".") or part == LABELS_FOLDER for part in p.relative_to(source).parts)]
         files = [p for p in visible if is_volume_file(p)]
         stems = {p.name[: len(p.name) - len(volume_suffix(p))] for p in files}
         series = {p.parent for p in visible if p.suffix.lower() in DICOM_SUFFIXES}

@@ -12,6 +12,11 @@ painted structure by structure, from the outside in:
 Every structure is a signed distance (mm, negative inside) turned into a partial-volume
 fraction, so the same anatomy renders consistently at any grid size or spacing. Large smooth
 organs give the low-frequency content; vessels, ribs, nodules and noise the fine detail.
+
+Each paint step also writes its structure's anatomical label (``prdit.data.labels``) into the
+voxels it covers more than half, so a later structure overwrites an earlier one in the label
+map as it does in the image. Labels come from the painting geometry alone, never from a random
+draw, so a seed gives the same volume with or without its label map.
 """
 
 from __future__ import annotations
@@ -22,23 +27,11 @@ import numpy as np
 from scipy import ndimage
 
 from prdit.data.io import Volume, write_volume
+from prdit.data.labels import LABELS, label_path, write_label_map, write_label_table
 from prdit.errors import ConfigError
 
 DEFAULT_FOV_MM = 380.0
 """Field of view of a phantom when no spacing is given: spacing = DEFAULT_FOV_MM / size."""
-
-LABELS = {
-    "air": 0,
-    "table": 1,
-    "fat": 2,
-    "soft_tissue": 3,
-    "lung": 4,
-    "vessel": 5,
-    "bone": 6,
-    "nodule": 7,
-    "airway": 8,
-}
-"""Tissue class of each voxel in the label map of :func:`generate_phantom_with_labels`."""
 
 HU_AIR = -1000.0
 
@@ -61,7 +54,7 @@ def generate_phantom(size: int = 64, seed: int = 0, spacing: float | None = None
 def generate_phantom_with_labels(
     size: int = 64, seed: int = 0, spacing: float | None = None
 ) -> tuple[Volume, np.ndarray]:
-    """A phantom and its uint8 tissue label map ``[D, H, W]`` (see ``LABELS``)."""
+    """A phantom and its uint8 anatomical label map ``[D, H, W]`` (indices of ``PHANTOM_LABELS``)."""
     if int(size) < 8:
         raise ConfigError(f"phantom size must be at least 8 voxels, got {size}")
     if spacing is not None and not spacing > 0:
@@ -91,12 +84,24 @@ def generate_phantom_with_labels(
 
 
 def write_phantoms(
-    num: int, size: int, out_dir: str | Path, seed: int = 0, spacing: float | None = None, workers: int = 1
+    num: int,
+    size: int,
+    out_dir: str | Path,
+    seed: int = 0,
+    spacing: float | None = None,
+    workers: int = 1,
+    labels: bool = False,
 ) -> list[Path]:
-    """Write ``num`` phantoms as ``phantom_00000.nii.gz``...; phantom i uses ``phantom_seed(seed, i)``."""
+    """Write ``num`` phantoms as ``phantom_00000.nii.gz``...; phantom i uses ``phantom_seed(seed, i)``.
+
+    ``labels`` also writes each label map as ``labels/phantom_00000.nii.gz`` and the name table
+    as ``labels/labels.json``.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(out_dir / phantom_name(i), size, phantom_seed(seed, i), spacing) for i in range(int(num))]
+    if labels:
+        write_label_table(label_path(out_dir / phantom_name(0)).parent)
+    jobs = [(out_dir / phantom_name(i), size, phantom_seed(seed, i), spacing, labels) for i in range(int(num))]
     if workers <= 1 or len(jobs) <= 1:
         return [_write_one(job) for job in jobs]
     from concurrent.futures import ProcessPoolExecutor
@@ -105,9 +110,12 @@ def write_phantoms(
         return list(pool.map(_write_one, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
 
 
-def _write_one(job: tuple[Path, int, int, float | None]) -> Path:
-    path, size, seed, spacing = job
-    return write_volume(path, generate_phantom(size, seed, spacing))
+def _write_one(job: tuple[Path, int, int, float | None, bool]) -> Path:
+    path, size, seed, spacing, labels = job
+    volume, label_map = generate_phantom_with_labels(size, seed, spacing)
+    if labels:
+        write_label_map(label_path(path), label_map, volume)
+    return write_volume(path, volume)
 
 
 def phantom_name(index: int) -> str:
@@ -138,11 +146,24 @@ class _Canvas:
         """Partial-volume fraction of a structure from its signed distance (mm)."""
         return np.clip(0.5 - sd / self.spacing, 0.0, 1.0).astype(np.float32)
 
-    def paint(self, weight: np.ndarray, value: float | np.ndarray, label: str) -> None:
-        """Blend ``value`` in with ``weight`` in [0, 1]; voxels more than half covered get ``label``."""
+    def paint(self, weight: np.ndarray, value: float | np.ndarray, label: str | np.ndarray) -> None:
+        """Blend ``value`` in with ``weight`` in [0, 1]; voxels more than half covered get ``label``.
+
+        ``label`` is a name of ``LABELS`` or, for a structure with sides, an index array that
+        broadcasts to the volume (see :meth:`sided`).
+        """
         weight = np.broadcast_to(weight, self.hu.shape)
         self.hu += weight * (np.asarray(value, dtype=np.float32) - self.hu)
-        self.labels[weight > 0.5] = LABELS[label]
+        covered = weight > 0.5
+        if isinstance(label, str):
+            self.labels[covered] = LABELS[label]
+        else:
+            self.labels[covered] = np.broadcast_to(label, self.hu.shape)[covered]
+
+    def sided(self, right: str, left: str, on_right: np.ndarray | None = None) -> np.ndarray:
+        """Label indices: ``right`` where ``on_right`` (default: x < 0, the patient's right), else ``left``."""
+        on_right = self.x < 0 if on_right is None else on_right
+        return np.where(on_right, LABELS[right], LABELS[left]).astype(np.uint8)
 
     def smooth_field(self, rng: np.random.Generator, sigma_mm: float) -> np.ndarray:
         """Gaussian random field with unit standard deviation and correlation length ``sigma_mm``."""
@@ -254,15 +275,15 @@ def _paint_table(canvas: _Canvas, anatomy: dict) -> None:
 def _paint_body(canvas: _Canvas, anatomy: dict) -> None:
     a, b = _body_axes(canvas, anatomy)
     y = canvas.y - anatomy["body_y"]
-    canvas.paint(canvas.fraction(_ellipse_sd(canvas.x, y, a, b)), anatomy["fat_hu"], "fat")
+    canvas.paint(canvas.fraction(_ellipse_sd(canvas.x, y, a, b)), anatomy["fat_hu"], "subcutaneous_fat")
     fat = anatomy["fat"]
-    canvas.paint(canvas.fraction(_ellipse_sd(canvas.x, y, a - fat, b - fat)), anatomy["muscle_hu"], "soft_tissue")
+    canvas.paint(canvas.fraction(_ellipse_sd(canvas.x, y, a - fat, b - fat)), anatomy["muscle_hu"], "skeletal_muscle")
     ca, cb = _cavity_axes(canvas, anatomy)
     # Mediastinal and extra-pleural fat fills the cavity; organs are painted into it.
-    canvas.paint(canvas.fraction(_ellipse_sd(canvas.x, y, ca, cb)), anatomy["fat_hu"] + 20.0, "fat")
+    canvas.paint(canvas.fraction(_ellipse_sd(canvas.x, y, ca, cb)), anatomy["fat_hu"] + 20.0, "torso_fat")
     # Paraspinal muscles on either side of the posterior spine.
     back = _ellipse_sd(canvas.x, canvas.y - _spine_y(anatomy) - anatomy["spine_r"] - 30.0, 55.0, 30.0)
-    canvas.paint(canvas.fraction(back), anatomy["muscle_hu"], "soft_tissue")
+    canvas.paint(canvas.fraction(back), anatomy["muscle_hu"], canvas.sided("autochthon_right", "autochthon_left"))
 
 
 def _diaphragm_z(canvas_or_x, y, anatomy: dict) -> np.ndarray:
@@ -278,13 +299,13 @@ def _paint_abdomen(canvas: _Canvas, anatomy: dict) -> None:
     y = canvas.y - anatomy["body_y"]
     cavity = _ellipse_sd(canvas.x, y, ca, cb)
     below = canvas.z - _diaphragm_z(canvas.x, canvas.y, anatomy)
-    canvas.paint(canvas.fraction(np.maximum(cavity, below)), 35.0, "soft_tissue")
+    canvas.paint(canvas.fraction(np.maximum(cavity, below)), 35.0, "abdomen")
     liver = np.maximum(np.maximum(cavity + 8.0, below + 4.0), canvas.x - 40.0)
-    canvas.paint(canvas.fraction(liver), 62.0, "soft_tissue")
+    canvas.paint(canvas.fraction(liver), 62.0, "liver")
     # Gas in the stomach, under the left dome.
     stomach = _ellipsoid_sd(canvas.x - 0.45 * anatomy["body_a"], y + 0.2 * anatomy["body_b"],
                             canvas.z - anatomy["diaphragm_z"] + 30.0, 30.0, 25.0, 18.0)
-    canvas.paint(canvas.fraction(np.maximum(stomach, below + 6.0)), HU_AIR, "airway")
+    canvas.paint(canvas.fraction(np.maximum(stomach, below + 6.0)), HU_AIR, "stomach")
 
 
 def _lung_sd(x, y, z, anatomy: dict, side: float) -> np.ndarray:
@@ -310,15 +331,14 @@ def _lung_sd(x, y, z, anatomy: dict, side: float) -> np.ndarray:
 
 
 def _paint_lungs(canvas: _Canvas, anatomy: dict, rng: np.random.Generator) -> None:
-    sd = np.minimum(
-        _lung_sd(canvas.x, canvas.y, canvas.z, anatomy, -1.0),
-        _lung_sd(canvas.x, canvas.y, canvas.z, anatomy, +1.0),
-    )
+    right = _lung_sd(canvas.x, canvas.y, canvas.z, anatomy, -1.0)
+    left = _lung_sd(canvas.x, canvas.y, canvas.z, anatomy, +1.0)
+    sd = np.minimum(right, left)
     lung = canvas.fraction(sd)
     # Dependent (posterior) lung is denser; parenchyma has a fine random texture.
     gradient = 50.0 * np.clip((canvas.y - anatomy["body_y"]) / anatomy["body_b"] + 0.5, 0.0, 1.0) - 25.0
     texture = 18.0 * canvas.smooth_field(rng, 3.0)
-    canvas.paint(lung, anatomy["lung_hu"] + gradient + texture, "lung")
+    canvas.paint(lung, anatomy["lung_hu"] + gradient + texture, canvas.sided("lung_right", "lung_left", right <= left))
     canvas.lung_sd = sd
 
 
@@ -328,8 +348,8 @@ def _paint_heart_and_aorta(canvas: _Canvas, anatomy: dict) -> None:
     u, v = _rotate(canvas.x - h["x"], canvas.y - anatomy["body_y"] - h["y"], h["angle"])
     heart = _ellipsoid_sd(u, v, canvas.z - centre_z, h["a"], h["b"], h["c"])
     heart = np.maximum(heart, _diaphragm_z(canvas.x, canvas.y, anatomy) + 4.0 - canvas.z)
-    canvas.paint(canvas.fraction(heart - 5.0), anatomy["fat_hu"] + 10.0, "fat")  # pericardial fat
-    canvas.paint(canvas.fraction(heart), 42.0, "soft_tissue")
+    canvas.paint(canvas.fraction(heart - 5.0), anatomy["fat_hu"] + 10.0, "torso_fat")  # pericardial fat
+    canvas.paint(canvas.fraction(heart), 42.0, "heart")
 
     # Ascending aorta, arch and descending aorta, left of the spine, as a chain of segments.
     r = anatomy["aorta_r"]
@@ -344,25 +364,26 @@ def _paint_heart_and_aorta(canvas: _Canvas, anatomy: dict) -> None:
         (22.0, spine_y - 22.0, anatomy["diaphragm_z"] - 60.0),
     ]
     aorta = np.minimum.reduce([_segment_distance(canvas, p, q) for p, q in zip(points[:-1], points[1:])])
-    canvas.paint(canvas.fraction(aorta - r), 45.0, "soft_tissue")
+    canvas.paint(canvas.fraction(aorta - r), 45.0, "aorta")
 
 
-def _airway_tree(anatomy: dict) -> list[tuple[tuple, tuple, float]]:
-    """Trachea and the two main bronchi as (start, end, radius)."""
+def _airway_tree(anatomy: dict) -> list[tuple[tuple, tuple, float, str]]:
+    """Trachea and the two main bronchi as (start, end, radius, label)."""
     body_y = anatomy["body_y"]
     r = anatomy["trachea_r"]
     carina = (0.0, body_y + 15.0, anatomy["diaphragm_z"] + anatomy["carina_above_dome"])
     top = (0.0, body_y - 5.0, 400.0)
     right = (-45.0, body_y + 20.0, carina[2] - 25.0)
     left = (50.0, body_y + 22.0, carina[2] - 40.0)
-    return [(top, carina, r), (carina, right, 0.8 * r), (carina, left, 0.75 * r)]
+    return [(top, carina, r, "trachea"), (carina, right, 0.8 * r, "bronchus_right"),
+            (carina, left, 0.75 * r, "bronchus_left")]
 
 
 def _paint_airways(canvas: _Canvas, anatomy: dict) -> None:
-    for start, end, radius in _airway_tree(anatomy):
+    for start, end, radius, label in _airway_tree(anatomy):
         d = _segment_distance(canvas, start, end)
-        canvas.paint(canvas.fraction(d - radius - 2.0), 60.0, "soft_tissue")  # cartilage wall
-        canvas.paint(canvas.fraction(d - radius), HU_AIR + 20.0, "airway")
+        canvas.paint(canvas.fraction(d - radius - 2.0), 60.0, label)  # cartilage wall
+        canvas.paint(canvas.fraction(d - radius), HU_AIR + 20.0, label)
 
 
 def _grow_vessels(anatomy: dict, rng: np.random.Generator, side: float) -> list[tuple[np.ndarray, np.ndarray, float]]:
@@ -441,7 +462,7 @@ def _paint_vessel_trees(canvas: _Canvas, anatomy: dict, rng: np.random.Generator
     # Vessels thinner than a voxel only partly fill it.
     contrast = np.minimum(1.0, (2.0 * radius / s) ** 2)
     weight = canvas.fraction(distance - radius) * contrast * canvas.fraction(canvas.lung_sd - 6.0)
-    canvas.paint(weight, 40.0, "vessel")
+    canvas.paint(weight, 40.0, "lung_vessels")
 
 
 def _paint_nodules(canvas: _Canvas, anatomy: dict, rng: np.random.Generator) -> None:
@@ -459,7 +480,7 @@ def _paint_nodules(canvas: _Canvas, anatomy: dict, rng: np.random.Generator) -> 
         axes = radius * rng.uniform(0.75, 1.25, size=3)
         sd = _ellipsoid_sd(canvas.x - centre[0], canvas.y - centre[1], canvas.z - centre[2], *axes)
         solid = rng.random() < 0.7
-        canvas.paint(canvas.fraction(sd), rng.uniform(15.0, 60.0) if solid else rng.uniform(-600.0, -350.0), "nodule")
+        canvas.paint(canvas.fraction(sd), rng.uniform(15.0, 60.0) if solid else rng.uniform(-600.0, -350.0), "lung_nodules")
 
 
 def _spine_y(anatomy: dict) -> float:
@@ -473,21 +494,21 @@ def _paint_spine(canvas: _Canvas, anatomy: dict) -> None:
     centre_y = _spine_y(anatomy) + anatomy["kyphosis"] * (1.0 - (canvas.z / 200.0) ** 2)
     y = canvas.y - centre_y
     body = _ellipse_sd(canvas.x, y, 1.1 * r, r)
-    canvas.paint(canvas.fraction(body), 750.0, "bone")  # cortical shell
-    canvas.paint(canvas.fraction(body + 2.0), 260.0, "bone")  # cancellous core
+    canvas.paint(canvas.fraction(body), 750.0, "vertebrae")  # cortical shell
+    canvas.paint(canvas.fraction(body + 2.0), 260.0, "vertebrae")  # cancellous core
     phase = np.mod(canvas.z - anatomy["vertebra_phase"], anatomy["vertebra_period"])
     disc = np.abs(phase - 0.5 * anatomy["vertebra_period"]) - 3.5
-    canvas.paint(canvas.fraction(np.maximum(body + 0.5, disc)), 85.0, "soft_tissue")
+    canvas.paint(canvas.fraction(np.maximum(body + 0.5, disc)), 85.0, "intervertebral_discs")
     # Posterior arch around the spinal canal, and the spinous process towards the skin.
     canal_y = y - (r + 10.0)
     canal = np.sqrt(canvas.x**2 + canal_y**2)
     arch = np.abs(canal - 10.5) - 3.0
     arch = np.maximum(arch, np.abs(phase - 0.5 * anatomy["vertebra_period"]) - 0.38 * anatomy["vertebra_period"])
-    canvas.paint(canvas.fraction(arch), 550.0, "bone")
-    canvas.paint(canvas.fraction(canal - 7.5), 15.0, "soft_tissue")
+    canvas.paint(canvas.fraction(arch), 550.0, "vertebrae")
+    canvas.paint(canvas.fraction(canal - 7.5), 15.0, "spinal_cord")
     process = np.maximum(np.abs(canvas.x) - 3.5, np.abs(canal_y - 20.0) - 9.0)
     process = np.maximum(process, np.abs(phase - 0.5 * anatomy["vertebra_period"]) - 0.3 * anatomy["vertebra_period"])
-    canvas.paint(canvas.fraction(process), 550.0, "bone")
+    canvas.paint(canvas.fraction(process), 550.0, "vertebrae")
 
 
 def _paint_ribs_and_sternum(canvas: _Canvas, anatomy: dict) -> None:
@@ -505,13 +526,13 @@ def _paint_ribs_and_sternum(canvas: _Canvas, anatomy: dict) -> None:
     thorax = np.maximum(anatomy["diaphragm_z"] - 50.0 - canvas.z, canvas.z - anatomy["apex_z"] - 10.0)
     front = np.abs(angle + np.pi / 2.0)  # angle from the anterior midline
     bony = np.maximum(np.maximum(rib, thorax), 0.45 - front)
-    canvas.paint(canvas.fraction(bony), 700.0, "bone")
-    canvas.paint(canvas.fraction(bony + 1.5), 300.0, "bone")
+    canvas.paint(canvas.fraction(bony), 700.0, "ribs")
+    canvas.paint(canvas.fraction(bony + 1.5), 300.0, "ribs")
     cartilage = np.maximum(np.maximum(rib, thorax), np.maximum(front - 0.45, 0.12 - front))
-    canvas.paint(canvas.fraction(cartilage), 120.0, "soft_tissue")
+    canvas.paint(canvas.fraction(cartilage), 120.0, "costal_cartilages")
     sternum = np.maximum(np.abs(canvas.x) - 18.0, np.abs(y + cb + rib_r + 1.0) - 6.0)
     sternum = np.maximum(sternum, thorax)
-    canvas.paint(canvas.fraction(sternum), 450.0, "bone")
+    canvas.paint(canvas.fraction(sternum), 450.0, "sternum")
 
 
 def _add_noise(canvas: _Canvas, anatomy: dict, rng: np.random.Generator) -> None:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from prdit.data.io import file_sha256
 from prdit.data.normalization import Normalization
 from prdit.device import resolve_device
-from prdit.distributed import current, gather_in_order, shard
+from prdit.distributed import current, gather_in_order, on_main, shard
 from prdit.errors import CheckpointError
 from prdit.evaluation import ct_resnet
 from prdit.evaluation.medicalnet import (FEATURE_DIM, NAME, load_medicalnet,
@@ -124,16 +124,18 @@ def extract_features(volumes: VolumeSet, network: FeatureNetwork, batch_size: in
                      device: str | torch.device = "cpu", cache_dir: str | Path | None = None,
                      progress: bool = True) -> np.ndarray:
     """Features of every volume: ``[N, 2048]`` float64 (from the cache when present). Under torchrun the ranks
-    share the volumes and every rank gets all the features; rank 0 writes the cache."""
+    share the volumes and every rank gets all the features; rank 0 reads and writes the cache."""
+    info = current()
     cache_file = None
     if cache_dir is not None:
         key = hashlib.sha256(json.dumps({"version": FEATURES_VERSION, "network": network.cache_identity(),
                                          "volumes": volumes.content_hash()}).encode()).hexdigest()
         cache_file = Path(cache_dir).expanduser() / f"{key}.npz"
-        if cache_file.is_file():
-            with np.load(cache_file) as cached:
-                return cached["features"].astype(np.float64)
-    info = current()
+        # Rank 0 alone looks and sends what it finds: a rank deciding alone (a node-local cache folder, another
+        # job's entry appearing meanwhile) would skip the gather below that the others wait in.
+        cached = on_main(lambda: _read_cache(cache_file), info)
+        if cached is not None:
+            return cached.astype(np.float64)
     device = resolve_device(str(device))
     model = network.model.to(device).eval()
     mine = shard(range(len(volumes)), info)  # under torchrun each rank takes its share of the volumes
@@ -155,3 +157,11 @@ def extract_features(volumes: VolumeSet, network: FeatureNetwork, batch_size: in
         np.savez(partial, features=features, network=network.cache_identity(), volumes=volumes.content_hash())
         partial.replace(cache_file)  # atomic: a crashed run never leaves a truncated cache entry
     return features.astype(np.float64)
+
+
+def _read_cache(cache_file: Path) -> np.ndarray | None:
+    """The cached features ``[N, F]`` (float32) of ``cache_file``, or None where there is no entry."""
+    if not cache_file.is_file():
+        return None
+    with np.load(cache_file) as cached:
+        return cached["features"]

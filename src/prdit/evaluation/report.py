@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from prdit import __version__
-from prdit.distributed import current
+from prdit.distributed import current, on_main
 from prdit.errors import DataError
 from prdit.evaluation import statistics
 from prdit.evaluation.config import FEATURE_METRICS, EvaluationConfig
@@ -42,9 +42,12 @@ def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConf
     """
     from prdit.device import resolve_device
 
+    info = current()  # under torchrun the ranks share feature extraction and MS-SSIM pairs; rank 0 does the rest
     fake_set = _volume_set(fake, config.fake_units, config, "generated", "sampling")
     stats_file = Path(config.real_stats).expanduser() if config.real_stats else None
-    reuse_stats = stats_file is not None and stats_file.is_file()
+    # Rank 0's view of the file decides for every rank: a rank that alone saw it would skip the real set's
+    # feature extraction, which the others share with it.
+    reuse_stats = stats_file is not None and on_main(stats_file.is_file, info)
     if real is None and not reuse_stats:
         raise DataError("no real volumes: give the real set" + (f" (--real-stats {stats_file} does not exist yet; "
                         "it is written from the real set on the first run)" if stats_file else ""))
@@ -62,7 +65,6 @@ def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConf
     if real_set is not None and real_set.shape != fake_set.shape:
         raise DataError(f"real volumes are {real_set.shape} but generated volumes are {fake_set.shape}; metrics "
                         "compare volumes at one size")
-    info = current()  # under torchrun the ranks share feature extraction and MS-SSIM pairs; rank 0 does the rest
     device = resolve_device(config.device)
     report: dict = {"prdit_version": __version__, "metrics": list(config.metrics),
                     "samples": {"real": len(real_set) if real_set is not None else None, "fake": len(fake_set)},
@@ -371,15 +373,19 @@ def _features(real_set: VolumeSet | None, fake_set: VolumeSet, stats_file: Path 
                   progress=config.progress)
     identity = {"identity": network.cache_identity()}
     if reuse_stats:
-        units, normalization = ((real_set.units, real_set.normalization) if real_set is not None
-                                else (config.real_units, config.normalization))
-        stats = load_reference_stats(stats_file, identity, FEATURES_VERSION, units, normalization)
-        if list(stats.input_size) != list(fake_set.shape):
-            raise DataError(f"{stats_file}: reference statistics of {stats.input_size} volumes, but the generated "
-                            f"volumes are {list(fake_set.shape)}")
-        if real_set is not None and stats.real["sha256"] != real_set.content_hash():
-            raise DataError(f"{stats_file}: made from another real set than the one given (content hash differs); "
-                            "leave out the real set to use the file, or give a new --real-stats path")
+        def load() -> ReferenceStats:
+            units, normalization = ((real_set.units, real_set.normalization) if real_set is not None
+                                    else (config.real_units, config.normalization))
+            stats = load_reference_stats(stats_file, identity, FEATURES_VERSION, units, normalization)
+            if list(stats.input_size) != list(fake_set.shape):
+                raise DataError(f"{stats_file}: reference statistics of {stats.input_size} volumes, but the "
+                                f"generated volumes are {list(fake_set.shape)}")
+            if real_set is not None and stats.real["sha256"] != real_set.content_hash():
+                raise DataError(f"{stats_file}: made from another real set than the one given (content hash "
+                                "differs); leave out the real set to use the file, or give a new --real-stats path")
+            return stats
+
+        stats = on_main(load)  # the file rank 0 found, read there and sent to every rank
         real_features = stats.features
         report["reference_stats"] = {"path": str(stats_file), "real": stats.real, "reused": True}
     else:

@@ -35,7 +35,8 @@ from typing import Any
 
 import torch
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPOSITORY = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPOSITORY / "benchmarks" / "results"
 MiB = 2**20
 GiB = 2**30
 
@@ -582,18 +583,52 @@ def report(name: str, device: torch.device, args: argparse.Namespace, title: str
 def write_results(name: str, device: torch.device, args: argparse.Namespace, title: str, notes: Sequence[str],
                   columns: Sequence[str], rows: Sequence[Sequence[Any]], results: Any) -> Path:
     """Write the machine, arguments, notes, table and results as JSON to ``--json`` (default
-    ``benchmarks/results/<name>-<device>.json``), atomically: a kill leaves the previous file or this one."""
+    ``benchmarks/results/<name>-<device>.json``), atomically: a kill leaves the previous file or this one. Paths
+    are recorded as :func:`recorded` writes them, in the arguments and wherever notes and results repeat them."""
     from prdit.files import atomic_write
 
     machine = describe_machine(device)
     path = args.json or RESULTS_DIR / f"{name}-{device.type}.json"
-    arguments = {k: ([str(p) for p in v] if isinstance(v, list) and v and isinstance(v[0], Path)
-                     else str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    forms = _recorded_forms(vars(args).values())
+    arguments = {k: _portable(v, forms) for k, v in vars(args).items()}
     payload = {"benchmark": name, "title": title, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-               "machine": machine, "arguments": arguments, "notes": list(notes),
-               "table": {"columns": list(columns), "rows": [[str(v) for v in r] for r in rows]},
-               "results": results}
+               "machine": machine, "arguments": arguments, "notes": _portable(list(notes), forms),
+               "table": {"columns": list(columns), "rows": [[_portable(str(v), forms) for v in r] for r in rows]},
+               "results": _portable(results, forms)}
     text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def recorded(path: str | Path) -> str:
+    """A path as the results record it: relative to the repository; a model folder outside it by the SHA-256 of
+    its weights (``sha256:...``), so that no result names the folders of the machine that measured it."""
+    from prdit.model_folder import recorded_model
+
+    return recorded_model(path, REPOSITORY)
+
+
+def _recorded_forms(values: Any) -> dict[str, str]:
+    """Each path among the argument values, absolute (as scripts print them, resolved or not) -> recorded."""
+    forms: dict[str, str] = {}
+    for value in values:
+        for path in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(path, Path) and str(path):
+                for absolute in {os.path.abspath(path), str(path.resolve())}:
+                    forms[absolute] = recorded(path)
+    return forms
+
+
+def _portable(value: Any, forms: dict[str, str]) -> Any:
+    """``value`` with its paths recorded: a ``Path`` by :func:`recorded`, and in text each absolute path of
+    ``forms`` by its recorded form (longest first) and any other path in the repository relative to it."""
+    if isinstance(value, Path):
+        return recorded(value)
+    if isinstance(value, str):
+        for absolute in sorted(forms, key=len, reverse=True):
+            value = value.replace(absolute, forms[absolute])
+        return value.replace(f"{REPOSITORY}/", "")
+    if isinstance(value, dict):
+        return {key: _portable(item, forms) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_portable(item, forms) for item in value]
+    return value

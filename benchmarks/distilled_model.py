@@ -22,7 +22,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import set_threads
+from benchmarks.common import recorded, set_threads
 
 HERE = Path(__file__).resolve().parent / "reference_model"
 DEFAULT_OUT = HERE / "distilled"
@@ -54,9 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     state = train(config, progress=True)
     run = args.out / "runs" / config.run.name
-    teacher = args.teacher.resolve()
-    repo = Path(__file__).resolve().parent.parent
-    record.update({"teacher": str(teacher.relative_to(repo) if teacher.is_relative_to(repo) else teacher),
+    record.update({"teacher": recorded(args.teacher),
                    "config": "phantoms-tiny-distill", "objective": config.distill.objective,
                    "overrides": args.overrides,
                    "steps": state.step, "threads": args.threads, "final_loss": state.last_loss,

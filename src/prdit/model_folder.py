@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 
+from prdit.data.io import file_sha256
 from prdit.data.normalization import Normalization
 from prdit.diffusion import Process, process_from_dict
 from prdit.errors import CheckpointError, ConfigError
-from prdit.files import atomic_write
+from prdit.files import atomic_write, is_inside, recorded_path
 from prdit.models.prdit import PRDiT
 from prdit.models.registry import create_model
 
@@ -100,6 +101,17 @@ def read_model_config(path: str | Path) -> dict:
     if "name" not in config["model"] or "input_size" not in config["model"]:
         raise CheckpointError(f"{config_path}: the 'model' section needs 'name' and 'input_size'")
     return config
+
+
+def recorded_model(path: str | Path, base: str | Path | None = None) -> str:
+    """How a record names the model (or run, or checkpoint) at ``path``: relative to ``base`` (default: the
+    working directory) when it lies inside; outside, a model folder by the SHA-256 of its weights
+    (``sha256:...``, the same on any machine), anything else relative with ``..``."""
+    weights = Path(path) / WEIGHTS_FILE
+    base = base if base is not None else Path.cwd()
+    if not is_inside(path, base) and weights.is_file():
+        return f"sha256:{file_sha256(weights)}"
+    return recorded_path(path, base)
 
 
 def load_model_folder(path: str | Path, device: torch.device | str = "cpu",

@@ -5,10 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from prdit.errors import CheckpointError
-from prdit.model_folder import CHECKPOINT_DIR, WEIGHTS_FILE, load_strict, load_weights, save_model_folder
+from prdit.files import recorded_path
+from prdit.model_folder import (CHECKPOINT_DIR, WEIGHTS_FILE, load_strict, load_weights, recorded_model,
+                                save_model_folder)
 from prdit.training.checkpoint import latest_checkpoint
 from prdit.training.run_dir import load_run_config
 from prdit.training.setup import build_model, normalization_of, process_of
+
+# The run config's paths (section, key) and whether each can name a model (then kept as its weights' digest when
+# it lies outside the working directory).
+CONFIG_PATHS = {("run", "root"): False, ("data", "train"): False, ("data", "val"): False, ("data", "root"): False,
+                ("train", "init_from"): True, ("distill", "teacher"): True}
 
 
 def export_run(run_dir: str | Path, out: str | Path, checkpoint: str | Path | None = None,
@@ -24,7 +31,17 @@ def export_run(run_dir: str | Path, out: str | Path, checkpoint: str | Path | No
     weights = load_weights(ckpt_path)
     model = build_model(config)
     load_strict(model, weights.state, ckpt_path)
-    extra = {"training": {"run": str(run_dir), "checkpoint": ckpt_path.name, "step": weights.step,
-                          "stage": model.stage, "config": config.to_dict()}}
+    extra = {"training": {"run": recorded_path(run_dir), "checkpoint": ckpt_path.name, "step": weights.step,
+                          "stage": model.stage, "config": recorded_config(config.to_dict())}}
     return save_model_folder(out, model, process_of(config), normalization_of(config),
                              spacing=tuple(weights.meta["spacing"]), extra=extra)
+
+
+def recorded_config(config: dict) -> dict:
+    """The run config with its paths as a model folder records them: relative to the working directory, a
+    model outside it by its digest (a shipped folder names none of the training machine's folders)."""
+    for (section, key), can_be_model in CONFIG_PATHS.items():
+        value = config.get(section, {}).get(key)
+        if value:
+            config[section][key] = recorded_model(value) if can_be_model else recorded_path(value)
+    return config

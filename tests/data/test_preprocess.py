@@ -165,3 +165,119 @@ def test_rerun_redoes_a_damaged_earlier_output(lidc_tree, tmp_path):
     again = {r.case: r for r in preprocess_lidc(src, out, size=16, spacing=2.0)}
     assert again["LIDC-0001"].status == "done" and "kept" not in again["LIDC-0001"].reason
     np.testing.assert_array_equal(read_volume(out / "LIDC-0001.nii.gz").array, good)
+
+
+def _series_image(folder):
+    """The SimpleITK image of the CT series under ``folder``, as preprocessing reads it."""
+    from prdit.data.dicom import find_dicom_files, read_series, scan_headers, select_series
+
+    series, _ = scan_headers(find_dicom_files(folder))
+    uid, _ = select_series(series)
+    return read_series(series[uid])
+
+
+def test_lidc_label_map_stays_on_its_structure(lidc_tree, tmp_path):
+    import SimpleITK as sitk
+
+    from prdit.data.io import Volume, write_volume
+    from prdit.data.labels import LABELS, write_label_table
+
+    src, _ = lidc_tree
+    image = _series_image(src / "LIDC-0001")
+    hu = sitk.GetArrayFromImage(image)
+    threshold = float(np.median(hu))
+    # The bright half of the scan (HU rise along x, y and z) is the liver, in prdit's own indices.
+    write_volume(src / "labels" / "LIDC-0001.nii.gz", Volume(
+        array=np.where(hu > threshold, LABELS["liver"], 0).astype(np.uint8), spacing=image.GetSpacing(),
+        origin=image.GetOrigin(), direction=np.asarray(image.GetDirection()).reshape(3, 3)))
+    write_label_table(src / "labels")
+    out = tmp_path / "out"
+    status = {r.case: r.status for r in preprocess_lidc(src, out, size=32, spacing=1.0)}
+    assert status == {"LIDC-0001": "done", "LIDC-0002": "failed", "LIDC-0003": "failed"}  # labels/ is no patient
+    assert _manifest(out)["LIDC-0001"]["labels"] == "labels/LIDC-0001.nii.gz"
+    volume = read_volume(out / "LIDC-0001.nii.gz")
+    labels = read_volume(out / "labels" / "LIDC-0001.nii.gz")
+    assert labels.array.dtype == np.uint8 and labels.array.shape == volume.array.shape
+    np.testing.assert_allclose(labels.affine, volume.affine, atol=1e-4)
+    assert (out / "labels" / "labels.json").is_file()
+    # Nearest neighbour moves a label by at most half a source voxel (0.35, 0.4, 1.25 mm): about 11 HU
+    # of the field, so labelled voxels are bright and bright voxels inside the scan are labelled.
+    liver = labels.array == LABELS["liver"]
+    scanned = volume.array > -1000
+    assert liver.sum() > 100 and set(np.unique(labels.array)) == {0, LABELS["liver"]}
+    assert (volume.array[liver] > threshold - 15).all()
+    assert liver[scanned & (volume.array > threshold + 15)].all()
+    assert not liver[~scanned].any()  # outside the scan: background
+
+
+def test_rad_chestct_label_map_follows_crop_pad_and_resampling(tmp_path):
+    from prdit.data.io import Volume, write_volume
+    from prdit.data.labels import LABELS
+
+    src = tmp_path / "rad"
+    src.mkdir()
+    ct = np.full((30, 40, 36), -800, np.int16)
+    ct[4:16, 6:22, 4:16] = 700  # a bone block off the centre, in no symmetric place
+    ct[18:28, 24:38, 20:34] = 60
+    np.savez_compressed(src / "trn00001.npz", ct=ct)
+    np.savez_compressed(src / "trn00002.npz", ct=ct)  # a scan without a label map
+    ts = np.zeros(ct.shape, np.int16)
+    ts[4:16, 6:22, 4:16] = 116  # TotalSegmentator: sternum
+    ts[18:28, 24:38, 20:34] = 5  # liver
+    write_volume(src / "labels" / "trn00001.nii.gz", Volume(array=ts, spacing=(DOCUMENTED_SPACING_MM,) * 3))
+    expected = np.zeros(ct.shape, np.uint8)
+    expected[ts == 116], expected[ts == 5] = LABELS["sternum"], LABELS["liver"]
+
+    # Default grid: the same centre crop (x, y) and air padding (z) as the image, voxel for voxel.
+    results = preprocess_rad_chestct(src, tmp_path / "crop", size=32, label_table="totalsegmentator")
+    results = {r.case: r for r in results}
+    assert results["trn00001"].labels == "labels/trn00001.nii.gz" and results["trn00002"].labels == ""
+    labels = read_volume(tmp_path / "crop" / "labels" / "trn00001.nii.gz").array
+    assert (labels[0] == 0).all() and (labels[-1] == 0).all()
+    np.testing.assert_array_equal(labels[1:31], expected[:, 4:36, 2:34])
+    assert not (tmp_path / "crop" / "labels" / "trn00002.nii.gz").exists()
+
+    # Resampled to 2 mm: the label stays on its structure.
+    preprocess_rad_chestct(src, tmp_path / "2mm", size=16, spacing=2.0, label_table="totalsegmentator")
+    volume = read_volume(tmp_path / "2mm" / "trn00001.nii.gz")
+    labels = read_volume(tmp_path / "2mm" / "labels" / "trn00001.nii.gz")
+    np.testing.assert_allclose(labels.affine, volume.affine, atol=1e-4)
+    sternum, liver = labels.array == LABELS["sternum"], labels.array == LABELS["liver"]
+    assert sternum.sum() == pytest.approx(12 * 16 * 12 * 0.8**3 / 2**3, rel=0.25)  # block volume / voxel volume
+    assert liver.sum() == pytest.approx(10 * 14 * 14 * 0.8**3 / 2**3, rel=0.25)
+    assert np.median(volume.array[sternum]) > 400 and 0 < np.median(volume.array[liver]) < 120
+    assert (volume.array > 600)[~sternum].sum() == 0  # every bright voxel is labelled bone
+
+
+def test_bad_label_maps_fail_their_case_or_the_run(tmp_path):
+    from prdit.data.io import Volume, write_volume
+
+    src = tmp_path / "rad"
+    src.mkdir()
+    ct = np.full((10, 12, 14), 40, np.int16)
+    for name in ("good", "unknown", "grid"):
+        np.savez_compressed(src / f"{name}.npz", ct=ct)
+    labels = np.zeros(ct.shape, np.uint8)
+    write_volume(src / "labels" / "good.nii.gz", Volume(array=labels, spacing=(DOCUMENTED_SPACING_MM,) * 3))
+    write_volume(src / "labels" / "unknown.nii.gz", Volume(array=labels + 250, spacing=(DOCUMENTED_SPACING_MM,) * 3))
+    write_volume(src / "labels" / "grid.nii.gz", Volume(array=labels, spacing=(1.0,) * 3))
+    out = tmp_path / "out"
+    results = {r.case: r for r in preprocess_rad_chestct(src, out, size=8, label_table="totalsegmentator")}
+    assert results["good"].status == "done"
+    assert results["unknown"].status == "failed" and "label value(s) 250" in results["unknown"].reason
+    assert str(src / "labels" / "unknown.nii.gz") in results["unknown"].reason
+    assert results["grid"].status == "failed" and "spacing" in results["grid"].reason
+    # A failed case writes nothing: neither its volume nor its label map.
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["good.nii.gz", "labels.json"]
+    assert not (out / "unknown.nii.gz").exists()
+
+    # A label map with no scan stops the run before any case, naming the file (a typo in a name).
+    write_volume(src / "labels" / "god.nii.gz", Volume(array=labels, spacing=(DOCUMENTED_SPACING_MM,) * 3))
+    result = CliRunner().invoke(_cli(), ["preprocess", "rad-chestct", "--src", str(src), "--out", str(tmp_path / "o2"),
+                                         "--size", "8", "--label-table", "totalsegmentator"])
+    assert isinstance(result.exception, DataError) and "god.nii.gz: label map with no scan" in str(result.exception)
+    assert not (tmp_path / "o2").exists()
+    # No table given and none beside the maps: the run says how to give one.
+    (src / "labels" / "god.nii.gz").unlink()
+    with pytest.raises(DataError, match="--label-table totalsegmentator"):
+        preprocess_rad_chestct(src, tmp_path / "o3", size=8)

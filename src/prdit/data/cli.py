@@ -6,6 +6,12 @@ from pathlib import Path
 
 import typer
 
+LABEL_TABLE_HELP = (
+    "Label maps (labels/<scan name>.nii.gz beside the scans) follow this table: a CSV or JSON of index -> name "
+    "(prdit's or TotalSegmentator's names), or 'totalsegmentator' for TotalSegmentator's 'total' output "
+    "(default: labels/labels.json beside the maps). They are written to OUT/labels/ in prdit's indices."
+)
+
 
 def register(app: typer.Typer) -> None:
     """Add the data commands to the CLI."""
@@ -61,6 +67,7 @@ def register(app: typer.Typer) -> None:
         spacing: float = typer.Option(1.0, "--spacing", min=0.05, help="Isotropic output spacing in mm."),
         workers: int = typer.Option(1, "--workers", min=1, help="Cases processed in parallel (processes)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Redo cases whose output already exists."),
+        label_table: str = typer.Option(None, "--label-table", help=LABEL_TABLE_HELP),
     ) -> None:
         """LIDC-IDRI DICOM to HU volumes: diagnostic CT series, ordered slices, isotropic, canonical LPS.
 
@@ -69,7 +76,7 @@ def register(app: typer.Typer) -> None:
         from prdit.data.lidc import preprocess_lidc
 
         results = preprocess_lidc(src, out, size=size, spacing=spacing, workers=workers, overwrite=overwrite,
-                                  report=_report)
+                                  report=_report, label_table=label_table)
         _summarise(results, out)
 
     @preprocess.command("rad-chestct")
@@ -85,6 +92,7 @@ def register(app: typer.Typer) -> None:
             help="Spacing of the .npz volumes: 0.8 mm isotropic, as documented by RAD-ChestCT."),
         workers: int = typer.Option(1, "--workers", min=1, help="Cases processed in parallel (processes)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Redo cases whose output already exists."),
+        label_table: str = typer.Option(None, "--label-table", help=LABEL_TABLE_HELP),
     ) -> None:
         """RAD-ChestCT .npz to HU volumes on the canonical grid.
 
@@ -95,7 +103,8 @@ def register(app: typer.Typer) -> None:
         from prdit.data.rad_chestct import preprocess_rad_chestct
 
         results = preprocess_rad_chestct(src, out, size=size, spacing=spacing, source_spacing=source_spacing,
-                                         workers=workers, overwrite=overwrite, report=_report)
+                                         workers=workers, overwrite=overwrite, report=_report,
+                                         label_table=label_table)
         _summarise(results, out)
 
 

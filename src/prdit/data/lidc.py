@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from prdit.data.dicom import describe_series, find_dicom_files, read_series, scan_headers, select_series
+from prdit.data.labels import LABELS_FOLDER
 from prdit.data.preprocess import (
     CaseJob,
     CaseResult,
@@ -21,17 +22,22 @@ from prdit.data.preprocess import (
     format_triplet,
     run_cases,
     to_canonical_grid,
-    write_case_volume,
+    with_label_maps,
+    write_case,
 )
 from prdit.errors import DataError
 
 
 def find_cases(src: str | Path) -> list[tuple[str, Path]]:
-    """(case name, folder) for every patient folder of ``src``; ``src`` itself if it holds DICOM files directly."""
+    """(case name, folder) for every patient folder of ``src``; ``src`` itself if it holds DICOM files directly.
+
+    A ``labels/`` folder holds the patients' label maps, not a patient.
+    """
     src = Path(src)
     if not src.is_dir():
         raise DataError(f"{src}: not a folder")
-    folders = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = sorted(p for p in src.iterdir()
+                     if p.is_dir() and not p.name.startswith(".") and p.name != LABELS_FOLDER)
     cases = [(p.name, p) for p in folders]
     if not cases:
         cases = [(src.name, src)]
@@ -59,7 +65,7 @@ def preprocess_case(job: CaseJob, size: int = 256, spacing: float = 1.0) -> Case
         extra = f"; unreadable file(s) in that folder: {', '.join(near)}" if near else ""
         raise DataError(f"series {uid}: {err}{extra}") from err
     volume = to_canonical_grid(image, size, spacing)
-    write_case_volume(job.output, volume)
+    write_case(job, image, volume)
     return CaseResult(
         case=job.case,
         status="done",
@@ -81,9 +87,15 @@ def preprocess_lidc(
     workers: int = 1,
     overwrite: bool = False,
     report: Callable[[CaseResult, int, int], None] | None = None,
+    label_table: str | Path | None = None,
 ) -> list[CaseResult]:
-    """Preprocess every patient of a TCIA LIDC-IDRI download; writes volumes and ``manifest.csv``."""
+    """Preprocess every patient of a TCIA LIDC-IDRI download; writes volumes and ``manifest.csv``.
+
+    A patient with a label map ``SRC/labels/<patient>.nii.gz`` gets it carried along (see
+    :func:`prdit.data.preprocess.with_label_maps` for ``label_table``).
+    """
     src, out = Path(src), Path(out)
     check_output_folder(src, out)
     jobs = [CaseJob(name, folder, out / f"{name}.nii.gz") for name, folder in find_cases(src)]
+    jobs = with_label_maps(src, jobs, label_table)
     return run_cases(jobs, partial(preprocess_case, size=size, spacing=spacing), out, workers, overwrite, report)

@@ -4,6 +4,11 @@ Each scan becomes one ``.nii.gz`` in HU (int16) on a canonical grid: LPS orienta
 (identity direction), isotropic spacing, ``size^3`` voxels centred on the scan; whatever
 lies outside the scan is air (-1000 HU). The affine is the scan's true world geometry.
 
+A scan may come with a label map (``labels/<scan name>.nii.gz`` beside the scan, see
+:mod:`prdit.data.labels`): it is checked against the scan's grid, its values mapped onto prdit's
+label set through its table, and resampled with nearest neighbour onto the same canonical grid
+as the image, written as ``OUT/labels/<case>.nii.gz`` beside ``OUT/labels/labels.json``.
+
 A run processes cases independently (optionally in a process pool): a failing case is
 recorded in ``manifest.csv`` with its reason and never stops the others. Outputs are written
 under a temporary name and renamed when complete, so an existing output is a finished case:
@@ -22,6 +27,16 @@ from typing import Callable
 import numpy as np
 
 from prdit.data.io import Volume, read_volume, write_volume
+from prdit.data.labels import (
+    LABELS_FOLDER,
+    LabelTable,
+    find_label_maps,
+    label_path,
+    read_label_map,
+    table_for,
+    write_label_map,
+    write_label_table,
+)
 from prdit.errors import DataError
 
 AIR_HU = -1000.0
@@ -68,6 +83,31 @@ def to_canonical_grid(image, size: int, spacing: float | None) -> Volume:
                   direction=np.eye(3))
 
 
+def labels_to_grid(labels: np.ndarray, image, grid: Volume) -> np.ndarray:
+    """A uint8 label map ``[D, H, W]`` on ``image``'s grid, resampled by nearest neighbour onto ``grid``'s.
+
+    ``grid`` is the image's canonical volume, so the two stay aligned voxel for voxel; whatever
+    lies outside the scan is background (0).
+    """
+    import SimpleITK as sitk
+
+    source = sitk.GetImageFromArray(labels.astype(np.uint8))
+    source.CopyInformation(image)
+    resampled = sitk.Resample(
+        source, list(grid.array.shape[::-1]), sitk.Transform(), sitk.sitkNearestNeighbor, list(grid.origin),
+        list(grid.spacing), np.asarray(grid.direction).reshape(-1).tolist(), 0, sitk.sitkUInt8,
+    )
+    return sitk.GetArrayFromImage(resampled)
+
+
+def image_grid(image) -> Volume:
+    """The grid of a SimpleITK image as a ``Volume`` (its array a view, for the shape)."""
+    import SimpleITK as sitk
+
+    return Volume(array=sitk.GetArrayViewFromImage(image), spacing=tuple(image.GetSpacing()),
+                  origin=tuple(image.GetOrigin()), direction=np.asarray(image.GetDirection()).reshape(3, 3))
+
+
 def format_triplet(values, digits: int = 3) -> str:
     """'a x b x c' for sizes and spacings in the manifest."""
     return " x ".join(f"{float(v):.{digits}g}" if isinstance(v, float) else str(v) for v in values)
@@ -92,15 +132,43 @@ class CaseResult:
     output_size: str = ""
     output_spacing: str = ""
     notes: str = ""  # what else was found and passed over
+    labels: str = ""  # the label map written beside the output, if the scan has one
 
 
 @dataclass
 class CaseJob:
-    """One case to preprocess: its name, where it comes from, where it goes."""
+    """One case to preprocess: its name, where it comes from, where it goes, its label map if any."""
 
     case: str
     source: Path
     output: Path
+    label: Path | None = None
+    label_table: LabelTable | None = None
+
+    @property
+    def label_output(self) -> Path:
+        """Where the case's label map goes: ``OUT/labels/<case>.nii.gz``."""
+        return label_path(self.output)
+
+
+def with_label_maps(src: Path, jobs: list[CaseJob], table: str | Path | None = None) -> list[CaseJob]:
+    """``jobs`` with the label map of each scan that has one, and the table its values follow.
+
+    ``table`` (a CSV/JSON file of index -> name, or ``totalsegmentator``) applies to every label
+    map; without it each map follows the ``labels.json`` beside it.
+    """
+    pairs = find_label_maps(src, [job.source for job in jobs])
+    if table is not None and not pairs:
+        raise DataError(f"{src}: a label table was given but no scan has a label map; put each one in a "
+                        f"'{LABELS_FOLDER}' folder beside its scan, named like the scan (<name>.nii.gz)")
+    tables: dict[Path, LabelTable] = {}
+    for job in jobs:
+        job.label = pairs.get(job.source)
+        if job.label is not None:
+            if job.label.parent not in tables:
+                tables[job.label.parent] = table_for(job.label, table)
+            job.label_table = tables[job.label.parent]
+    return jobs
 
 
 def read_manifest(path: str | Path) -> dict[str, CaseResult]:
@@ -139,6 +207,20 @@ def write_case_volume(output: Path, volume: Volume) -> None:
     os.replace(partial, output)
 
 
+def write_case(job: CaseJob, image, volume: Volume) -> None:
+    """Write a case's canonical ``volume`` of SimpleITK ``image`` and its label map, if it has one.
+
+    The label map is checked before anything is written, so a bad map fails the case whole; the
+    volume is written last, so a case with a volume is finished.
+    """
+    if job.label is not None:
+        labels = read_label_map(job.label, job.label_table, image_grid(image))
+        partial = partial_path(job.label_output)
+        write_label_map(partial, labels_to_grid(labels, image, volume), volume)
+        os.replace(partial, job.label_output)
+    write_case_volume(job.output, volume)
+
+
 def check_output_folder(src: Path, out: Path) -> None:
     """Refuse an output folder inside the source tree: sources are never modified."""
     src, out = src.resolve(), out.resolve()
@@ -160,14 +242,17 @@ def run_cases(
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / MANIFEST_NAME
     previous = read_manifest(manifest_path)
+    if any(job.label is not None for job in jobs):
+        write_label_table(jobs[0].label_output.parent)
     results: dict[str, CaseResult] = {}
     todo = []
     for job in jobs:
-        if job.output.exists() and not overwrite and _readable(job.output):
+        if not overwrite and _finished(job):
             kept = previous.get(job.case)
             if kept is None or kept.status != "done":
                 kept = CaseResult(job.case, "done", output=job.output.name)
             kept.reason = "kept from an earlier run (use --overwrite to redo)"
+            kept.labels = _labels_entry(job) if job.label is not None else ""
             results[job.case] = kept
         else:
             todo.append(job)
@@ -201,6 +286,16 @@ def run_cases(
     return [results[job.case] for job in jobs]
 
 
+def _labels_entry(job: CaseJob) -> str:
+    """The manifest's ``labels`` entry of a case: its label map, relative to the output folder."""
+    return job.label_output.relative_to(job.output.parent).as_posix()
+
+
+def _finished(job: CaseJob) -> bool:
+    """Whether an earlier run wrote the case whole: its volume and, if it has one, its label map."""
+    return job.output.exists() and _readable(job.output) and (job.label is None or _readable(job.label_output))
+
+
 def _readable(output: Path) -> bool:
     """Whether an earlier run's output reads whole (a damaged one is redone, not kept)."""
     try:
@@ -212,7 +307,10 @@ def _readable(output: Path) -> bool:
 
 def _safe_process(process: Callable[[CaseJob], CaseResult], job: CaseJob) -> CaseResult:
     try:
-        return process(job)
+        result = process(job)
+        if job.label is not None and result.status == "done":
+            result.labels = _labels_entry(job)
+        return result
     except DataError as err:
         return CaseResult(job.case, "failed", reason=str(err))
     except Exception as err:  # one bad case must never stop the run; the reason is recorded
@@ -220,9 +318,9 @@ def _safe_process(process: Callable[[CaseJob], CaseResult], job: CaseJob) -> Cas
         return CaseResult(job.case, "failed",
                           reason=f"unexpected {type(err).__name__}: {err} (at {Path(where.filename).name}:{where.lineno})")
     finally:
-        partial = partial_path(job.output)
-        if partial.exists():
-            partial.unlink()
+        for partial in (partial_path(job.output), partial_path(job.label_output)):
+            if partial.exists():
+                partial.unlink()
 
 
 def _limit_threads(workers: int) -> None:

@@ -24,7 +24,8 @@ from prdit.data.preprocess import (
     format_triplet,
     run_cases,
     to_canonical_grid,
-    write_case_volume,
+    with_label_maps,
+    write_case,
 )
 from prdit.errors import DataError
 
@@ -72,7 +73,7 @@ def preprocess_case(
     """Preprocess one ``.npz``; failures raise DataError with the reason."""
     image = read_rad_chestct(job.source, source_spacing)
     volume = to_canonical_grid(image, size, spacing)
-    write_case_volume(job.output, volume)
+    write_case(job, image, volume)
     return CaseResult(
         case=job.case,
         status="done",
@@ -94,10 +95,16 @@ def preprocess_rad_chestct(
     workers: int = 1,
     overwrite: bool = False,
     report: Callable[[CaseResult, int, int], None] | None = None,
+    label_table: str | Path | None = None,
 ) -> list[CaseResult]:
-    """Preprocess every RAD-ChestCT ``.npz`` under ``src``; writes volumes and ``manifest.csv``."""
+    """Preprocess every RAD-ChestCT ``.npz`` under ``src``; writes volumes and ``manifest.csv``.
+
+    A scan with a label map ``labels/<name>.nii.gz`` beside it gets it carried along (see
+    :func:`prdit.data.preprocess.with_label_maps` for ``label_table``).
+    """
     src, out = Path(src), Path(out)
     check_output_folder(src, out)
     jobs = [CaseJob(name, path, out / f"{name}.nii.gz") for name, path in find_cases(src)]
+    jobs = with_label_maps(src, jobs, label_table)
     process = partial(preprocess_case, size=size, spacing=spacing, source_spacing=source_spacing)
     return run_cases(jobs, process, out, workers, overwrite, report)

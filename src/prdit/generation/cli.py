@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from prdit.diffusion import ConsistencyModel, FlowMatching, IaNDiffusion
+from prdit.diffusion.samplers import DEFAULT_OUTPUT
 from prdit.generation.config import PRECISIONS, PREVIEW_WINDOWS, SamplingConfig
 from prdit.generation.run import VOLUME_FORMATS
 
@@ -42,11 +43,16 @@ def register(app: typer.Typer) -> None:
         schedule: str = typer.Option(DEFAULTS.schedule, "--schedule", help="'uniform' (in the process's time) "
                                      "or 'lambda' (uniform in log-SNR between the first and last step; lower "
                                      "error for dpm++2m/3m on IaN at 10-40 steps)."),
+        output: str = typer.Option(None, "--output", help="Which tensor is the volume: 'state' (the final state; for "
+                                   "the ODE samplers their solution of the sampling ODE) or 'x0' (the network's last "
+                                   "x0 prediction, one step before the data end). Default per sampler: "
+                                   + ", ".join(f"{name} {choice}" for name, choice in DEFAULT_OUTPUT.items())
+                                   + " (README, 'Fast sampling')."),
         seed: int = typer.Option(DEFAULTS.seed, "--seed", help="Seed of the run; volume i has its own seed "
                                  "derived from (seed, i), listed in manifest.json."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing volumes (default: skip them)."),
-        save_x0: bool = typer.Option(False, "--save-x0", help="Also keep the final x0 in the model range, "
-                                     "as OUT/x0/sample_*.nii.gz."),
+        save_x0: bool = typer.Option(False, "--save-x0", help="Also keep the volume in the model range, "
+                                     "unclipped, as OUT/x0/sample_*.nii.gz."),
         previews: bool = typer.Option(True, "--previews/--no-previews", help="PNG mid-slices per volume "
                                       "(OUT/previews/), OUT/grid.png and OUT/view.html (the first volumes, "
                                       "downsampled, in the interactive viewer of `prdit view`)."),
@@ -95,8 +101,8 @@ def register(app: typer.Typer) -> None:
         info = setup_distributed(INFERENCE_TIMEOUT)
         pipe = PRDiTPipeline.from_pretrained(model_dir, device=rank_device(device, info), input_size=input_size,
                                              precision=precision)
-        settings = pipe.settings(SamplingConfig(steps=steps, sampler=sampler, schedule=schedule, batch_size=batch,
-                                                seed=seed, precision=precision, exact=exact,
+        settings = pipe.settings(SamplingConfig(steps=steps, sampler=sampler, schedule=schedule, output=output,
+                                                batch_size=batch, seed=seed, precision=precision, exact=exact,
                                                 preview_window=preview_window, compile=compile))
         echo = typer.echo if info.is_main else (lambda *args, **kwargs: None)
         if pipe.normalization.kind == "quantile" and info.is_main:
@@ -106,7 +112,7 @@ def register(app: typer.Typer) -> None:
         shape = "x".join(map(str, pipe.volume_shape))
         ranks = f" ({info.world_size} processes)" if info.enabled else ""
         echo(f"{pipe.model.name} ({pipe.process.kind}) at {shape} on {pipe.device}{ranks}: {len(indices)} volume(s), "
-             f"{settings.steps} {settings.sampler} steps, seed {seed} -> {out}")
+             f"{settings.steps} {settings.sampler} steps (volumes: {settings.output}), seed {seed} -> {out}")
         summary = generate_to_folder(pipe, out, indices, settings, overwrite=overwrite, save_x0=save_x0,
                                      previews=previews, progress=not quiet,
                                      log=lambda line: typer.secho(f"warning: {line}", fg=typer.colors.YELLOW,

@@ -5,13 +5,13 @@ Layout of ``OUT``::
     manifest.json               run settings and one entry per volume (index, seed, files)
     .journal/rank0.jsonl        while a run is in flight: each entry as recorded, a line each (merged on resume)
     sample_00000.nii.gz         volume 0 in Hounsfield units, training spacing, centred origin
-    x0/sample_00000.nii.gz      with ``save_x0``: the final x̂₀ in the model range (float32)
+    x0/sample_00000.nii.gz      with ``save_x0``: the volume in the model range, unclipped (float32)
     dicom/sample_00000/         with format ``dicom`` or ``both``: volume 0 as a DICOM CT series
     previews/sample_00000.png   three orthogonal mid-slices
     grid.png                    every preview in one image
     view.html                   the first 16 volumes in the viewer of ``prdit view``, at most 64³
 
-Volumes in HU and x̂₀ sit in different folders, so ``prdit evaluate --fake OUT`` reads the HU
+Volumes in HU and in the model range sit in different folders, so ``prdit evaluate --fake OUT`` reads the HU
 volumes only. Each file is written under ``OUT/.partial`` (a subfolder per rank) and renamed into place, so a killed
 run never leaves a half-written file that a resumed run would take for done. Existing volumes
 are skipped (their files are not touched) unless ``overwrite``; ``manifest.json`` and
@@ -58,8 +58,8 @@ VIEW = "view.html"
 VIEW_MAX_SIZE = 64  # voxels per axis in view.html: 2 bytes per voxel as base64, 0.7 MB per volume
 VIEW_MAX_VOLUMES = 16  # view.html holds the first ones; `prdit view OUT` shows them all
 # Settings that fix what a volume of a given index is; a folder is resumed only if they match.
-RUN_KEYS = ("model.weights_sha256", "model.input_size", "seed", "steps", "sampler", "schedule", "normalization",
-            "spacing")
+RUN_KEYS = ("model.weights_sha256", "model.input_size", "seed", "steps", "sampler", "schedule", "output",
+            "normalization", "spacing")
 
 
 def sample_name(index: int) -> str:
@@ -146,7 +146,7 @@ class SampleFolder:
         return self.out / f"{sample_name(index)}.nii.gz"
 
     def x0_path(self, index: int) -> Path:
-        """The final x̂₀ in the model range."""
+        """The volume in the model range (unclipped)."""
         return self.out / X0_DIR / f"{sample_name(index)}.nii.gz"
 
     def dicom_path(self, index: int) -> Path:
@@ -381,6 +381,7 @@ def _run_settings(pipe: PRDiTPipeline, settings: SamplingConfig) -> dict:
         "steps": settings.steps,
         "sampler": settings.sampler,
         "schedule": settings.schedule,
+        "output": settings.output,
         "units": "HU",
         "hu_range": [norm.hu_min, norm.hu_max],
         "dtype": str(hu_file_array(np.zeros(1, np.float32), norm).dtype),
@@ -414,6 +415,7 @@ def _open_manifest(out: Path, settings: dict, overwrite: bool) -> dict:
     if manifest.get("format") != FORMAT:
         raise ConfigError(f"{path}: not a manifest of `prdit sample` (format {manifest.get('format')!r})")
     manifest.setdefault("schedule", "uniform")  # manifests written before the option sampled on this grid
+    manifest.setdefault("output", "x0")  # and returned the last x̂₀ of every sampler
     differ = [k for k in RUN_KEYS if _lookup(manifest, k) != _lookup(settings, k)]
     if differ:
         if not overwrite:

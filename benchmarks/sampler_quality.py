@@ -16,25 +16,28 @@ by the evaluation of ``prdit evaluate`` (``prdit.evaluation.report.evaluate``) a
 * **W(HU)**, the 1D Wasserstein distance between the HU histograms, and **MS-SSIM** diversity,
   with their intervals;
 * **error against the ODE solution**: for deterministic samplers, the mean absolute difference
-  (model range) between the row's final states — its solution of the sampling ODE at t = 0 —
-  and those of a 1,000-step Heun solution from the same noise, on the first ``--ode-volumes``
-  volumes (8: the reference costs 1,999 network calls a volume). The generated volume is the
-  network's last x̂₀ (for DPM-Solver++ the final state itself), so comparing x̂₀ would mix in
-  where that last prediction was taken. The stochastic predictor–corrector sampler has none;
+  (model range) between the row's volumes — what a user gets: the final state, the row's solution
+  of the sampling ODE at t = 0, or the last x̂₀, by the row's output — and the final states of a
+  1,000-step Heun solution from the same noise, on the first ``--ode-volumes`` volumes (8: the
+  reference costs 1,999 network calls a volume). The stochastic predictor–corrector sampler has none;
 * seconds per volume (when the volumes were sampled) and network calls per volume.
 
-A real-vs-real row is the floor: ``--num`` further fresh phantoms (or ``--real-baseline``, or with
+``--outputs state,x0`` runs each row with both outputs (default: each sampler's own,
+``prdit.diffusion.samplers.DEFAULT_OUTPUT``); a row whose output is not its sampler's default is
+labelled so, e.g. ``dpm++2m@25:x0``. A real-vs-real row is the floor: ``--num`` further fresh phantoms (or ``--real-baseline``, or with
 ``--real`` alone the two halves of the real set) scored like a row. After the table each row is
 compared with the best row by KID (or the pairs of ``--compare``): two rows *separate* on a metric
 when their 95 % intervals are disjoint (a conservative test; both rows share the real set).
 
 Generated volumes are cached per batch under ``--cache`` (default
 ``benchmarks/reference_model/sampler_quality_cache/``, about 32 MiB a row of 256 volumes at 32³),
-keyed by the model's weights, the sampler settings and the device: an interrupted run resumes, and
+keyed by the model's weights, the sampler settings (the output among them) and the device: an
+interrupted run resumes, and
 a re-score (other metrics, features or real set) samples nothing. Features are cached there too.
 
     python benchmarks/sampler_quality.py
     python benchmarks/sampler_quality.py --samplers pc,dpm++2m:lambda --steps 25,50 --compare pc@50,pc@25
+    python benchmarks/sampler_quality.py --samplers dpm++2m,heun --steps 25 --outputs state,x0
     python benchmarks/sampler_quality.py --models models/lidc-128-4l --real data/lidc/val.txt --weights resnet_50.pth
 """
 
@@ -46,7 +49,7 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -128,16 +131,25 @@ def training_record() -> dict | None:
 # ---------------------------------------------------------------------------------------
 
 
+@dataclass
+class Row:
+    """A row's generated volumes (its settings' output) ``[num, C, D, H, W]`` and the final states of its first
+    volumes ``[n, C, D, H, W]``, in the model range."""
+
+    volumes: torch.Tensor
+    state: torch.Tensor
+
+
 def sample_row(pipe: PRDiTPipeline, settings: SamplingConfig, num: int, first: int = 0) -> SampleResult:
     """Volumes ``first`` … ``first + num − 1`` with the seeds of ``pipe(num_volumes=…, settings=settings)``, in
-    batches of ``settings.batch_size``: the last x̂₀ (the generated volumes) and the final state, both
+    batches of ``settings.batch_size``: the generated volumes, the last x̂₀ and the final state, all
     ``[num, C, D, H, W]`` in the model range, on the CPU."""
     from prdit.generation.sampling import sample_volumes, volume_generators, volume_seed
 
     generators = volume_generators([volume_seed(settings.seed, first + i) for i in range(num)], pipe.device)
     parts = [sample_volumes(pipe.model, pipe.process, generators[lo:lo + settings.batch_size], settings, pipe.device)
              for lo in range(0, num, settings.batch_size)]
-    return SampleResult(x0=torch.cat([p.x0.cpu() for p in parts]), state=torch.cat([p.state.cpu() for p in parts]))
+    return SampleResult(*(torch.cat([getattr(p, name).cpu() for p in parts]) for name in ("volumes", "x0", "state")))
 
 
 def model_digest(model_dir: Path) -> str:
@@ -150,45 +162,51 @@ def model_digest(model_dir: Path) -> str:
 
 def row_folder(cache: Path, settings: SamplingConfig) -> Path:
     """Where the batches of one row live under a model's cache folder: named by the sampler, schedule, steps,
-    seed and batch, and a hash of all the settings."""
+    output, seed and batch, and a hash of all the settings."""
     key = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return cache / (f"{settings.sampler}-{settings.schedule}-{settings.steps}steps-seed{settings.seed}-"
-                    f"batch{settings.batch_size}-{key}")
+    return cache / (f"{settings.sampler}-{settings.schedule}-{settings.steps}steps-{settings.output}-"
+                    f"seed{settings.seed}-batch{settings.batch_size}-{key}")
 
 
 def cached_row(pipe: PRDiTPipeline, settings: SamplingConfig, num: int, state_volumes: int,
-               cache: Path) -> tuple[SampleResult, float]:
-    """The ``num`` volumes of :func:`sample_row` (``x0`` ``[num, C, D, H, W]``) with the final states of the
-    first ``state_volumes`` (``state``), and the seconds per volume their sampling took. Each batch is read
-    from ``cache`` where a run saved it, else sampled and saved (atomically), so a stopped run resumes."""
+               cache: Path) -> tuple[Row, float]:
+    """The ``num`` generated volumes of :func:`sample_row` with the final states of the first ``state_volumes``,
+    and the seconds per volume their sampling took. Each batch is read from ``cache`` where a run saved it,
+    else sampled and saved (atomically), so a stopped run resumes. The output does not change the sampling:
+    a batch sampled for one output is saved for the rows of the others too, where they lack it."""
+    from prdit.diffusion.samplers import OUTPUTS
     from prdit.files import atomic_write
 
-    folder = row_folder(cache, settings)
-    x0, states, seconds = [], [], 0.0
+    volumes, states, seconds = [], [], 0.0
     for lo in range(0, num, settings.batch_size):
         hi = min(num, lo + settings.batch_size)
-        path = folder / f"volumes-{lo:05d}-{hi:05d}.pt"
+        name = f"volumes-{lo:05d}-{hi:05d}.pt"
+        path = row_folder(cache, settings) / name
         batch = torch.load(path) if path.is_file() else None
         if batch is None or (lo < state_volumes and batch["state"] is None):
             synchronize(pipe.device)
             start = time.perf_counter()
             part = sample_row(pipe, settings, hi - lo, first=lo)
             synchronize(pipe.device)
-            batch = {"x0": part.x0, "state": part.state if lo < state_volumes else None,
-                     "seconds": time.perf_counter() - start}
-            atomic_write(path, lambda tmp: torch.save(batch, tmp))
-        x0.append(batch["x0"])
+            batches = {output: {"volumes": getattr(part, output), "state": part.state if lo < state_volumes else None,
+                                "seconds": time.perf_counter() - start} for output in OUTPUTS}
+            for output, filed in batches.items():
+                sibling = row_folder(cache, replace(settings, output=output)) / name
+                if output == settings.output or not sibling.is_file():
+                    atomic_write(sibling, lambda tmp, filed=filed: torch.save(filed, tmp))
+            batch = batches[settings.output]
+        volumes.append(batch["volumes"])
         if lo < state_volumes:
             states.append(batch["state"])
         seconds += batch["seconds"]
-    state = torch.cat(states)[:state_volumes] if states else x0[0][:0]
-    return SampleResult(x0=torch.cat(x0), state=state), seconds / num
+    state = torch.cat(states)[:state_volumes] if states else volumes[0][:0]
+    return Row(volumes=torch.cat(volumes), state=state), seconds / num
 
 
-def ode_error(row: SampleResult, reference: SampleResult) -> float:
-    """Mean |x − x_ref| of the final states (model range) of the reference's volumes: the row's ODE solution
-    at t = 0 against the reference's, from the same noise."""
-    return float((row.state[:len(reference.state)] - reference.state).abs().mean())
+def ode_error(row: Row, reference: Row) -> float:
+    """Mean |x − x_ref| (model range) between the row's volumes — what a user gets, by the row's output — and
+    the reference's final states, its solution of the sampling ODE at t = 0, from the same noise."""
+    return float((row.volumes[:len(reference.state)] - reference.state).abs().mean())
 
 
 # ---------------------------------------------------------------------------------------
@@ -278,9 +296,13 @@ def table_cells(metrics: dict) -> list[str]:
             _with_interval(metrics["hu_wasserstein"]), _with_interval(metrics["msssim"])]
 
 
-def row_label(sampler: str, schedule: str, steps: int, prefix: str = "") -> str:
-    """``pc@50``, ``dpm++2m:lambda@25`` (``--compare`` names rows so), after ``prefix`` with several models."""
-    return f"{prefix}{sampler}{'' if schedule == 'uniform' else ':' + schedule}@{steps}"
+def row_label(sampler: str, schedule: str, steps: int, prefix: str = "", output: str | None = None) -> str:
+    """``pc@50``, ``dpm++2m:lambda@25``, ``dpm++2m@25:x0`` where ``output`` is not the sampler's default
+    (``--compare`` names rows so), after ``prefix`` with several models."""
+    from prdit.diffusion.samplers import DEFAULT_OUTPUT
+
+    suffix = "" if output in (None, DEFAULT_OUTPUT[sampler]) else f":{output}"
+    return f"{prefix}{sampler}{'' if schedule == 'uniform' else ':' + schedule}@{steps}{suffix}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -309,6 +331,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=parse_int_list, default=STEPS)
     parser.add_argument("--samplers", default="", help="comma-separated sampler[:schedule] (schedule uniform or "
                         "lambda); default: every sampler of the process, DPM-Solver++ on both schedules")
+    parser.add_argument("--outputs", default="", help="comma-separated outputs each row is run with: state (the "
+                        "final state), x0 (the last x̂₀); default: each sampler's own")
     parser.add_argument("--reference-steps", type=int, default=1000, help="Heun steps of the ODE solution "
                         "(0: no ODE error column, e.g. to repeat rows with other seeds)")
     parser.add_argument("--ode-volumes", type=int, default=8, help="volumes of each row (the first ones) whose final "
@@ -410,41 +434,43 @@ def run(args: argparse.Namespace, device: torch.device, compare: list[tuple[str,
         runs = [(s, sch) for s, sch in runs if s in pipe.process.samplers]
         rows_cache = cache / "rows" / f"{model_dir.name}-{model_digest(model_dir)[:12]}" / device.type
 
-        def settings_of(sampler: str, steps: int, schedule: str = "uniform") -> SamplingConfig:
+        def settings_of(sampler: str, steps: int, schedule: str = "uniform",
+                        output: str | None = None) -> SamplingConfig:
             return pipe.settings(sampler=sampler, steps=steps, schedule=schedule, seed=args.seed,
-                                 batch_size=args.batch, exact=False)
+                                 batch_size=args.batch, exact=False, output=output)
 
         reference = None
         if reference_steps > 0:
             started = time.perf_counter()
-            reference, _ = cached_row(pipe, settings_of("heun", reference_steps), ode_volumes, ode_volumes, rows_cache)
+            reference, _ = cached_row(pipe, settings_of("heun", reference_steps, output="state"), ode_volumes,
+                                      ode_volumes, rows_cache)
             print(f"{prefix}{process}: {reference_steps}-step Heun solution of {ode_volumes} volumes ready in "
                   f"{time.perf_counter() - started:.0f} s", flush=True)
-            gap = float((reference.x0 - reference.state).abs().mean())
-            described[-1] += f"; its reference's last x̂₀ differs from its final state by {gap:.2e}"
+        outputs = [item for item in args.outputs.split(",") if item] or [None]
         for sampler, schedule in runs:
-            for steps in steps_list:
-                settings = settings_of(sampler, steps, schedule)
+            for steps, output in [(steps, output) for steps in steps_list for output in outputs]:
+                settings = settings_of(sampler, steps, schedule, output)
                 result, seconds = cached_row(pipe, settings, num, ode_volumes if reference is not None else 0,
                                              rows_cache)
                 started = time.perf_counter()
-                scores = quiet_evaluate(real, pipe.to_hu(result.x0), config, warned)
+                scores = quiet_evaluate(real, pipe.to_hu(result.volumes), config, warned)
                 error = None if sampler == "pc" or reference is None else ode_error(result, reference)
-                entry = {"label": row_label(sampler, schedule, steps, prefix), "process": process,
+                entry = {"label": row_label(sampler, schedule, steps, prefix, settings.output), "process": process,
                          "model": str(model_dir), "sampler": sampler, "schedule": schedule, "steps": steps,
+                         "output": settings.output,
                          "network_calls": settings.network_calls(), "seconds_per_volume": seconds,
-                         "ode_state_error": error, "ode_volumes": ode_volumes if error is not None else 0,
+                         "ode_error": error, "ode_volumes": ode_volumes if error is not None else 0,
                          "metrics": row_metrics(scores), "evaluation_seconds": time.perf_counter() - started,
                          "evaluation_timings_s": scores["timings_s"]}
                 results.append(entry)
                 rows.append([entry["label"], settings.network_calls(), f"{seconds:.3g}",
                              "-" if error is None else f"{error:.2e}", *table_cells(entry["metrics"])])
-                print(f"{entry['label']}: {seconds:.3g} s/volume, ODE error (state) {rows[-1][3]}, "
+                print(f"{entry['label']}: {seconds:.3g} s/volume, ODE error {rows[-1][3]}, "
                       f"KID×10³ {rows[-1][4]}, FID×10³ {rows[-1][5]}, W(HU) {rows[-1][9]} "
                       f"(scored in {entry['evaluation_seconds']:.0f} s)", flush=True)
         base = quiet_evaluate(real, list(floor), config, warned)
         entry = {"label": f"{prefix}real", "process": "-", "model": str(model_dir), "sampler": "real volumes",
-                 "schedule": "-", "steps": 0, "network_calls": 0, "seconds_per_volume": 0.0, "ode_state_error": None,
+                 "schedule": "-", "steps": 0, "network_calls": 0, "seconds_per_volume": 0.0, "ode_error": None,
                  "ode_volumes": 0, "metrics": row_metrics(base), "floor": floor_note}
         results.append(entry)
         rows.append([entry["label"], "-", "-", "-", *table_cells(entry["metrics"])])
@@ -456,16 +482,16 @@ def run(args: argparse.Namespace, device: torch.device, compare: list[tuple[str,
     notes = [*described,
              f"{num} volumes per row (seed {args.seed}, batches of {args.batch}); seconds per volume as sampled "
              f"(cached batches keep theirs; cache {cache})",
-             f"ODE error (state): mean |x - x_ref| of the final states (the ODE solution at t = 0; the volumes are "
-             f"the last x0-hat) of the first {ode_volumes} volumes, model range, x_ref from {reference_steps} Heun "
-             "steps from the same noise ('-': stochastic sampler)",
+             f"ODE error: mean |x - x_ref| between the first {ode_volumes} generated volumes (the row's output: the "
+             f"final state, the ODE's solution at t = 0, or the last x0-hat) and the final states x_ref of "
+             f"{reference_steps} Heun steps from the same noise, model range ('-': stochastic sampler)",
              f"features: {network.get('label')}{'' if network['comparable_with_published'] else ' (rankings only)'}; "
              f"[low, high]: bootstrap {args.bootstrap} resamples, 95 %; KID: mean ± std over its subsets; "
              "P / R: precision / recall (k = 3), D / C: density / coverage (k = 5); W(HU): 1D Wasserstein "
              f"between the HU histograms; MS-SSIM of the real set for reference: {real_msssim:.4f}",
              "separates: disjoint 95 % intervals (KID ± 2 std, and the bootstrap interval of each metric)",
              *warned]
-    columns = ["row", "network calls", "s/volume", "ODE error (state)", "KID x10^3", "FID x10^3", "MMD", "P / R",
+    columns = ["row", "network calls", "s/volume", "ODE error", "KID x10^3", "FID x10^3", "MMD", "P / R",
                "D / C", "W(HU)", "MS-SSIM"]
     for entry, line in judgements:
         entry.setdefault("separation", []).append(line)

@@ -1,5 +1,6 @@
-"""``benchmarks/sampler_quality.py``: the ODE error compares solved states, rows are cached per batch and
-resume, the fresh real phantoms are not training phantoms, and ``separated`` compares intervals."""
+"""``benchmarks/sampler_quality.py``: the ODE error compares a row's volumes with the solved states, rows are
+cached per batch and output and resume, the fresh real phantoms are not training phantoms, and ``separated``
+compares intervals."""
 
 import importlib
 import sys
@@ -10,23 +11,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from prdit.diffusion import SampleResult  # noqa: E402
 from prdit.errors import ConfigError  # noqa: E402
 
 script = importlib.import_module("benchmarks.sampler_quality")
 
 
-def test_ode_error_compares_the_final_states_not_the_last_x0():
+def test_ode_error_compares_the_row_volumes_with_the_reference_final_states():
     shape = (2, 1, 4, 4, 4)
-    reference = SampleResult(x0=torch.zeros(shape), state=torch.ones(shape))
-    row = SampleResult(x0=torch.zeros(shape), state=torch.full(shape, 1.5))
+    reference = script.Row(volumes=torch.zeros(shape), state=torch.ones(shape))
+    row = script.Row(volumes=torch.full(shape, 1.5), state=torch.zeros(shape))
     assert script.ode_error(row, reference) == pytest.approx(0.5)
 
 
 def test_ode_error_takes_the_volumes_of_the_reference_only():
-    reference = SampleResult(x0=torch.zeros(2, 1, 4, 4, 4), state=torch.ones(2, 1, 4, 4, 4))
-    state = torch.cat([torch.full((2, 1, 4, 4, 4), 1.25), torch.full((6, 1, 4, 4, 4), 9.0)])
-    row = SampleResult(x0=torch.zeros(8, 1, 4, 4, 4), state=state)
+    reference = script.Row(volumes=torch.zeros(2, 1, 4, 4, 4), state=torch.ones(2, 1, 4, 4, 4))
+    volumes = torch.cat([torch.full((2, 1, 4, 4, 4), 1.25), torch.full((6, 1, 4, 4, 4), 9.0)])
+    row = script.Row(volumes=volumes, state=torch.zeros(2, 1, 4, 4, 4))
     assert script.ode_error(row, reference) == pytest.approx(0.25)
 
 
@@ -38,22 +38,24 @@ def pipe(tmp_path_factory):
     return PRDiTPipeline.from_pretrained(smoke_model_folder(tmp_path_factory.mktemp("model") / "model"), device="cpu")
 
 
-def test_rows_are_the_pipeline_volumes_with_the_final_state(pipe):
-    settings = pipe.settings(sampler="heun", steps=3, seed=0, batch_size=2, exact=False)
+@pytest.mark.parametrize("output", ["state", "x0"])
+def test_rows_are_the_pipeline_volumes_with_the_final_state(pipe, output):
+    settings = pipe.settings(sampler="heun", steps=3, seed=0, batch_size=2, exact=False, output=output)
     result = script.sample_row(pipe, settings, 3)
-    assert torch.equal(result.x0, pipe(num_volumes=3, settings=settings, output_type="model").volumes)
+    assert torch.equal(result.volumes, pipe(num_volumes=3, settings=settings, output_type="model").volumes)
+    assert torch.equal(result.volumes, result.state if output == "state" else result.x0)
     # Heun's last step is an Euler step to t = 0 from the x̂₀ and ε̂ at T/3: its state is not that x̂₀.
     assert result.state.shape == result.x0.shape and (result.state - result.x0).abs().mean() > 1e-3
     later = script.sample_row(pipe, settings, 2, first=1)
-    assert torch.equal(later.x0, result.x0[1:])
+    assert torch.equal(later.volumes, result.volumes[1:])
 
 
 def test_a_cached_row_resumes_where_it_stopped_and_is_not_sampled_again(pipe, tmp_path, monkeypatch):
     settings = pipe.settings(sampler="euler", steps=2, seed=0, batch_size=2, exact=False)
     first, seconds = script.cached_row(pipe, settings, 5, 2, tmp_path)
-    assert first.x0.shape[0] == 5 and first.state.shape[0] == 2 and seconds > 0
-    assert torch.equal(first.x0, script.sample_row(pipe, settings, 5).x0)
-    batches = sorted(tmp_path.rglob("volumes-*.pt"))
+    assert first.volumes.shape[0] == 5 and first.state.shape[0] == 2 and seconds > 0
+    assert torch.equal(first.volumes, script.sample_row(pipe, settings, 5).volumes)
+    batches = sorted(script.row_folder(tmp_path, settings).glob("volumes-*.pt"))
     assert len(batches) == 3  # [0, 2), [2, 4), [4, 5)
     batches[1].unlink()  # a run stopped before its second batch was written
 
@@ -63,12 +65,28 @@ def test_a_cached_row_resumes_where_it_stopped_and_is_not_sampled_again(pipe, tm
                         or real_sample_row(p, s, n, first))
     again, _ = script.cached_row(pipe, settings, 5, 2, tmp_path)
     assert sampled == [(2, 2)]
-    assert torch.equal(again.x0, first.x0) and torch.equal(again.state, first.state)
+    assert torch.equal(again.volumes, first.volumes) and torch.equal(again.state, first.state)
     script.cached_row(pipe, settings, 5, 2, tmp_path)
     assert sampled == [(2, 2)]  # everything cached: a re-score samples nothing
     # Other settings are another row.
     script.cached_row(pipe, pipe.settings(sampler="euler", steps=3, seed=0, batch_size=2, exact=False), 2, 0, tmp_path)
     assert sampled == [(2, 2), (0, 2)]
+
+
+def test_the_output_is_part_of_a_row_and_one_sampling_fills_the_rows_of_every_output(pipe, tmp_path, monkeypatch):
+    state, x0 = (pipe.settings(sampler="heun", steps=2, seed=0, batch_size=2, exact=False, output=output)
+                 for output in ("state", "x0"))
+    assert script.row_folder(tmp_path, state) != script.row_folder(tmp_path, x0)
+    first, _ = script.cached_row(pipe, state, 3, 0, tmp_path)
+    sampled = []
+    real_sample_row = script.sample_row
+    monkeypatch.setattr(script, "sample_row", lambda p, s, n, first=0: sampled.append((first, n))
+                        or real_sample_row(p, s, n, first))
+    other, _ = script.cached_row(pipe, x0, 3, 0, tmp_path)
+    assert sampled == []  # the state row's sampling saved the x0 row's volumes too
+    assert torch.equal(other.volumes, real_sample_row(pipe, x0, 3).x0)
+    assert torch.equal(first.volumes, real_sample_row(pipe, state, 3).state)
+    assert not torch.equal(first.volumes, other.volumes)
 
 
 def test_fresh_phantoms_are_not_the_training_phantoms(tmp_path):

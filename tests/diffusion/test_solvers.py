@@ -11,7 +11,7 @@ import torch
 
 from prdit.diffusion import FlowMatching, IaNDiffusion, SamplerSettings, sample
 from prdit.diffusion.oracles import OneVolume, TwoGaussians, network_output
-from prdit.diffusion.samplers import dpm_solver_step, time_grid
+from prdit.diffusion.samplers import OUTPUTS, dpm_solver_step, time_grid
 from prdit.errors import ConfigError
 
 PROCESSES = {"ian": IaNDiffusion(), "flow": FlowMatching()}
@@ -239,7 +239,7 @@ def test_multistep_solvers_reach_their_order_on_a_path_with_a_closed_form_soluti
 @pytest.mark.parametrize("sampler", ["dpm++1", "dpm++2m", "dpm++3m"])
 def test_dpm_solver_final_state_converges_to_heuns_when_the_heads_disagree(sampler):
     """The state a multistep solver ends in is its solution of the ODE at t = 0 (the data prediction of
-    its last step), converging to Heun's as steps grow; the volume it returns stays the x̂₀ head."""
+    its last step), converging to Heun's as steps grow; its last x̂₀ is the x̂₀ head."""
     process = IaNDiffusion()
     model = DisagreeingHeads(process, 0.2)
     noise = process.sample_noise((64, 1, 2, 2, 2), generator=torch.Generator().manual_seed(0))
@@ -251,3 +251,40 @@ def test_dpm_solver_final_state_converges_to_heuns_when_the_heads_disagree(sampl
         assert (result.x0 - result.state).abs().mean().item() > 0.1  # the x̂₀ head, 0.2 off the ODE's data end
     # Ending in the x̂₀ head instead, the error stays near the head's offset (0.2) at every step count.
     assert errors[2] < errors[1] < errors[0] and errors[2] < 0.01, errors
+
+
+@pytest.mark.parametrize("sampler", ["euler", "heun", "dpm++1", "dpm++2m", "dpm++3m"])
+def test_the_volume_a_deterministic_sampler_returns_converges_with_its_steps(sampler):
+    """What a user gets from an ODE sampler with its default settings is its solution of the ODE: its distance to
+    a many-step solution shrinks as steps grow, also where a trained network's two heads disagree."""
+    process = IaNDiffusion()
+    model = DisagreeingHeads(process, 0.2)
+    noise = process.sample_noise((64, 1, 2, 2, 2), generator=torch.Generator().manual_seed(0))
+    reference = sample(model, process, noise.shape, SamplerSettings("heun", 1000, output="state"), noise=noise).state
+    errors = []
+    for steps in (10, 20, 40):
+        settings = SamplerSettings(sampler, steps).resolved(process)
+        result = sample(model, process, noise.shape, settings, noise=noise)
+        errors.append((result.volumes - reference).abs().mean().item())
+    # Returning the last x̂₀, every error stays near the x̂₀ head's offset (0.2), at any step count.
+    assert errors[2] < errors[1] < errors[0] and errors[2] < 0.02, errors
+
+
+@pytest.mark.parametrize("output", ["state", "x0"])
+def test_the_output_setting_picks_the_returned_volume(output):
+    process = IaNDiffusion()
+    model = DisagreeingHeads(process, 0.2)
+    noise = process.sample_noise((4, 1, 2, 2, 2), generator=torch.Generator().manual_seed(0))
+    for sampler in process.samplers:
+        settings = SamplerSettings(sampler, 5, output=output).resolved(process)
+        result = sample(model, process, noise.shape, settings, noise=noise,
+                        generator=torch.Generator().manual_seed(1))
+        assert torch.equal(result.volumes, result.state if output == "state" else result.x0)
+    with pytest.raises(ConfigError, match="unknown output 'last'"):
+        SamplerSettings("euler", 5, output="last").resolved(process)
+
+
+def test_every_sampler_of_every_process_has_a_default_output():
+    for process in PROCESSES.values():
+        for sampler in process.samplers:
+            assert SamplerSettings(sampler, 4).resolved(process).output in OUTPUTS

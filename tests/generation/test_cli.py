@@ -152,6 +152,9 @@ def test_a_folder_of_another_run_is_not_mixed_in(full_run, model_dir, make_model
     assert "holds volumes of another run (seed: folder has 4, now 5)" in str(result.exception)
     result = sample(model_dir, "--out", out, "--num", 3, "--seed", 4, "--schedule", "lambda")
     assert "schedule: folder has 'uniform', now 'lambda'" in str(result.exception)
+    assert json.loads((out / "manifest.json").read_text())["output"] == "x0"  # the predictor–corrector's default
+    result = sample(model_dir, "--out", out, "--num", 3, "--seed", 4, "--output", "state")
+    assert "output: folder has 'x0', now 'state'" in str(result.exception)
     result = sample(make_model_folder(), "--out", out, "--num", 3, "--seed", 4)
     assert "model.weights_sha256" in str(result.exception)
     assert all(p.stat().st_mtime == OLD for p in out.rglob("*") if p.is_file())

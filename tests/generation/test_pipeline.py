@@ -197,3 +197,21 @@ def test_guided_reconstruction_asks_the_process_whether_it_applies(model_dir, mo
     monkeypatch.setattr(IaNDiffusion, "guided_steps", None)  # a process without guided sampling
     with pytest.raises(ConfigError, match="guided reconstruction needs a process with guided sampling"):
         pipe.reconstruct("sr", torch.zeros(1, 1, 4, 4, 4))
+
+
+@pytest.mark.parametrize("sampler", ["pc", "euler", "heun", "dpm++2m"])
+def test_the_pipeline_returns_the_sampler_output(pipe, sampler):
+    """What a user gets is the volume the sampler's output names: by default its ``DEFAULT_OUTPUT`` (for the ODE
+    samplers the final state, their solution; not the last x̂₀ taken one step before), else the one asked for."""
+    from prdit.diffusion.samplers import DEFAULT_OUTPUT
+    from prdit.generation.sampling import sample_volumes
+
+    settings = pipe.settings(sampler=sampler, steps=STEPS, seed=3)
+    result = sample_volumes(pipe.model, pipe.process, volume_generators([volume_seed(3, 0)]), settings, pipe.device)
+    by_output = {"state": result.state, "x0": result.x0}
+    assert settings.output == DEFAULT_OUTPUT[sampler]
+    assert torch.equal(pipe(settings=settings, output_type="model").volumes, by_output[settings.output])
+    for output, expected in by_output.items():
+        volumes = pipe(sampler=sampler, steps=STEPS, seed=3, output=output, output_type="model").volumes
+        assert torch.equal(volumes, expected), output
+    assert not torch.equal(result.state, result.x0)

@@ -21,7 +21,7 @@ from the :class:`SamplerSettings` for each call of :func:`sample`.
   contradicts), so every deterministic sampler integrates one ODE. The first step leaves pure
   noise (a = 0, λ = −∞), where no earlier D exists: ``x = (s_j/s_0)·x + a_j·D``; the second step
   is first order, the third at most second; the last step, into s = 0 (λ = +∞), ends the state
-  at D (the ODE's solution at t = 0) and returns the x̂₀ head as the volume.
+  at D (the ODE's solution at t = 0).
 * ``consistency`` (consistency models, docs/method.md §18): the model's clean-volume prediction
   re-noised to the next grid point with fresh noise; at the data end the prediction itself.
 
@@ -30,7 +30,10 @@ The grid is the process's own (uniform in its time: β for IaN, t for flow match
 puts more steps near both ends: on the two-Gaussian oracle it lowers the error of 2M/3M on IaN at
 10–40 steps (tests/diffusion/test_solvers.py).
 
-Every sampler starts from pure noise at the grid's first point and returns the last x̂₀.
+Every sampler starts from pure noise at the grid's first point and ends in a final state and a last
+x̂₀; which of them is the generated volume is the settings' ``output`` (``state``: the final state, for
+the ODE samplers their solution of the sampling ODE at t = 0; ``x0``: the network's last x̂₀, taken one
+grid step before the data end, which moves with the step count). ``DEFAULT_OUTPUT`` holds each sampler's.
 Hooks see each step's state and predictions and may return a changed state (guidance, data
 consistency); the network is called without gradients, and a hook with ``requires_grad = True``
 runs with gradients enabled (it may differentiate, e.g., a measurement loss through x̂₀).
@@ -51,12 +54,21 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 MULTISTEP_ORDER = {"dpm++1": 1, "dpm++2m": 2, "dpm++3m": 3}
 SCHEDULES = ("uniform", "lambda")
+OUTPUTS = ("state", "x0")
+# The volume each sampler returns when no output is given. The ODE samplers return their solution, the final
+# state: the last x̂₀ sits one grid step before the data end, so a solver's order never reached the volume
+# (docs/method.md §16). The stochastic ones return the last x̂₀, as the reference's predictor–corrector does
+# (§8); a consistency model's final state is its last x̂₀. On flow matching both are one tensor for every ODE
+# sampler. Measured on the reference model in README, "Fast sampling".
+DEFAULT_OUTPUT = {"pc": "x0", "euler": "state", "heun": "state", "dpm++1": "state", "dpm++2m": "state",
+                  "dpm++3m": "state", "consistency": "x0"}
 
 
 @dataclass(frozen=True)
 class SamplerSettings:
     """Which sampler, how many grid steps (``None``: the process's defaults) and how they are spaced;
-    for ``pc`` also the predictor's jump in grid steps and the scale w of the corrector's noise.
+    for ``pc`` also the predictor's jump in grid steps and the scale w of the corrector's noise; and which
+    tensor is the generated volume, ``output`` (``state`` or ``x0``; ``None``: the sampler's ``DEFAULT_OUTPUT``).
 
     :meth:`resolved` is the one place omitted settings are filled in, for plain sampling and for
     guided reconstruction alike (``prdit sample``, ``prdit reconstruct``, ``PRDiTPipeline``)."""
@@ -66,6 +78,7 @@ class SamplerSettings:
     schedule: str = "uniform"
     jump: int = 2
     corrector_noise: float = 1.0
+    output: str | None = None
 
     def resolved(self, process: Process, guided: bool = False) -> "SamplerSettings":
         """A copy with the process's defaults filled in (its ``sample_steps``, or its ``guided_steps`` for
@@ -79,6 +92,10 @@ class SamplerSettings:
         if settings.sampler not in process.samplers:
             raise ConfigError(f"sampler '{settings.sampler}' does not apply to the {process.kind} process; "
                               f"choose one of {', '.join(process.samplers)}")
+        settings = replace(settings, output=settings.output or DEFAULT_OUTPUT[settings.sampler])
+        if settings.output not in OUTPUTS:
+            raise ConfigError(f"unknown output '{settings.output}'; choose one of {', '.join(OUTPUTS)} (the final "
+                              f"state, or the network's last x̂₀)")
         if settings.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {settings.steps}")
         if settings.schedule not in SCHEDULES:
@@ -112,8 +129,10 @@ Hook = Callable[[SamplerStep], SamplerStep | None]
 
 @dataclass
 class SampleResult:
-    """The last x̂₀ (the generated volumes) and the last state of the chain, both ``[B, C, D, H, W]``."""
+    """The generated ``volumes`` (the settings' ``output``: one of the two others), the last x̂₀ and the final
+    state of the chain, all ``[B, C, D, H, W]``."""
 
+    volumes: torch.Tensor
     x0: torch.Tensor
     state: torch.Tensor
 
@@ -196,8 +215,7 @@ class DPMSolverMultistep(StepRule):
         process, t_i, t_j = self.process, grid[i], grid[i + 1]
         data = process.data_prediction(x, t_i, prediction)
         if i + 2 == len(grid):
-            # Into λ = +∞ the update is the data prediction itself: the state ends at the ODE's solution at
-            # t = 0 (the volume returned stays the x̂₀ head).
+            # Into λ = +∞ the update is the data prediction itself: the state ends at the ODE's solution at t = 0.
             return data
         if i == 0:  # from λ = −∞ no earlier D exists
             return (float(process.noise_scale(t_j)) / float(process.noise_scale(t_i))) * x \
@@ -248,7 +266,8 @@ def sample(model: Denoiser, process: Process, shape: tuple[int, ...], settings: 
            hooks: Sequence[Hook] = ()) -> SampleResult:
     """Generate ``shape`` = ``[B, C, D, H, W]`` volumes in the model range.
 
-    ``settings`` must be resolved against ``process`` (:meth:`SamplerSettings.resolved`).
+    ``settings`` must be resolved against ``process`` (:meth:`SamplerSettings.resolved`); unresolved, the
+    volumes are the sampler's ``DEFAULT_OUTPUT``.
     ``generator`` (on any device; or one per volume) makes the run reproducible; ``noise``
     fixes the start (already of the process's noise scale). ``hooks`` run in order at each step.
     """
@@ -273,7 +292,8 @@ def sample(model: Denoiser, process: Process, shape: tuple[int, ...], settings: 
         x0_hat = prediction.x0
         with torch.no_grad():
             x = rule.step(x, i, grid, prediction, predict)
-    return SampleResult(x0=x0_hat, state=x)
+    output = settings.output or DEFAULT_OUTPUT[settings.sampler]
+    return SampleResult(volumes=x if output == "state" else x0_hat, x0=x0_hat, state=x)
 
 
 def time_grid(process: Process, steps: int, schedule: str) -> list[float]:

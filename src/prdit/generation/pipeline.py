@@ -121,12 +121,12 @@ class PRDiTPipeline:
             for start in range(0, len(generators), settings.batch_size):
                 result = sample_volumes(self.model, self.process, generators[start:start + settings.batch_size],
                                         settings, self.device, hooks)
-                chunks.append(result.x0.cpu())
+                chunks.append(result.volumes.cpu())
         finally:
             if bar is not None:
                 bar.close()
-        x0 = torch.cat(chunks)
-        volumes = self.to_hu(x0) if output_type == "hu" else x0
+        generated = torch.cat(chunks)
+        volumes = self.to_hu(generated) if output_type == "hu" else generated
         if not return_dict:
             return volumes, seeds
         return PRDiTPipelineOutput(volumes=volumes, seeds=seeds)
@@ -160,8 +160,8 @@ class PRDiTPipeline:
         hooks = [hook] if progress is None else [hook, progress_hook(progress)]
         result = sample_volumes(self.model, self.process, volume_generators(seeds, self.device), settings,
                                 self.device, hooks)
-        x0 = result.x0.cpu()
-        return PRDiTPipelineOutput(volumes=self.to_hu(x0) if output_type == "hu" else x0, seeds=seeds)
+        generated = result.volumes.cpu()
+        return PRDiTPipelineOutput(volumes=self.to_hu(generated) if output_type == "hu" else generated, seeds=seeds)
 
     def to_hu(self, x0: torch.Tensor) -> np.ndarray:
         """Model-range ``[N, 1, D, H, W]`` -> HU ``[N, D, H, W]`` float32, clipped to the window."""

@@ -125,3 +125,18 @@ def test_infill_guidance_takes_the_gradient_before_hard_consistency() -> None:
     torch.testing.assert_close(guided.x, x - settings.scale * hook.gradient(x0))
     assert not torch.equal(guided.x, x)
     torch.testing.assert_close(guided.prediction.x0, (1 - known) * x0 + known * y)
+
+
+def test_infill_guidance_leaves_out_the_measured_volume_outside_the_mask() -> None:
+    """An infill measurement given as a whole volume (``--measurement``): its values at the unknown voxels were
+    never measured, so they enter neither the residual nor the guided step."""
+    process, mask = IaNDiffusion(), make_mask("centre_cube", (SIZE,) * 3)
+    generator = torch.Generator().manual_seed(0)
+    volume, x0, x = (torch.randn(1, 1, SIZE, SIZE, SIZE, generator=generator) for _ in range(3))
+    whole = MeasurementGuidance(mask, volume, TASK_DEFAULTS["infill"], process)
+    known = MeasurementGuidance(mask, mask(volume), TASK_DEFAULTS["infill"], process)
+    residual = mask(x0) - mask(volume)
+    torch.testing.assert_close(whole.gradient(x0), residual / residual.norm())
+    step = SamplerStep(0, STEPS, 900.0, 890.0, x, Prediction(x0, torch.zeros_like(x0)))
+    torch.testing.assert_close(whole(step).x, known(step).x)
+    torch.testing.assert_close(whole(step).prediction.x0, known(step).prediction.x0)

@@ -94,7 +94,7 @@ class MeasurementGuidance:
         if settings.hard_consistency and not isinstance(operator, Mask):
             raise ConfigError(f"hard data consistency needs a mask operator, not '{operator.name}'")
         self.operator = operator
-        self.measurement = measurement.detach()
+        self.measurement = operator.measured(measurement.detach())
         self.settings = settings.checked()
         self.process = process
 

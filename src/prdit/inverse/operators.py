@@ -44,6 +44,10 @@ class Operator(ABC):
     def describe(self) -> dict:
         """Every setting of the operator as a JSON-ready dict (``operator`` names the kind)."""
 
+    def measured(self, y: torch.Tensor) -> torch.Tensor:
+        """The measurement ``y`` as guidance compares it with ``A(x̂₀)``: what the operator measures of it (all)."""
+        return y
+
 
 def check_volume_batch(x: torch.Tensor, what: str = "volume batch") -> tuple[int, int, int]:
     """``(D, H, W)`` of a ``[B, 1, D, H, W]`` floating-point tensor, or a ``ConfigError`` saying what is wrong."""
@@ -143,6 +147,11 @@ class Mask(Operator):
         if shape != tuple(self.known.shape):
             raise ConfigError(f"mask of shape {tuple(self.known.shape)} does not fit volumes of shape {shape}")
         return x * self.weights(x)
+
+    def measured(self, y: torch.Tensor) -> torch.Tensor:
+        """``m ⊙ y``: a measurement given as a whole volume (``--measurement``) keeps its known voxels only; the
+        values elsewhere were never measured and must not enter the residual or its gradient."""
+        return self(y)
 
     def describe(self) -> dict:
         """Settings for a manifest: the pattern that made the mask and its known fraction (not the mask itself)."""

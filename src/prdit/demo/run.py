@@ -10,6 +10,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prdit.generation.config import SamplingConfig
 
 # The whole demo's time budget in minutes: training takes the stages' shares of it, sampling,
 # evaluation and the report the rest; with the one-time installation a fresh clone's `make demo`
@@ -29,10 +33,10 @@ class DemoSettings:
     seed: int = 0
     process: str = "ian"
     num_samples: int = 16
-    sample_steps: int = 100
+    sample_steps: int | None = None  # the process's default (Process.sample_steps)
     sampler: str | None = None  # the process's default: IaN predictor-corrector, flow matching Euler
     critic_steps: int = 300
-    sr_steps: int = 1000  # guided steps of the ×4 super-resolution panel (IaN only)
+    sr_steps: int | None = None  # guided steps of the ×4 super-resolution panel (IaN only; Process.guided_steps)
     # Shares of the time budget that each training stage may use at most.
     stage1_share: float = 0.3
     stage2_share: float = 0.45
@@ -81,15 +85,21 @@ def _export(run_dir: Path, out: Path) -> Path:
     return export_run(run_dir, out, overwrite=True)
 
 
-def _sample(model_dir: Path, out: Path, settings: DemoSettings, progress: bool) -> Path:
+def _sampling_config(settings: DemoSettings) -> SamplingConfig:
+    """The demo's sampling settings (sampler and steps ``None``: the model's process fills them in), every
+    volume in one batch."""
     from prdit.generation.config import SamplingConfig
+
+    return SamplingConfig(sampler=settings.sampler, steps=settings.sample_steps, seed=settings.seed,
+                          batch_size=settings.num_samples, exact=False, preview_window="full")
+
+
+def _sample(model_dir: Path, out: Path, settings: DemoSettings, progress: bool) -> Path:
     from prdit.generation.pipeline import PRDiTPipeline
     from prdit.generation.run import generate_to_folder
 
     pipe = PRDiTPipeline.from_pretrained(model_dir, device="auto")
-    sampling = SamplingConfig(sampler=settings.sampler, steps=settings.sample_steps, seed=settings.seed,
-                              batch_size=settings.num_samples, exact=False, preview_window="full")
-    generate_to_folder(pipe, out, range(settings.num_samples), sampling, progress=progress)
+    generate_to_folder(pipe, out, range(settings.num_samples), _sampling_config(settings), progress=progress)
     return out
 
 
@@ -120,6 +130,7 @@ def _super_resolution(model_dir: Path, val_list: Path, out: Path, settings: Demo
 
     from prdit.data.dataset import list_volumes, load_training_array
     from prdit.generation.pipeline import PRDiTPipeline
+    from prdit.inverse.guidance import task_settings
     from prdit.inverse.metrics import classical_baseline, psnr, ssim
     from prdit.inverse.tasks import task_operator
 
@@ -130,7 +141,8 @@ def _super_resolution(model_dir: Path, val_list: Path, out: Path, settings: Demo
     operator = task_operator("sr", pipe.volume_shape, pipe.spacing, pipe.normalization)
     measurement = operator(truth)
     baseline = classical_baseline(operator, measurement)
-    recon = pipe.reconstruct("sr", measurement, steps=settings.sr_steps, seed=settings.seed, output_type="model").volumes
+    steps = pipe.guided_settings(task_settings("sr"), steps=settings.sr_steps).steps
+    recon = pipe.reconstruct("sr", measurement, steps=steps, seed=settings.seed, output_type="model").volumes
     volumes = {name: pipe.normalization.to_hu(v[0, 0].numpy()) for name, v in
                (("trilinear from ×4 low resolution", baseline), ("PRDiT prior", recon), ("ground truth", truth))}
     figure = out.parent / "figures" / "superres.png"
@@ -139,7 +151,7 @@ def _super_resolution(model_dir: Path, val_list: Path, out: Path, settings: Demo
     save_slices_figure(list(volumes.values()), figure, titles=list(volumes))
     scores = {name: {"psnr": float(psnr(v, truth)), "ssim": float(ssim(v, truth))}
               for name, v in (("baseline", baseline), ("reconstruction", recon))}
-    result = {"task": "sr", "steps": settings.sr_steps, "figure": str(figure.relative_to(out.parent)), **scores,
+    result = {"task": "sr", "steps": steps, "figure": str(figure.relative_to(out.parent)), **scores,
               "hu_range": [float(np.min(volumes["PRDiT prior"])), float(np.max(volumes["PRDiT prior"]))]}
     out.write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -164,7 +176,7 @@ def run_demo(out: str | Path = "demo_out", minutes: float = DEFAULT_MINUTES, set
     out.mkdir(parents=True, exist_ok=True)
     # Data and runs are shared (run names differ by process); models, samples and metrics are not.
     results = out if settings.process == "ian" else out / settings.process
-    sampler = settings.sampler or PROCESSES[settings.process].default_sampler
+    sampling = _sampling_config(settings).resolved(PROCESSES[settings.process]())
     started = time.perf_counter()
     budget = minutes * 60.0
     timings: dict[str, float] = {}
@@ -194,7 +206,7 @@ def run_demo(out: str | Path = "demo_out", minutes: float = DEFAULT_MINUTES, set
     samples = {}
     for name, model_dir in models.items():
         log(f"sampling: {settings.num_samples} volumes from the {name} model, "
-            f"{settings.sample_steps} {sampler} steps")
+            f"{sampling.steps} {sampling.sampler} steps")
         samples[name] = _sample(model_dir, results / "samples" / name, settings, progress)
     lap("sampling", t)
 

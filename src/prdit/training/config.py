@@ -98,7 +98,7 @@ class LogConfig:
     val_noise_levels: list[float] = field(default_factory=lambda: [0.1, 0.5, 0.9])  # 0 = data, 1 = pure noise
     val_max_volumes: int = 64
     preview_every: int = 5000
-    preview_steps: int = 100
+    preview_steps: int | None = None  # None: the process's default (Process.sample_steps)
     preview_num: int = 2
     tensorboard: bool = True
 

@@ -2,11 +2,10 @@
 
 The data: a mixture of two Gaussians in 8 dimensions (``prdit.diffusion.oracles.TwoGaussians``,
 means ±0.6, variance 0.05). From 64 fixed noises, each sampler runs 5 to 40 steps; the error is
-the mean absolute difference of its final state — its solution of the sampling ODE at t = 0 —
-from that of 1,000 Heun steps from the same noise, and the measured order is the slope of log
-error against log steps. (The returned volume, the last x̂₀, is the prediction one step before
-t = 0 for Euler and Heun on IaN: comparing it would add where that prediction was taken.) No
-network is involved, so this says how each solver and schedule treats the path itself; a trained
+the mean absolute difference of the volume it returns — its final state, its solution of the
+sampling ODE at t = 0 (``DEFAULT_OUTPUT``) — from the final state of 1,000 Heun steps from the
+same noise, and the measured order is the slope of log error against log steps. No network is
+involved, so this says how each solver and schedule treats the path itself; a trained
 model adds its own errors (``benchmarks/sampler_quality.py``).
 
     python benchmarks/solver_order.py
@@ -52,10 +51,10 @@ def two_gaussians(kind: str, volumes: int = 64,
 
 def measure(process: Process, oracle: TwoGaussians, noise: torch.Tensor, reference: torch.Tensor, sampler: str,
             schedule: str, steps: list[int]) -> dict:
-    """Mean |x − x_ref| of the final states after each step count, the network calls, and the order (slope)."""
+    """Mean |x − x_ref| of the returned volumes after each step count, the network calls, and the order (slope)."""
     from prdit.diffusion import SamplerSettings, sample
 
-    errors = [(sample(oracle, process, noise.shape, SamplerSettings(sampler, n, schedule), noise=noise).state
+    errors = [(sample(oracle, process, noise.shape, SamplerSettings(sampler, n, schedule), noise=noise).volumes
                - reference).abs().mean().item() for n in steps]
     return {"process": process.kind, "sampler": sampler, "schedule": schedule, "steps": list(steps),
             "network_calls": [SamplerSettings(sampler, n).network_calls() for n in steps], "errors": errors,
@@ -82,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append([kind, sampler, schedule, *(f"{e:.2e}" for e in result["errors"]),
                              f"{result['order']:.2f}"])
     notes = [f"two Gaussians in 8 dimensions (means ±0.6, variance 0.05), {volumes} noises; error = mean |x - x_ref| "
-             f"of the final states (the ODE's solution at t = 0), x_ref from {reference_steps} Heun steps; "
+             f"of the returned volumes (the final states, the ODE's solution at t = 0), x_ref the final states of "
+             f"{reference_steps} Heun steps; "
              "order = slope of log error over log steps",
              "heun makes 2N-1 network calls for N steps, every other sampler N"]
     report(NAME, torch.device("cpu"), args, "Solver convergence on the exact two-Gaussian denoiser", notes,

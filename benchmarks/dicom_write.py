@@ -36,7 +36,8 @@ def main() -> None:
             for r in range(args.repeats):
                 folder = Path(tmp) / f"series_{r}"
                 start = time.perf_counter()
-                write_dicom_series(volume, folder, model_name="benchmark", model_digest="0" * 64, seed=0, index=r)
+                write_dicom_series(volume, folder, key="benchmark", model_name="benchmark", model_digest="0" * 64,
+                                   seed=0, index=r)
                 writes.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 read_dicom_series(folder)

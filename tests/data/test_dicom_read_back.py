@@ -15,7 +15,8 @@ def _volume(seed: int) -> Volume:
 
 
 def _series(folder, seed: int = 0):
-    return write_dicom_series(_volume(seed), folder, model_name="test", model_digest="ab" * 32, seed=seed, index=0)
+    return write_dicom_series(_volume(seed), folder, key=f"run {seed}", model_name="test", model_digest="ab" * 32,
+                              seed=seed, index=0)
 
 
 def test_read_volume_reads_a_series_folder(tmp_path):

@@ -9,11 +9,12 @@ import SimpleITK as sitk
 from typer.testing import CliRunner
 
 from prdit.cli import app
-from prdit.data.dicom_writer import CT_IMAGE_STORAGE, read_dicom_series, write_dicom_series
+from prdit.data.dicom_writer import CT_IMAGE_STORAGE, read_dicom_series, uid_key, write_dicom_series
 from prdit.data.io import Volume, read_volume, write_volume
 from prdit.errors import ConfigError, DataError
 
 DIGEST = "0123456789abcdef" * 4
+KEY = uid_key({"seed": 3, "sampler": "pc", "steps": 100})
 
 
 def rotation_z(degrees: float) -> np.ndarray:
@@ -30,7 +31,7 @@ def volume(rng) -> Volume:
 
 
 def write(volume, folder, **kwargs):
-    args = dict(model_name="PRDiT-T/6/2", model_digest=DIGEST, seed=3, index=1)
+    args = dict(key=KEY, model_name="PRDiT-T/6/2", model_digest=DIGEST, seed=3, index=1)
     return write_dicom_series(volume, folder, **{**args, **kwargs})
 
 
@@ -77,13 +78,17 @@ def test_prdit_reader_reads_the_series_back(volume, tmp_path):
     np.testing.assert_allclose(back.direction, volume.direction, atol=1e-4)
 
 
-def test_hu_are_rounded_and_clipped_to_int16(tmp_path):
+def test_hu_are_rounded_to_int16_and_values_beyond_it_are_refused(tmp_path):
     array = np.full((3, 4, 5), 12.6, dtype=np.float32)
-    array[1] = 1e6
-    array[2] = -1e6
+    array[1] = 32767.4
+    array[2] = -32768.4
     back = read_dicom_series(write(Volume(array), tmp_path / "series"))
     assert back.array[0].tolist() == np.full((4, 5), 13).tolist()
-    assert back.array[1].max() == 32767 and back.array[2].min() == -32768
+    assert back.array[1].min() == 32767 and back.array[2].max() == -32768
+    array[1, 0, 0] = 40000.7
+    with pytest.raises(DataError, match=r"too_bright: values from -32768.4 to 40000.7, outside the -32768 to 32767 HU"):
+        write(Volume(array), tmp_path / "too_bright")
+    assert not (tmp_path / "too_bright").exists()
 
 
 def test_header_is_a_synthetic_ct_image_with_the_geometry(volume, tmp_path):
@@ -109,19 +114,45 @@ def test_header_is_a_synthetic_ct_image_with_the_geometry(volume, tmp_path):
     assert len({s.FrameOfReferenceUID for s in slices}) == 1 and len({s.SeriesInstanceUID for s in slices}) == 1
 
 
-def test_uids_are_reproducible_and_never_shared(volume, tmp_path):
-    def uids(folder):
-        s = headers(folder)
-        return s[0].StudyInstanceUID, s[0].SeriesInstanceUID, s[0].FrameOfReferenceUID, [x.SOPInstanceUID for x in s]
+def uids(folder):
+    s = headers(folder)
+    return s[0].StudyInstanceUID, s[0].SeriesInstanceUID, s[0].FrameOfReferenceUID, [x.SOPInstanceUID for x in s]
 
+
+def test_uids_are_reproducible_and_never_shared(volume, tmp_path):
     again = uids(write(volume, tmp_path / "b"))
     first = uids(write(volume, tmp_path / "a"))
     assert first == again
+    other_run = uid_key({"seed": 3, "sampler": "pc", "steps": 50})
     others = [uids(write(volume, tmp_path / name, **change)) for name, change in
-              [("seed", {"seed": 4}), ("index", {"index": 2}), ("digest", {"model_digest": "f" * 64})]]
+              [("index", {"index": 2}), ("key", {"key": other_run}), ("task", {"key": uid_key("sr", "case 1")})]]
     every = [u for run in [first, *others] for u in (*run[:3], *run[3])]
     assert len(every) == len(set(every)) == 4 * (3 + 6)
     assert all(u.startswith("2.25.") and len(u) <= 64 for u in every)
+
+
+def test_a_killed_write_is_cleared_by_the_next_write_of_the_series(volume, tmp_path, monkeypatch):
+    import pydicom as dicom_module
+
+    written = []
+
+    def killed_after_two_slices(path, *args, **kwargs):
+        if len(written) == 2:
+            raise SystemExit(9)
+        written.append(path)
+        return real_write(path, *args, **kwargs)
+
+    real_write = dicom_module.dcmwrite
+    monkeypatch.setattr(dicom_module, "dcmwrite", killed_after_two_slices)
+    monkeypatch.setattr("prdit.data.dicom_writer.shutil.rmtree", lambda *args, **kwargs: None)  # as by kill -9
+    scratch = tmp_path / ".partial"
+    with pytest.raises(SystemExit):
+        write(volume, tmp_path / "out" / "series", scratch=scratch)
+    monkeypatch.undo()
+    assert all(scratch in p.parents for p in written)  # the half-written series lies in the run's scratch folder
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    write(volume, tmp_path / "out" / "series", scratch=scratch)
+    assert not list(scratch.iterdir()) and len(list((tmp_path / "out" / "series").glob("*.dcm"))) == 6
 
 
 def test_existing_folder_is_refused_unless_overwrite_and_no_partial_is_left(volume, tmp_path):
@@ -134,15 +165,21 @@ def test_existing_folder_is_refused_unless_overwrite_and_no_partial_is_left(volu
     assert not (folder / "stale.dcm").exists() and len(list(folder.glob("*.dcm"))) == 6
 
 
-def test_a_converted_volume_says_so_and_names_no_model(volume, tmp_path):
+def test_a_converted_volume_says_so_names_no_model_and_claims_no_removed_identity(volume, tmp_path):
     first = headers(write(volume, tmp_path / "series", model_name=None))[0]
     assert str(first.PatientName) == "ANONYMOUS^PRDIT" and "CONVERTED" in first.SeriesDescription
+    # Its pixels come from an input that may show a patient: the writer vouches only for the fields it writes.
+    assert "PatientIdentityRemoved" not in first and "BurnedInAnnotation" not in first
+    sample = headers(write(volume, tmp_path / "sample"))[0]
+    assert sample.PatientIdentityRemoved == "YES" and sample.BurnedInAnnotation == "NO"
 
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None,
                     reason="dciodvfy (dicom3tools) is not on PATH: apt-get install dicom3tools")
-def test_dciodvfy_reports_no_errors(volume, tmp_path):
-    folder = write(volume, tmp_path / "series")
+@pytest.mark.parametrize("kind", [{}, {"task": "sr"}, {"model_name": None}, {"model_name": None, "source_name": "ct"}],
+                         ids=["sample", "reconstruction", "converted", "converted-kept-name"])
+def test_dciodvfy_reports_no_errors(volume, tmp_path, kind):
+    folder = write(volume, tmp_path / "series", **kind)
     for path in sorted(folder.glob("*.dcm"))[:2]:
         report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
         text = report.stdout + report.stderr
@@ -158,7 +195,7 @@ def convert(*args):
 
 def test_convert_nifti_to_dicom_and_back(volume, tmp_path):
     write_volume(tmp_path / "ct.nii.gz", volume)
-    result = convert(tmp_path / "ct.nii.gz", "--to", "dicom", "--out", tmp_path / "dicom")
+    result = convert(tmp_path / "ct.nii.gz", "--to", "dicom", "--out", tmp_path / "dicom", "--keep-name")
     assert result.exit_code == 0, result.output
     assert_same_image(read_sitk_series(tmp_path / "dicom" / "ct"), volume)
     assert "CONVERTED" in headers(tmp_path / "dicom" / "ct")[0].SeriesDescription
@@ -167,23 +204,74 @@ def test_convert_nifti_to_dicom_and_back(volume, tmp_path):
     back = read_volume(tmp_path / "back" / "ct.nii.gz")
     np.testing.assert_array_equal(back.array, volume.array)
     np.testing.assert_allclose(back.direction, volume.direction, atol=1e-4)
-    assert isinstance(convert(tmp_path / "ct.nii.gz", "--to", "dicom", "--out", tmp_path / "dicom").exception,
-                      ConfigError)
+    assert isinstance(convert(tmp_path / "ct.nii.gz", "--to", "dicom", "--out", tmp_path / "dicom",
+                              "--keep-name").exception, ConfigError)
+
+
+def test_a_converted_file_keeps_nothing_that_links_back_to_it_unless_asked(volume, tmp_path):
+    from prdit.data.io import file_sha256
+
+    source = tmp_path / "LIDC-IDRI-0042.nii.gz"
+    write_volume(source, volume)
+    digest = file_sha256(source)
+    for _ in range(2):
+        assert convert(source, "--to", "dicom", "--out", tmp_path / "dicom").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "dicom").iterdir()) == ["converted_00000", "converted_00001"]
+    for folder in (tmp_path / "dicom").iterdir():
+        for ds in headers(folder):
+            text = " ".join(str(element.value) for element in ds if element.keyword != "PixelData")
+            assert "LIDC-IDRI-0042" not in text and digest[:8] not in text
+    first, second = (uids(tmp_path / "dicom" / name) for name in ("converted_00000", "converted_00001"))
+    assert not set(first[:3]) & set(second[:3]) and not set(first[3]) & set(second[3])
+
+    kept = [tmp_path / "kept" / name for name in ("a", "b")]
+    for out in kept:
+        assert convert(source, "--to", "dicom", "--out", out, "--keep-name").exit_code == 0
+    named = headers(kept[0] / "LIDC-IDRI-0042")[0]
+    assert named.PatientID == "LIDC-IDRI-0042" and "LIDC-IDRI-0042" in named.SeriesDescription
+    assert uids(kept[0] / "LIDC-IDRI-0042") == uids(kept[1] / "LIDC-IDRI-0042")  # the same file, the same series
+
+
+def test_convert_refuses_hu_a_series_cannot_hold_and_volumes_not_in_hu(volume, tmp_path):
+    bright = Volume(volume.array.astype(np.float32), volume.spacing, volume.origin, volume.direction)
+    bright.array[2, 3, 4] = 40000.7
+    write_volume(tmp_path / "bright.nii.gz", bright)
+    error = convert(tmp_path / "bright.nii.gz", "--to", "dicom", "--out", tmp_path / "out").exception
+    assert isinstance(error, DataError) and "bright.nii.gz" in str(error) and "40000.7" in str(error)
+
+    model_range = np.clip(volume.array / 1000.0, -1, 1).astype(np.float32)
+    np.save(tmp_path / "normalised.npy", model_range)
+    error = convert(tmp_path / "normalised.npy", "--to", "dicom", "--out", tmp_path / "out").exception
+    assert isinstance(error, DataError) and "normalised.npy" in str(error) and "not HU" in str(error)
+
+    # A sample's volume in the model range, unclipped (beyond [-1, 1]): its manifest says what it is.
+    samples = tmp_path / "samples"
+    write_volume(samples / "sample_00000.nii.gz", volume)
+    write_volume(samples / "x0" / "sample_00000.nii.gz", Volume(model_range * 1.2))
+    (samples / "manifest.json").write_text(json.dumps({
+        "format": "prdit-samples", "model": {"name": "PRDiT-T/6/2", "weights_sha256": DIGEST}, "units": "HU",
+        "volumes": [{"index": 0, "seed": 7, "file": "sample_00000.nii.gz", "x0_file": "x0/sample_00000.nii.gz"}]}))
+    error = convert(samples / "x0" / "sample_00000.nii.gz", "--to", "dicom", "--out", tmp_path / "out").exception
+    assert isinstance(error, DataError) and "model range" in str(error)
+    assert str(samples / "sample_00000.nii.gz") in str(error)
+    assert not (tmp_path / "out").exists()
 
 
 def test_convert_a_sample_keeps_model_seed_and_index(volume, tmp_path):
     write_volume(tmp_path / "sample_00002.nii.gz", volume)
     (tmp_path / "manifest.json").write_text(json.dumps({
-        "format": "prdit-samples", "model": {"name": "PRDiT-T/6/2", "weights_sha256": DIGEST},
+        "format": "prdit-samples", "model": {"name": "PRDiT-T/6/2", "weights_sha256": DIGEST}, "uid_key": KEY,
         "volumes": [{"index": 2, "seed": 77, "file": "sample_00002.nii.gz"}]}))
     assert convert(tmp_path / "sample_00002.nii.gz", "--to", "dicom", "--out", tmp_path / "d").exit_code == 0
     first = headers(tmp_path / "d" / "sample_00002")[0]
     assert first.PatientID == f"PRDIT-{DIGEST[:8]}-77-2" and "seed 77 index 2" in first.SeriesDescription
+    # the series `prdit sample --format dicom` writes for volume 2 of that run
+    assert uids(tmp_path / "d" / "sample_00002") == uids(write(volume, tmp_path / "sampled", seed=77, index=2))
 
 
 def test_convert_refuses_mixed_series_2d_images_and_other_modalities(volume, tmp_path):
     write(volume, tmp_path / "a")
-    write(volume, tmp_path / "b", seed=9)
+    write(volume, tmp_path / "b", key=uid_key("another run"))
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     for name in ("a", "b"):

@@ -77,3 +77,35 @@ def test_series_folders_are_read_back_by_view_and_evaluate(model_dir, tmp_path):
     from_nifti = evaluate(out, tmp_path / "nifti.json")
     assert from_dicom["fake"]["count"] == from_nifti["fake"]["count"] == 3
     assert from_dicom["msssim"] == from_nifti["msssim"]
+
+
+def test_a_run_killed_while_writing_a_series_leaves_it_under_partial_and_the_resumed_run_clears_it(model_dir,
+                                                                                                   tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # kill -9 in the middle of the second series: the process ends at once, no cleanup runs.
+    killed = ("import os, sys, pydicom\n"
+              "write, count = pydicom.dcmwrite, [0]\n"
+              "def dies_at_the_20th_slice(*args, **kwargs):\n"
+              "    count[0] += 1\n"
+              "    if count[0] == 20:\n"
+              "        os._exit(9)\n"
+              "    return write(*args, **kwargs)\n"
+              "pydicom.dcmwrite = dies_at_the_20th_slice\n"
+              "from prdit.cli import main\n"
+              "sys.argv = ['prdit', *sys.argv[1:]]\n"
+              "main()\n")
+    args = ["sample", str(model_dir), "--out", str(tmp_path), "--num", "2", "--seed", "5", "--format", "dicom"]
+    result = subprocess.run([sys.executable, "-c", killed, *args, "--steps", "4", "--quiet", "--no-previews"],
+                            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert result.returncode == 9, result.stderr[-2000:]
+    left = [p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.name.startswith(".") and ".partial" in p.name]
+    assert left and all(p.parts[0] == ".partial" for p in left), left  # the half-written series is in OUT/.partial
+
+    sample(*args[1:])
+    hidden = [p for p in tmp_path.rglob(".*") if p.name not in (".journal",)]
+    assert not hidden, hidden
+    for i in range(2):
+        assert len(list((tmp_path / "dicom" / f"sample_{i:05d}").glob("*.dcm"))) == 16

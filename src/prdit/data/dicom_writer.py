@@ -7,15 +7,24 @@ of each slice's first voxel, Pixel Spacing ``[row spacing, column spacing]`` = `
 A left-handed direction matrix (slice axis against row x column) is written as the same image
 with the slice order reversed, because DICOM readers order slices along row x column.
 
-Study, Series, Frame of Reference and SOP Instance UIDs are ``2.25.`` UIDs hashed from (model
-digest, seed, index, role), so writing the same volume again gives the same UIDs and two volumes
-or two slices never share one. No header field is taken from anywhere else: Patient Name and ID
-say the image is synthetic (or converted) and name no person.
+Study, Series, Frame of Reference and SOP Instance UIDs are ``2.25.`` UIDs hashed from (key, index,
+role), where the caller's key stands for everything that makes the image: a sample run's settings
+(model weights, seed, sampler, steps, schedule, ...), a reconstruction's settings, measurement and
+case. Writing the same image again gives the same UIDs; two images, or two slices, never share one.
+No header field is taken from anywhere else: Patient Name and ID say the image is synthetic (or
+converted) and name no person. Only a synthetic sample claims Patient Identity Removed: the pixels
+of a converted volume or of a reconstruction come from an input that may show a real patient.
+
+A series is written into a work folder (``scratch``, default beside ``folder``) and renamed into
+place, so a write killed half-way never leaves a series that looks whole; the next write of the
+same series removes what it left.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -34,21 +43,34 @@ WINDOWS = ("lung", "mediastinal")
 """Window presets in the header, the first one is what a viewer opens with."""
 SLICE_FILE = "slice_{:05d}.dcm"
 LO_MAX = 64  # characters in a DICOM LO (long string) value
+HU_RANGE = (-32768, 32767)
+"""HU an int16 CT slice with Rescale Slope 1 and Intercept 0 holds."""
 
 
-def series_uid(model_digest: str, seed: int, index: int, role: str) -> str:
-    """A reproducible ``2.25.`` UID of one role (``study``, ``series``, ``frame``, ``slice 3``) of a volume.
+def uid_key(*parts: object) -> str:
+    """The key of a series' UIDs: SHA-256 of ``parts`` (JSON-ready settings, names) as canonical JSON."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def series_uid(key: str, index: int, role: str) -> str:
+    """A reproducible ``2.25.`` UID of one role (``study``, ``series``, ``frame``, ``slice 3``) of volume
+    ``index`` of what ``key`` stands for (see :func:`uid_key`).
 
     ``2.25.`` followed by a name-based (SHA-1) UUID as an integer, as DICOM PS3.5 B.2 allows;
     pydicom's ``generate_uid(prefix=None)`` ignores its entropy sources and would give a random one.
     """
-    name = "\x1f".join(["prdit", model_digest, str(seed), str(index), role])
+    name = "\x1f".join(["prdit", key, str(index), role])
     return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, name).int}"
 
 
 def patient_id(model_digest: str, seed: int, index: int) -> str:
-    """The synthetic Patient ID of a volume: ``PRDIT-<digest8>-<seed>-<index>``."""
+    """The synthetic Patient ID of a generated volume: ``PRDIT-<digest8>-<seed>-<index>``."""
     return f"PRDIT-{model_digest[:8]}-{seed}-{index}"
+
+
+def converted_patient_id(key: str) -> str:
+    """The Patient ID of a converted volume: ``PRDIT-CONVERTED-`` and 8 hex digits of its UID key."""
+    return f"PRDIT-CONVERTED-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
 def _lo(text: str) -> str:
@@ -69,21 +91,33 @@ def _right_handed(volume: Volume) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return array, origin, direction
 
 
+def check_hu_range(array: np.ndarray, source: str | Path) -> None:
+    """Raise a ``DataError`` naming ``source`` unless every voxel rounds to HU a CT slice holds (``HU_RANGE``)."""
+    array = np.asarray(array)
+    lo, hi = float(array.min()), float(array.max())
+    if np.rint(lo) < HU_RANGE[0] or np.rint(hi) > HU_RANGE[1]:
+        raise DataError(f"{source}: values from {lo:g} to {hi:g}, outside the {HU_RANGE[0]} to {HU_RANGE[1]} HU a "
+                        f"DICOM CT series holds (int16, Rescale Slope 1); is the volume in HU? Rescale or clip it "
+                        f"before writing it as DICOM")
+
+
 def hu_int16(array: np.ndarray) -> np.ndarray:
-    """HU rounded to the nearest integer and clipped to the int16 range."""
-    return np.clip(np.rint(np.asarray(array, dtype=np.float64)), -32768, 32767).astype(np.int16)
+    """HU rounded to the nearest integer as int16 (the range checked first, see :func:`check_hu_range`)."""
+    return np.rint(np.asarray(array, dtype=np.float64)).astype(np.int16)
 
 
-def write_dicom_series(volume: Volume, folder: str | Path, *, model_name: str | None, model_digest: str,
-                       seed: int, index: int, overwrite: bool = False,
-                       created: datetime.datetime | None = None, task: str | None = None) -> Path:
+def write_dicom_series(volume: Volume, folder: str | Path, *, key: str, model_name: str | None, model_digest: str,
+                       seed: int, index: int, overwrite: bool = False, created: datetime.datetime | None = None,
+                       task: str | None = None, source_name: str | None = None,
+                       scratch: str | Path | None = None) -> Path:
     """Write ``volume`` (HU, ``[D, H, W]``) as a CT series, one file per slice, into the new folder ``folder``.
 
-    ``model_name`` None marks a converted volume that no model generated; ``task`` marks the
-    reconstruction of an inverse task (its name goes into the description and the UIDs, so it never
-    shares UIDs with the sample of the same model, seed and index). The series is written
-    into a hidden sibling folder and renamed into place; an existing ``folder`` is an error
-    unless ``overwrite``.
+    ``key`` (:func:`uid_key` of everything that made the image) and ``index`` give the UIDs.
+    ``model_name`` None marks a converted volume that no model generated, ``source_name`` the name
+    of its input file if the user keeps it (Patient ID and description); ``task`` marks the
+    reconstruction of an inverse task (named in the description). The series is written into
+    ``scratch`` (default: ``folder``'s parent) as ``.<name>.partial`` and renamed into place;
+    an existing ``folder`` is an error unless ``overwrite``.
     """
     import pydicom
     from pydicom.dataset import FileMetaDataset
@@ -96,33 +130,36 @@ def write_dicom_series(volume: Volume, folder: str | Path, *, model_name: str | 
         raise ConfigError(f"{folder} exists; choose another output folder or pass --overwrite to replace it")
     if np.asarray(volume.array).ndim != 3:
         raise DataError(f"a DICOM CT series needs a 3D volume, got shape {np.asarray(volume.array).shape}")
+    check_hu_range(volume.array, folder)
     array, origin, direction = _right_handed(volume)
     pixels = hu_int16(array)
     sx, sy, sz = (float(s) for s in volume.spacing)
     created = created or datetime.datetime.now(datetime.timezone.utc)
     date, time = created.strftime("%Y%m%d"), created.strftime("%H%M%S")
-    uid = lambda role: series_uid(model_digest, seed, index, role if task is None else f"{task} {role}")  # noqa: E731
+    uid = lambda role: series_uid(key, index, role)  # noqa: E731
+    synthetic = model_name is not None and task is None  # no input image: no patient behind the pixels
     if model_name is None:
-        description = f"CONVERTED by prdit, volume sha256 {model_digest[:8]}"
-        name = CONVERTED_PATIENT_NAME
+        description = "CONVERTED by prdit" + (f" from {source_name}" if source_name else "")
+        name, patient = CONVERTED_PATIENT_NAME, _lo(source_name) if source_name else converted_patient_id(key)
     elif task is not None:
         description = f"RECONSTRUCTION {task} {model_name} seed {seed} index {index}"
-        name = PATIENT_NAME
+        name, patient = PATIENT_NAME, patient_id(model_digest, seed, index)
     else:
         description = f"SYNTHETIC {model_name} seed {seed} index {index}"
-        name = PATIENT_NAME
+        name, patient = PATIENT_NAME, patient_id(model_digest, seed, index)
     normal = np.cross(direction[:, 0], direction[:, 1])
 
     base = pydicom.Dataset()
     base.SOPClassUID = CT_IMAGE_STORAGE
     base.InstanceCreationDate, base.InstanceCreationTime = date, time
-    # Patient: synthetic, no person.
+    # Patient: no person named, no field carried over from an input.
     base.PatientName = name
-    base.PatientID = patient_id(model_digest, seed, index)
+    base.PatientID = patient
     base.PatientBirthDate = ""
     base.PatientSex = ""
-    base.PatientIdentityRemoved = "YES"
-    base.DeidentificationMethod = "no patient: made by prdit, no field carried over"
+    if synthetic:
+        base.PatientIdentityRemoved = "YES"
+        base.DeidentificationMethod = "no patient: generated by prdit from noise, no field carried over"
     # General Study
     base.StudyInstanceUID = uid("study")
     base.StudyDate, base.StudyTime = date, time
@@ -149,7 +186,8 @@ def write_dicom_series(volume: Volume, folder: str | Path, *, model_name: str | 
     base.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
     base.AcquisitionNumber = 1
     base.ContentDate, base.ContentTime = date, time
-    base.BurnedInAnnotation = "NO"
+    if model_name is not None:  # prdit made these pixels; a converted input's may carry burned-in text
+        base.BurnedInAnnotation = "NO"
     base.KVP = ""
     base.RescaleIntercept = 0
     base.RescaleSlope = 1
@@ -173,9 +211,11 @@ def write_dicom_series(volume: Volume, folder: str | Path, *, model_name: str | 
     base.WindowCenterWidthExplanation = [w.upper() for w in WINDOWS]
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    partial = folder.parent / f".{folder.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
+    scratch = Path(scratch) if scratch is not None else folder.parent
+    partial, old = scratch / f".{folder.name}.partial", scratch / f".{folder.name}.old"
+    for leftover in (partial, old):  # of a write of this series that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
+    partial.mkdir(parents=True)
     try:
         for k in range(pixels.shape[0]):
             ds = pydicom.Dataset()
@@ -193,7 +233,6 @@ def write_dicom_series(volume: Volume, folder: str | Path, *, model_name: str | 
             ds.file_meta.ImplementationVersionName = f"PRDIT_{prdit.__version__}"[:16]
             pydicom.dcmwrite(partial / SLICE_FILE.format(k + 1), ds, enforce_file_format=True)
         if folder.exists():
-            old = folder.parent / f".{folder.name}.old-{os.getpid()}"
             os.replace(folder, old)
             os.replace(partial, folder)
             shutil.rmtree(old, ignore_errors=True)

@@ -6,7 +6,8 @@ Layout of ``OUT``::
     .journal/rank0.jsonl        while a run is in flight: each entry as recorded, a line each (merged on resume)
     sample_00000.nii.gz         volume 0 in Hounsfield units, training spacing, centred origin
     x0/sample_00000.nii.gz      with ``save_x0``: the volume in the model range, unclipped (float32)
-    dicom/sample_00000/         with format ``dicom`` or ``both``: volume 0 as a DICOM CT series
+    dicom/sample_00000/         with format ``dicom`` or ``both``: volume 0 as a DICOM CT series (UIDs from the
+                                run's key, ``uid_key`` in the manifest, and the index)
     previews/sample_00000.png   three orthogonal mid-slices
     grid.png                    every preview in one image
     view.html                   the first 16 volumes in the viewer of ``prdit view``, at most 64³
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prdit.data.dicom_writer import write_dicom_series
+from prdit.data.dicom_writer import uid_key, write_dicom_series
 from prdit.data.io import Volume, file_sha256, read_volume, write_volume
 from prdit.data.normalization import Normalization
 from prdit.errors import ConfigError
@@ -102,17 +103,18 @@ def volume_on_disk(volume_format: str, nifti: Path, dicom: Path) -> bool:
 
 def write_volume_formats(volume: Volume, volume_format: str, nifti: Path, dicom: Path,
                          write_nifti: Callable[[Path, Callable[[Path], object]], object], remove_other: bool,
-                         **identity) -> None:
+                         scratch: Path, **identity) -> None:
     """Write ``volume`` (HU) as ``volume_format`` asks: the NIfTI file ``nifti`` through ``write_nifti(path,
-    writer)`` (a write by rename), the DICOM series ``dicom`` (``identity``: the keywords of
-    :func:`write_dicom_series` that name model, seed, index and task), or both; with ``remove_other`` a copy in
-    the format not asked for is removed (it belongs to the volume being replaced)."""
+    writer)`` (a write by rename), the DICOM series ``dicom`` built in the run's ``scratch`` folder
+    (``identity``: the keywords of :func:`write_dicom_series` that name UID key, model, seed, index and task),
+    or both; with ``remove_other`` a copy in the format not asked for is removed (it belongs to the volume being
+    replaced)."""
     if volume_format != "dicom":
         write_nifti(nifti, lambda tmp: write_volume(tmp, volume))
     elif remove_other:
         nifti.unlink(missing_ok=True)
     if volume_format != "nifti":
-        write_dicom_series(volume, dicom, overwrite=True, **identity)
+        write_dicom_series(volume, dicom, overwrite=True, scratch=scratch, **identity)
     elif remove_other:
         shutil.rmtree(dicom, ignore_errors=True)
 
@@ -241,6 +243,7 @@ def generate_to_folder(pipe: PRDiTPipeline, out: str | Path, indices: Sequence[i
     settings = pipe.settings(settings)
     info = current()
     run_settings = {**_run_settings(pipe, settings), "volume_format": volume_format}
+    run_settings["uid_key"] = run_uid_key(run_settings)
 
     def open_folder() -> tuple[dict, list[int]]:
         folder = SampleFolder(out, run_settings, overwrite, volume_format)
@@ -310,6 +313,7 @@ def _generate(pipe: PRDiTPipeline, folder: SampleFolder, todo: list[int], settin
                 if fresh:
                     write_volume_formats(pipe.to_volume(hu), folder.volume_format, folder.hu_path(i),
                                          folder.dicom_path(i), folder.write, remove_other=overwrite,
+                                         scratch=folder.partial, key=folder.manifest["uid_key"],
                                          model_name=pipe.model.name,
                                          model_digest=folder.manifest["model"]["weights_sha256"],
                                          seed=result.seeds[k], index=i)
@@ -390,6 +394,12 @@ def _run_settings(pipe: PRDiTPipeline, settings: SamplingConfig) -> dict:
         "direction": "identity (LPS)",
         "origin": "volume centre at (0, 0, 0) mm",
     }
+
+
+def run_uid_key(settings: dict) -> str:
+    """The key of the DICOM UIDs of a run's volumes: the settings that fix what a volume of an index is
+    (``RUN_KEYS``), so runs that differ in any of them share no UID and the same run gives the same UIDs."""
+    return uid_key({k: _lookup(settings, k) for k in RUN_KEYS})
 
 
 def _lookup(config: dict, dotted: str):

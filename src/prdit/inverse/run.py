@@ -2,7 +2,9 @@
 and a manifest with every setting; a finished folder is kept, another run's is refused.
 
 The reconstruction is ``reconstruction.nii.gz``, the DICOM CT series ``dicom/reconstruction/``
-(format ``dicom``: instead of the NIfTI file) or both; everything else is NIfTI/NumPy/PNG.
+(format ``dicom``: instead of the NIfTI file; built in ``.partial/``, which the next run clears) or both;
+everything else is NIfTI/NumPy/PNG. The series' UIDs come from every setting of the run (model, task,
+measurement, operator, guidance, sampler, seed) and the case's name.
 
 Many cases (a folder or list file of measurements or ground truths) make one such folder per case,
 ``OUT/<case>/``, and ``OUT/summary.json``/``summary.csv`` with every case's PSNR/SSIM and their mean
@@ -12,6 +14,7 @@ equals its reconstruction on its own; under torchrun the ranks share the cases."
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from prdit.data.dicom_writer import uid_key
 from prdit.data.io import Volume, file_sha256, read_volume, write_volume
 from prdit.errors import ConfigError, DataError
 from prdit.files import atomic_write
 from prdit.generation.config import SamplingConfig
 from prdit.generation.pipeline import PRDiTPipeline
 from prdit.generation.previews import save_preview
-from prdit.generation.run import (VOLUME_FORMATS, hu_file_array, volume_on_disk, weights_digest,
+from prdit.generation.run import (PARTIAL_DIR, VOLUME_FORMATS, hu_file_array, volume_on_disk, weights_digest,
                                  write_volume_formats)
 from prdit.generation.sampling import resolve_precision
 from prdit.inverse.guidance import GuidanceSettings
@@ -57,14 +61,15 @@ def reconstruct_to_folder(pipe: PRDiTPipeline, task: str, out: str | Path, opera
                           guidance: GuidanceSettings, settings: SamplingConfig, measurement_file: Path | None = None,
                           simulate_from: Path | None = None, noise_std: float = 0.0, noise_seed: int = 0,
                           overwrite: bool = False, previews: bool = True, progress=None,
-                          notes: list[str] | None = None, volume_format: str = VOLUME_FORMATS[0]
-                          ) -> ReconstructionSummary:
+                          notes: list[str] | None = None, volume_format: str = VOLUME_FORMATS[0],
+                          case: str | None = None) -> ReconstructionSummary:
     """Reconstruct from ``measurement_file``, or from the measurement ``operator`` makes of the CT
     ``simulate_from`` (HU, the model's shape; plus ``noise_std`` noise drawn with ``noise_seed``),
     into ``out``; with ``simulate_from`` also PSNR/SSIM of reconstruction and baseline against it.
     ``notes`` (choices made for the user) go into the manifest. ``volume_format``: the reconstruction
-    as ``nifti``, a DICOM CT series (``dicom``) or ``both``. ``out`` is created only once every input
-    has been read and checked."""
+    as ``nifti``, a DICOM CT series (``dicom``) or ``both``; ``case``: its name among the cases of
+    :func:`reconstruct_cases` (with the run's settings, the key of the series' UIDs). ``out`` is created only once
+    every input has been read and checked."""
     if volume_format not in VOLUME_FORMATS:
         raise ConfigError(f"unknown volume format '{volume_format}'; choose one of {', '.join(VOLUME_FORMATS)}")
     if (measurement_file is None) == (simulate_from is None):
@@ -96,6 +101,7 @@ def reconstruct_to_folder(pipe: PRDiTPipeline, task: str, out: str | Path, opera
         measurement = measurement if isinstance(operator, ConeBeamProjector) else measurement[:, None]
         geometry = reconstruction_geometry(measured_volume, operator, pipe.to_volume(np.zeros(pipe.volume_shape)))
     out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)  # what a killed run was writing
     start = time.perf_counter()
     result = pipe.reconstruct(task, measurement, operator=operator, guidance=guidance, settings=settings,
                               output_type="model", progress=progress)
@@ -107,8 +113,11 @@ def reconstruct_to_folder(pipe: PRDiTPipeline, task: str, out: str | Path, opera
              "dicom": DICOM_RECONSTRUCTION if volume_format != "nifti" else None, "baseline": "baseline.nii.gz"}
     # A copy in the other format belongs to a replaced run.
     write_volume_formats(_hu_volume(pipe, x0, geometry), volume_format, out / RECONSTRUCTION,
-                         out / DICOM_RECONSTRUCTION, atomic_write, remove_other=True, model_name=pipe.model.name,
-                         model_digest=run["model"]["weights_sha256"], seed=result.seeds[0], index=0, task=task)
+                         out / DICOM_RECONSTRUCTION, atomic_write, remove_other=True, scratch=out / PARTIAL_DIR,
+                         key=uid_key({k: v for k, v in run.items() if k != "volume_format"}, case),
+                         model_name=pipe.model.name, model_digest=run["model"]["weights_sha256"],
+                         seed=result.seeds[0], index=0, task=task)
+    shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
     atomic_write(out / files["baseline"], lambda tmp: write_volume(tmp, _hu_volume(pipe, baseline, geometry)))
     if simulate_from is not None:
         files["measurement"] = _write_measurement(out, measurement, operator, pipe, measured_volume)
@@ -194,7 +203,8 @@ def reconstruct_cases(pipe: PRDiTPipeline, task: str, out: str | Path, operator:
         source = {"measurement_file": files[k]} if measurements is not None else {"simulate_from": files[k]}
         done = reconstruct_to_folder(pipe, task, out / names[k], operator, guidance, settings, **source,
                                      noise_std=noise_std, noise_seed=noise_seed, overwrite=overwrite,
-                                     previews=previews, progress=progress, notes=notes, volume_format=volume_format)
+                                     previews=previews, progress=progress, notes=notes, volume_format=volume_format,
+                                     case=names[k])
         results.append({"case": names[k], "input": str(files[k]), "folder": names[k],
                         "reconstructed": done.reconstructed, "metrics": done.metrics, "seconds": done.seconds})
     cases = gather_in_order(results, info)

@@ -236,3 +236,40 @@ def test_a_signal_under_torchrun_saves_the_step_in_progress_on_every_rank_and_ex
             assert torch.equal(saved["optimizer"]["state"][index][name], value), f"optimizer {index}.{name}"
     assert all(torch.equal(a, b) for a, b in zip(saved["generators"], expected["generators"]))
     assert saved["data_position"] == expected["data_position"]
+
+
+# Each rank trains under its own run.root, read from the environment: on one machine, the node-local folders of a
+# job spread over several nodes, where only rank 0's holds the checkpoints it wrote.
+PER_RANK_ROOT_JOB = """
+    import os, sys
+    from prdit.training.config import load_config
+    from prdit.training.trainer import train
+
+    root = os.environ[f"ROOT_RANK{os.environ['RANK']}"]
+    train(load_config(None, [*sys.argv[1:], f"run.root={root}"]), progress=False)
+"""
+
+
+@pytest.mark.parametrize("having", [0, 1])
+def test_ranks_that_see_different_checkpoints_resume_from_rank_0s(tiny_config, tmp_path, having, jobs):
+    """One rank sees a checkpoint of the run, the other does not: every rank takes rank 0's decision (resume, or
+    start afresh), so the ranks run the same steps and the job ends instead of leaving one rank waiting."""
+    from prdit.training.trainer import train
+
+    config = tiny_config("ddp", "PRDiT-T/6/0", 16, "train.steps=2", "log.every=2", "log.checkpoint_every=2",
+                         "log.val_every=0")
+    train(config, progress=False)
+    seen, unseen = tmp_path / "runs", tmp_path / "elsewhere"
+    roots = {having: seen, 1 - having: unseen}
+    job = tmp_path / "job.py"
+    job.write_text(textwrap.dedent(PER_RANK_ROOT_JOB))
+    args = [a for a in overrides(config) if not a.startswith("run.root=")] + ["train.steps=4"]
+    result = jobs.run(_torchrun(29536 + having) + [str(job), *args],
+                      {**ENV, **{f"ROOT_RANK{rank}": str(root) for rank, root in roots.items()}}, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoints = roots[0] / "ddp" / "checkpoints"
+    assert load_checkpoint(checkpoints / "step_00000004.pt")["meta"]["world_size"] == 2
+    # resumed from the one-process checkpoint of step 2 where rank 0 saw it, else trained afresh by the job
+    assert load_checkpoint(checkpoints / "step_00000002.pt")["meta"]["world_size"] == (1 if having == 0 else 2)
+    # rank 0 alone writes the run: rank 1's folder holds what it held before
+    assert [step for step, _ in list_checkpoints(roots[1] / "ddp" / "checkpoints")] == ([] if having == 0 else [2])

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from prdit.distributed import DistInfo, all_gather_objects, all_reduce, barrier, setup_distributed
+from prdit.distributed import DistInfo, all_gather_objects, all_reduce, barrier, on_main, setup_distributed
 
-__all__ = ["DistInfo", "ShardedBatchSampler", "all_gather_objects", "all_reduce", "barrier", "setup_distributed"]
+__all__ = ["DistInfo", "ShardedBatchSampler", "all_gather_objects", "all_reduce", "barrier", "on_main",
+           "setup_distributed"]
 
 
 class ShardedBatchSampler:

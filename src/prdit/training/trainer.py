@@ -100,7 +100,9 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
     batch_size = config.train.global_batch // dist.world_size
     micro_batch = min(config.train.micro_batch or batch_size, batch_size)
 
-    run_dir, resume_from = prepare_run_directory(config, resume)
+    # Rank 0 decides for every rank: a rank that alone saw no checkpoint (a node-local run folder) would start at
+    # step 0 and run more steps, and so more collectives, than the others.
+    run_dir, resume_from = D.on_main(lambda: prepare_run_directory(config, resume), dist)
 
     seed = config.train.seed
     random.seed(seed + dist.rank)

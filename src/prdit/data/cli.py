@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from prdit.files import input_folder, output_folder
+
 LABEL_TABLE_HELP = (
     "Label maps (labels/<scan name>.nii.gz beside the scans) follow this table: a CSV or JSON of index -> name "
     "(prdit's or TotalSegmentator's names), or 'totalsegmentator' for TotalSegmentator's 'total' output "
@@ -18,7 +20,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("phantoms")
     def phantoms(
-        out: Path = typer.Option(..., "--out", help="Folder to write phantom_00000.nii.gz ... into."),
+        out: Path = typer.Option(..., "--out", help="Folder to write phantom_00000.nii.gz ... into.",
+                                  callback=output_folder),
         num: int = typer.Option(100, "--num-volumes", "--num", min=1, help="Number of volumes."),
         size: int = typer.Option(64, "--size", min=8, help="Grid size G: each volume is G x G x G voxels."),
         spacing: float = typer.Option(
@@ -43,11 +46,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command("split")
     def split(
-        data: Path = typer.Option(..., "--data", help="Folder of volumes (searched recursively)."),
+        data: Path = typer.Option(..., "--data", help="Folder of volumes (searched recursively).",
+                                   callback=input_folder),
         val_fraction: float = typer.Option(0.1, "--val-fraction", help="Fraction of volumes held out."),
         val_count: int = typer.Option(None, "--val-count", help="Hold out exactly this many (overrides the fraction)."),
         seed: int = typer.Option(42, "--seed", help="Shuffle seed; the same files and seed give the same split."),
-        out: Path = typer.Option(None, "--out", help="Folder for train.txt / val.txt (default: the data folder)."),
+        out: Path = typer.Option(None, "--out", help="Folder for train.txt / val.txt (default: the data folder).",
+                                  callback=output_folder),
     ) -> None:
         """Write train.txt and val.txt: a deterministic shuffle, paths relative to the data folder."""
         from prdit.data.dataset import split_volumes
@@ -61,8 +66,10 @@ def register(app: typer.Typer) -> None:
 
     @preprocess.command("lidc")
     def lidc(
-        src: Path = typer.Option(..., "--src", help="TCIA download: one folder per patient (patient/study/series/*.dcm). Only read."),
-        out: Path = typer.Option(..., "--out", help="Output folder (outside --src): <patient>.nii.gz and manifest.csv."),
+        src: Path = typer.Option(..., "--src", help="TCIA download: one folder per patient (patient/study/series/*.dcm). Only read.",
+                                  callback=input_folder),
+        out: Path = typer.Option(..., "--out", help="Output folder (outside --src): <patient>.nii.gz and manifest.csv.",
+                                  callback=output_folder),
         size: int = typer.Option(256, "--size", min=8, help="Output grid: size^3 voxels, centre-cropped or padded with air."),
         spacing: float = typer.Option(1.0, "--spacing", min=0.05, help="Isotropic output spacing in mm."),
         workers: int = typer.Option(1, "--workers", min=1, help="Cases processed in parallel (processes)."),
@@ -81,8 +88,10 @@ def register(app: typer.Typer) -> None:
 
     @preprocess.command("rad-chestct")
     def rad_chestct(
-        src: Path = typer.Option(..., "--src", help="Folder of RAD-ChestCT .npz files (key 'ct', HU). Only read."),
-        out: Path = typer.Option(..., "--out", help="Output folder (outside --src): <name>.nii.gz and manifest.csv."),
+        src: Path = typer.Option(..., "--src", help="Folder of RAD-ChestCT .npz files (key 'ct', HU). Only read.",
+                                  callback=input_folder),
+        out: Path = typer.Option(..., "--out", help="Output folder (outside --src): <name>.nii.gz and manifest.csv.",
+                                  callback=output_folder),
         size: int = typer.Option(256, "--size", min=8, help="Output grid: size^3 voxels, centre-cropped or padded with air."),
         spacing: float = typer.Option(
             None, "--spacing", min=0.05,

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from prdit.files import output_folder
+
 FORMATS = ("dicom", "nifti")
 SAMPLES_FORMAT = "prdit-samples"  # the format of a `prdit sample` manifest.json
 MODEL_RANGE = (-1.0, 1.0)  # a volume in the model's normalised range, not HU
@@ -125,7 +127,7 @@ def register(app: typer.Typer) -> None:
                                            ".npy) in HU; --to nifti: folders that each hold one DICOM CT series."),
         to: str = typer.Option(..., "--to", help="'dicom': one CT series folder per volume (see --keep-name); "
                                "'nifti': OUT/<series folder name>.nii.gz."),
-        out: Path = typer.Option(..., "--out", help="Output folder."),
+        out: Path = typer.Option(..., "--out", help="Output folder.", callback=output_folder),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
         keep_name: bool = typer.Option(False, "--keep-name", help="--to dicom: name the series folder and the "
                                        "Patient ID after the input file, with UIDs from its name and content (the "

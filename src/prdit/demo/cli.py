@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from prdit.demo.run import DEFAULT_MINUTES
+from prdit.files import output_folder
 
 
 def register(app: typer.Typer) -> None:
@@ -14,7 +15,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("demo")
     def demo_command(
-        out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for data, runs, samples and the report."),
+        out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for data, runs, samples and the report.",
+                              callback=output_folder),
         minutes: float = typer.Option(DEFAULT_MINUTES, "--minutes", help="Time budget of the whole demo; each "
                                       "training stage stops early (with a checkpoint) at its share of it."),
         process: str = typer.Option("ian", "--process", help="'ian' (PRDiT's diffusion) or 'flow' (PRDiT-FM, "

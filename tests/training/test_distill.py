@@ -59,6 +59,98 @@ def test_the_jvp_equals_a_float64_finite_difference_on_a_tiny_prdit():
         time_tangent(model, x, angle, dx, dangle, process, "backward")
 
 
+def test_the_tangent_runs_in_strict_float32_where_the_attention_would_cast_to_bf16():
+    """On CUDA the network's attention casts q, k, v to bf16 and matmuls take TF32; the tangent (JVP or finite
+    difference) turns both off. The stand-in here: attention set to cast on the CPU, as it does on CUDA."""
+    model, process = perturbed(), IaNDiffusion()
+    casting = perturbed()
+    attention = [m for m in casting.modules() if hasattr(m, "bf16_devices")]
+    assert attention
+    for m in attention:
+        m.bf16_devices = ("cpu",)
+    seen_tf32 = []
+    casting.register_forward_hook(lambda *_: seen_tf32.append(torch.backends.cuda.matmul.allow_tf32))
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 1, 16, 16, 16, generator=gen) * 0.5
+    angle, dangle = torch.tensor([0.3, 1.2]), torch.tensor([0.2, 0.4])
+    dx = torch.randn(x.shape, generator=gen) * 0.1
+    with torch.no_grad():
+        assert not torch.equal(casting(x, angle * 500), model(x, angle * 500))  # the stand-in does cast
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        for method in ("jvp", "finite-difference"):
+            strict = time_tangent(model, x, angle, dx, dangle, process, method)
+            for mine, exact in zip(time_tangent(casting, x, angle, dx, dangle, process, method), strict):
+                assert torch.equal(mine, exact), method
+        assert seen_tf32 and not any(seen_tf32)
+        assert torch.backends.cuda.matmul.allow_tf32  # restored
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+    assert all(m.bf16_devices == ("cpu",) for m in attention)  # restored
+
+
+class Pointwise(nn.Module):
+    """A network that sees each voxel alone (an MLP on its value and time features), so it is the same function
+    at every volume size; IaN's two heads."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(nn.Linear(1 + 16, 64), nn.SiLU(), nn.Linear(64, 2))
+
+    def forward(self, x: torch.Tensor, model_time: torch.Tensor) -> torch.Tensor:
+        k = torch.arange(1, 9, dtype=torch.float32)
+        phase = model_time.float()[:, None] / 1000.0 * k[None] * math.pi / 2
+        features = torch.cat([torch.sin(phase), torch.cos(phase)], dim=1)[:, None, None, None, :]
+        voxels = torch.cat([x.permute(0, 2, 3, 4, 1), features.expand(*x.shape[:1], *x.shape[2:], 16)], dim=-1)
+        return self.net(voxels).permute(0, 4, 1, 2, 3)
+
+
+def test_the_scd_loss_term_is_of_order_one_and_its_gradient_independent_of_the_volume_size():
+    """With the tangent g normalised by its L2 norm over all D voxels the loss term was about 1/D, the weighting's
+    optimum log(1/D) and the gradient shrank with the volume; g normalised by its root mean square makes the
+    term O(1) at the start (w's optimum near its initial 0) and the gradient the same at 4³ and 16³ voxels."""
+    process = IaNDiffusion()
+    teacher = Pointwise(seed=0)
+    terms, gradients = {}, {}
+    for size in (4, 16):
+        student = Pointwise(seed=1)
+        objective = SCDObjective(teacher, student, process, warmup_steps=10)
+        objective.step = 10  # the full tangent
+        gen = torch.Generator().manual_seed(2)
+        x0 = torch.randn(8, 1, size, size, size, generator=gen) * 0.3
+        t = objective.sample_time(8, generator=gen)
+        losses = objective.training_losses(student, x0, t, objective.sample_noise(x0.shape, generator=gen))
+        losses["loss"].backward()
+        terms[size] = losses["loss_consistency"].item()
+        gradients[size] = torch.cat([p.grad.flatten() for p in student.parameters()]).norm().item()
+    for size, term in terms.items():
+        assert 0.1 < term < 1.0, (size, term)  # ‖g/(rms + c)‖²/D < 1
+        assert abs(math.log(term)) < 3  # the optimum of w, log of the term, lies near w's start, 0
+    assert 0.5 < gradients[16] / gradients[4] < 2, gradients
+
+
+def test_under_bf16_autocast_f_minus_is_the_value_of_the_students_own_pass():
+    """The trainer's bf16 autocast makes the student's forward bf16; F⁻ from another pass (the JVP's float32)
+    would leave that rounding in F_θ − F⁻, which must be zero in value. With an enormous c in g/(rms + c), g
+    vanishes and the loss term is ‖F_θ − F⁻‖² alone."""
+    teacher, student, process = perturbed(seed=0), perturbed(seed=1), IaNDiffusion()
+    objective = SCDObjective(teacher, student, process, warmup_steps=10, tangent_norm=1e30)
+    objective.step = 10
+    gen = torch.Generator().manual_seed(4)
+    x0 = torch.randn(2, 1, 16, 16, 16, generator=gen) * 0.3
+    t = objective.sample_time(2, generator=gen)
+    noise = objective.sample_noise(x0.shape, generator=gen)
+    with torch.no_grad():
+        exact = student(x0, t)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not torch.equal(student(x0, t).float(), exact)  # autocast does round here
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = objective.training_losses(student, x0, t, noise)
+    assert losses["loss_consistency"].item() < 1e-20
+
+
 def test_a_student_equal_to_its_teacher_starts_as_one_ddim_step_with_zero_loss():
     teacher, process = perturbed(), IaNDiffusion()
     # One consistency step from pure noise is the teacher's x̂₀ head there (D = x̂₀ at β = π/2).

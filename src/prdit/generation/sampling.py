@@ -12,8 +12,7 @@ The sampling loop itself is :func:`prdit.diffusion.sample`.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ import torch
 from prdit.diffusion import Denoiser, Hook, Process, SampleResult, sample
 from prdit.errors import ConfigError
 from prdit.generation.config import PRECISIONS, SamplingConfig
+from prdit.models.global_refiner import numerics
 
 SEED_RULE = "seed of volume i = numpy.random.SeedSequence([seed, i]).generate_state(1, numpy.uint64)[0] >> 1"
 
@@ -49,27 +49,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "tf32" if device.type == "cuda" else "fp32"
     return precision
-
-
-@contextlib.contextmanager
-def numerics(model: torch.nn.Module, precision: str) -> Iterator[None]:
-    """Set the matmul and attention precision of a resolved ``precision`` for the duration.
-
-    ``tf32``: TF32 matmuls, attention in bf16 (as trained). ``fp32``: strict fp32, attention
-    included. ``bf16``: TF32, and the whole network under bf16 autocast (see :func:`denoiser`).
-    """
-    attention = [m for m in model.modules() if hasattr(m, "bf16_devices")]
-    saved_attention = [m.bf16_devices for m in attention]
-    saved_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    try:
-        for m in attention:
-            m.bf16_devices = ("cuda",) if precision != "fp32" else ()
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision != "fp32"
-        yield
-    finally:
-        for m, value in zip(attention, saved_attention):
-            m.bf16_devices = value
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved_tf32
 
 
 def denoiser(model: torch.nn.Module, precision: str, exact: bool, compile: bool = False) -> Denoiser:

@@ -3,6 +3,9 @@ the volume, predicting a residual that is added to the frozen local denoiser's o
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -53,6 +56,28 @@ class Attention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+@contextlib.contextmanager
+def numerics(model: nn.Module, precision: str) -> Iterator[None]:
+    """Set the matmul and attention precision of a resolved ``precision`` for the duration.
+
+    ``tf32``: TF32 matmuls, attention in bf16 (as trained). ``fp32``: strict fp32, attention
+    included (sampling with ``--precision fp32``, and the JVP of consistency distillation).
+    ``bf16``: TF32, and the whole network under bf16 autocast (the caller's).
+    """
+    attention = [m for m in model.modules() if hasattr(m, "bf16_devices")]
+    saved_attention = [m.bf16_devices for m in attention]
+    saved_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        for m in attention:
+            m.bf16_devices = ("cuda",) if precision != "fp32" else ()
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision != "fp32"
+        yield
+    finally:
+        for m, value in zip(attention, saved_attention):
+            m.bf16_devices = value
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved_tf32
 
 
 class DiTBlock(nn.Module):

@@ -115,7 +115,7 @@ class DistillConfig:
     p_mean: float = -1.0  # τ ~ N(p_mean, p_std²), t = arctan(e^τ/σ)
     p_std: float = 1.4
     warmup_steps: int = 1000  # r rises linearly from 0 to 1 over these steps
-    tangent_norm: float = 0.1  # c in g ← g/(‖g‖ + c)
+    tangent_norm: float = 0.1  # c in g ← g/(‖g‖/√D + c), ‖g‖/√D the root mean square over the D voxels
     freeze_stage1: bool = False  # keep the local denoiser at the teacher's weights
     intervals: int = 64  # cd: the interval is (π/2)/intervals radians of TrigFlow angle; pd: the first teacher's steps
     teacher_steps: int = 1  # cd: Heun steps of the teacher's ODE over one interval

@@ -11,12 +11,19 @@ its two heads (per radian), and its consistency function is ``f = cos t·x_t −
   scaled by ``2T/π``), by ``torch.func.jvp`` with the math attention kernel (fused kernels have no
   forward-mode derivative), or by a central finite difference in float64 (``tangent: finite-difference``);
 * ``g = −cos²t·(σ_d·F⁻ − dx_t/dt) − r·(cos t·sin t·x_t + σ_d·cos t·sin t·dF⁻/dt)``, ``r`` warmed up
-  linearly from 0 to 1, normalised ``g ← g/(‖g‖ + c)`` per example;
+  linearly from 0 to 1, normalised per example by its root mean square, ``g ← g/(‖g‖/√D + c)`` (FastGen's
+  sCM does the same): its elements are O(1) whatever the volume size D;
 * loss ``e^{−w(t)}/D·‖F_θ − F⁻ − g‖² + w(t)`` with a learned weighting ``w`` (:class:`AdaptiveWeight`),
-  averaged over the batch. ``F_θ − F⁻`` is zero in value and carries the gradient.
+  averaged over the batch. ``F_θ − F⁻`` is zero in value and carries the gradient: ``F⁻`` is ``F_θ`` of the
+  same forward pass, detached.
 
-The JVP and the teacher always run in float32 (with bf16 the JVP is unstable); only the student's own
-forward follows the trainer's precision.
+With g normalised by its full L2 norm instead (elements about 1/√D) the loss term was about 1/D, w's optimum
+log(1/D) (−10 at 32³) and, with w starting at 0, the gradients D times smaller than the weighting means them
+to be; normalised by the root mean square the term starts near 1 and w's optimum near 0.
+
+The JVP runs in strict float32 (with bf16 the JVP is unstable): no autocast, no TF32, attention in float32 on
+every device (:func:`~prdit.models.global_refiner.numerics`); the teacher runs in float32 without autocast; the
+student's forward with gradients follows the trainer's precision, and ``F⁻`` is its value.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from torch import nn
 from prdit.diffusion import IaNDiffusion, Prediction
 from prdit.errors import ConfigError
 from prdit.models.embeddings import FREQUENCY_DIM, timestep_sinusoid
+from prdit.models.global_refiner import numerics
 
 TANGENTS = ("jvp", "finite-difference")
 OBJECTIVES = ("scd", "cd", "pd")
@@ -85,31 +93,45 @@ def time_tangent(model: nn.Module, x_t: torch.Tensor, angle: torch.Tensor, dx: t
                  process: IaNDiffusion, method: str = "jvp") -> tuple[torch.Tensor, torch.Tensor]:
     """A network's ``σ_d·F`` at ``(x_t, angle)`` (``[B, C, D, H, W]``, angles ``[B]`` in radians) and its
     directional derivative along ``(dx, dangle)``: ``jvp`` (forward-mode, float32) or ``finite-difference``
-    (central, float64)."""
+    (central, float64). Either runs without autocast or TF32, its attention in the inputs' precision (on CUDA
+    the network's attention otherwise casts to bf16)."""
     scale = 2 * process.num_timesteps / math.pi
-    if method == "jvp":
-        from torch.func import jvp
+    if method not in TANGENTS:
+        raise ConfigError(f"unknown tangent method '{method}'; choose one of {', '.join(TANGENTS)}")
+    with numerics(model, "fp32"), torch.autocast(x_t.device.type, enabled=False):
+        if method == "jvp":
+            return _jvp_tangent(model, x_t, angle, dx, dangle, process, scale)
+        return _finite_difference_tangent(model, x_t, angle, dx, dangle, process, scale)
 
-        def field(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-            return velocity(model(x, a * scale).float(), x, a, process)
 
-        with math_attention(), torch.autocast(x_t.device.type, enabled=False):
-            return jvp(field, (x_t.float(), angle.float()), (dx.float(), dangle.float()))
-    if method == "finite-difference":
-        from torch.func import functional_call
+def _jvp_tangent(model: nn.Module, x_t: torch.Tensor, angle: torch.Tensor, dx: torch.Tensor, dangle: torch.Tensor,
+                 process: IaNDiffusion, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`time_tangent` by forward-mode AD in float32, through the math attention kernel."""
+    from torch.func import jvp
 
-        state = {k: v.double() for k, v in {**dict(model.named_parameters()), **dict(model.named_buffers())}.items()}
+    def field(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return velocity(model(x, a * scale).float(), x, a, process)
 
-        def field64(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-            return velocity(functional_call(model, state, (x, a * scale)), x, a, process)
+    with math_attention():
+        return jvp(field, (x_t.float(), angle.float()), (dx.float(), dangle.float()))
 
-        h = 1e-4
-        x64, a64, dx64, da64 = x_t.double(), angle.double(), dx.double(), dangle.double()
-        with torch.autocast(x_t.device.type, enabled=False):
-            value = field64(x64, a64)
-            ahead, behind = field64(x64 + h * dx64, a64 + h * da64), field64(x64 - h * dx64, a64 - h * da64)
-        return value.float(), ((ahead - behind) / (2 * h)).float()
-    raise ConfigError(f"unknown tangent method '{method}'; choose one of {', '.join(TANGENTS)}")
+
+def _finite_difference_tangent(model: nn.Module, x_t: torch.Tensor, angle: torch.Tensor, dx: torch.Tensor,
+                               dangle: torch.Tensor, process: IaNDiffusion,
+                               scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`time_tangent` by a central difference of step 1e-4 in float64."""
+    from torch.func import functional_call
+
+    state = {k: v.double() for k, v in {**dict(model.named_parameters()), **dict(model.named_buffers())}.items()}
+
+    def field64(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return velocity(functional_call(model, state, (x, a * scale)), x, a, process)
+
+    h = 1e-4
+    x64, a64, dx64, da64 = x_t.double(), angle.double(), dx.double(), dangle.double()
+    value = field64(x64, a64)
+    ahead, behind = field64(x64 + h * dx64, a64 + h * da64), field64(x64 - h * dx64, a64 - h * da64)
+    return value.float(), ((ahead - behind) / (2 * h)).float()
 
 
 class DistillObjective(nn.Module):
@@ -220,15 +242,18 @@ class SCDObjective(DistillObjective):
         process, sigma = self.process, self.sigma
         _, angle, cos, sin, x_t = self._on_path(x0, t, noise)
         dxdt = self._teacher_velocity(x_t, angle, t)
+        v_theta = velocity(model(x_t, t).float(), x_t, angle, process)
+        # F⁻ is this pass's value: a second pass in another precision (bf16 autocast here, float32 in the JVP)
+        # would leave its rounding in F_θ − F⁻, larger than g.
+        v_minus = v_theta.detach()
         with torch.no_grad(), torch.autocast(x0.device.type, enabled=False):
             with self._stop_gradient_student() as student:
                 # Tangents scaled by cos t·sin t: dv_dt is cos t·sin t·σ_d·dF⁻/dt.
-                v_minus, dv_dt = time_tangent(student, x_t, angle, cos * sin * dxdt,
-                                              (cos * sin).flatten().float(), process, self.tangent)
+                _, dv_dt = time_tangent(student, x_t, angle, cos * sin * dxdt, (cos * sin).flatten().float(),
+                                        process, self.tangent)
             g = -cos**2 * (v_minus - dxdt) - self.warmup() * (cos * sin * x_t + dv_dt)
-            norm = g.flatten(1).norm(dim=1)
-            g = g / _per_sample(norm + self.tangent_norm, g)
-        v_theta = velocity(model(x_t, t).float(), x_t, angle, process)
+            rms = g.flatten(1).square().mean(dim=1).sqrt()
+            g = g / _per_sample(rms + self.tangent_norm, g)
         per_example = (((v_theta - v_minus) / sigma - g) ** 2).flatten(1).mean(dim=1)  # ‖F_θ − F⁻ − g‖²/D
         return self._weighted(per_example, t)
 

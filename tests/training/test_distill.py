@@ -333,6 +333,28 @@ def test_a_distilled_student_maps_noise_to_the_two_modes_in_one_step(objective):
     assert 0.4 < after.gt(0).float().mean() < 0.6
 
 
+def test_the_distillation_ema_warms_up_and_forgets_its_start():
+    """The EMA of a distillation starts at the teacher's weights; with the warm-up its decay rises as
+    (1 + step)/(10 + step) up to optim.ema_decay, so after 100 steps the start's share is 9!·100!/109! ≈ 2·10⁻¹³
+    (with a constant 0.9999 it would be 99 %, and 13 % after 20,000 steps)."""
+    from prdit.training.config import DistillConfig
+    from prdit.training.ema import EMA, warmed_up_decay
+
+    assert DistillConfig().ema_warmup
+    shares = {}
+    for warm in (True, False):
+        start = nn.Linear(1, 1, bias=False)
+        nn.init.zeros_(start.weight)
+        ema = EMA(start, 0.9999)
+        with torch.no_grad():
+            start.weight.fill_(1.0)  # the student has moved away from the start, and stays there
+        for step in range(100):
+            ema.update(warmed_up_decay(0.9999, step) if warm else None)
+        shares[warm] = 1.0 - ema.model.weight.item()
+    assert shares[True] < 1e-6 and shares[False] > 0.98  # float32 resolves 6·10⁻⁸ below 1
+    assert warmed_up_decay(0.9999, 10**6) == 0.9999 and warmed_up_decay(0.99, 0) == 0.1
+
+
 @pytest.fixture(scope="module")
 def setting(tmp_path_factory):
     """Six 16³ phantoms with a split, and a tiny IaN teacher folder."""
@@ -365,8 +387,13 @@ def test_prdit_distill_runs_resumes_bitwise_and_its_export_samples_in_one_to_fou
         for name, tensor in ckpts[0][key].items():
             assert torch.equal(tensor, ckpts[1][key][name]), (key, name)
     assert ckpts[0]["config"]["process"]["kind"] == "consistency"
-    assert any(not torch.equal(v, w) for v, w in zip(ckpts[0]["model"].values(),
-                                                      perturbed("PRDiT-T/6/1").state_dict().values()))
+    teacher = perturbed("PRDiT-T/6/1").state_dict()
+    assert any(not torch.equal(v, w) for v, w in zip(ckpts[0]["model"].values(), teacher.values()))
+    # The EMA warms up: after 4 steps it holds the student's weights, not the teacher's it started from (a
+    # constant decay of 0.99, the config's, would still hold 96 % of the teacher).
+    moved = {name: ckpts[0]["model"][name] - teacher[name] for name in teacher}
+    left = {name: ckpts[0]["ema"][name] - ckpts[0]["model"][name] for name in teacher}
+    assert sum(v.norm() ** 2 for v in left.values()) < 0.1 * sum(v.norm() ** 2 for v in moved.values())
 
     model_dir = tmp_path / "student"
     assert runner.invoke(app, ["export", str(setting / "runs" / "straight"), "--out", str(model_dir)]).exit_code == 0

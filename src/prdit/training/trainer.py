@@ -23,7 +23,7 @@ from prdit.training import distributed as D
 from prdit.training.checkpoint import (capture_rng_state, checkpoint_path, load_checkpoint, prune_checkpoints,
                                        restore_rng_state, save_atomic)
 from prdit.training.config import ExperimentConfig
-from prdit.training.ema import EMA
+from prdit.training.ema import EMA, warmed_up_decay
 from prdit.training.interrupts import DeferredInterrupts, ignore_interrupts, launched_by_torchrun
 from prdit.training.metrics import MetricsLogger
 from prdit.training.run_dir import prepare_run_directory, write_run_config
@@ -146,6 +146,8 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
         model.freeze_stage1()
     model.set_grad_checkpointing(config.train.grad_checkpointing)
     ema = EMA(model, config.optim.ema_decay)
+    # A distilled student starts as the teacher: the EMA warms up (distill.ema_warmup) so it does not keep it.
+    warm_ema = distilling and config.distill.ema_warmup
     params = [p for p in model.parameters() if p.requires_grad]  # clipped together
     # Distillation also learns the adaptive weighting w(t), outside the clipped norm (a gradient of about 1
     # per feature from the first step on would otherwise scale the student's gradient down).
@@ -295,7 +297,7 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
                     for group in optimizer.param_groups:
                         group["lr"] = rate
                     optimizer.step()
-                    ema.update()
+                    ema.update(warmed_up_decay(config.optim.ema_decay, step) if warm_ema else None)
                 else:
                     finite = False
             if not finite:

@@ -2,13 +2,15 @@
 helpers, and the sharding that sampling, evaluation and reconstruction share.
 
 Every command joins the job torchrun describes in its environment (``RANK``, ``WORLD_SIZE``,
-``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``): NCCL where CUDA is present, gloo on CPU. Work
-items (volume indices, files, pairs) are dealt round-robin, rank r taking items ``r, r+W, …``, so
-shares differ by at most one item; results come back to every rank in the items' order
-(:func:`gather_in_order`), and rank 0 alone writes summaries. A step that may fail the same way
-for everyone (a folder of another run, a missing file) runs on rank 0 and its error is raised on
-every rank (:func:`on_main`), printed once. An error on one rank alone ends that process, and
-torchrun then stops the others: no rank waits forever on a dead one.
+``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``): NCCL where the work runs on CUDA, gloo where it runs
+on the CPU (on a CUDA machine too). Work items (volume indices, files, pairs) are dealt round-robin,
+rank r taking items ``r, r+W, …``, so shares differ by at most one item; results come back to every
+rank in the items' order (:func:`gather_in_order`), and rank 0 alone writes summaries. A step that may
+fail the same way for everyone (a folder of another run, a missing file) runs on rank 0 and its error
+is raised on every rank (:func:`on_main`), printed once; so does whatever decides which collectives a rank
+meets (a cached result, a checkpoint to resume from, what is still to do), so no rank skips a collective
+the others wait in. An error on one rank alone ends that process, and torchrun then stops the others:
+no rank waits forever on a dead one.
 """
 
 from __future__ import annotations
@@ -57,16 +59,24 @@ class ReportedOnMain(PRDiTError):
     """Raised on the other ranks when a step run on rank 0 failed there; rank 0 prints the error."""
 
 
-def setup_distributed(timeout: timedelta = TRAINING_TIMEOUT) -> DistInfo:
-    """Join the torchrun job if there is one (NCCL on CUDA, gloo on CPU); a single process otherwise."""
+def backend_for(device: torch.device) -> str:
+    """The process group's backend for work on ``device``: NCCL for CUDA, gloo for anything else."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def setup_distributed(timeout: timedelta = TRAINING_TIMEOUT, device: str | torch.device | None = None) -> DistInfo:
+    """Join the torchrun job if there is one, with the backend of the work's ``device`` (the user's setting, read
+    by :func:`rank_device`; None: ``auto``); a single process otherwise."""
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) < 2:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(info.local_rank)
-        dist.init_process_group(backend=backend, timeout=timeout)
+        work = rank_device(device, info)
+        if work.type == "cuda":
+            # NCCL's collectives run on the current GPU. CPU work claims none: a job may run more CPU processes
+            # than the machine has GPUs.
+            torch.cuda.set_device(work)
+        dist.init_process_group(backend=backend_for(work), timeout=timeout)
     return info
 
 

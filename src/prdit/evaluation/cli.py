@@ -110,7 +110,7 @@ def register(app: typer.Typer) -> None:
         from prdit.errors import ConfigError
         from prdit.evaluation.report import evaluate, report_table, write_report
 
-        info = setup_distributed(INFERENCE_TIMEOUT)
+        info = setup_distributed(INFERENCE_TIMEOUT, device)
         norm = _normalization(model, normalization, hu_min, hu_max, quantile)
         size = None
         if resize is not None:

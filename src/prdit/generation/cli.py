@@ -101,7 +101,7 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--num must be >= 1, got {num}")
             indices = list(range(num))
         input_size = _parse_size(size)
-        info = setup_distributed(INFERENCE_TIMEOUT)
+        info = setup_distributed(INFERENCE_TIMEOUT, device)
         pipe = PRDiTPipeline.from_pretrained(model_dir, device=rank_device(device, info), input_size=input_size,
                                              precision=precision)
         settings = pipe.settings(SamplingConfig(steps=steps, sampler=sampler, schedule=schedule, output=output,

@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
 
         guidance = task_settings(task, scale=scale, decay=decay, jump=jump, corrector_noise=corrector_noise,
                                  cutoff=cutoff)
-        info = setup_distributed(INFERENCE_TIMEOUT)
+        info = setup_distributed(INFERENCE_TIMEOUT, device)
         echo = typer.echo if info.is_main else (lambda *args, **kwargs: None)
         source = measurement if measurement is not None else simulate_from
         cases = case_inputs(source) if source is not None else None

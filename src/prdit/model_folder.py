@@ -1,6 +1,7 @@
 """A trained model as a folder, and the one loader of weights.
 
-``config.json`` (format version 2) records the network (registry name, input size, channels),
+``config.json`` (format version 2) records the network (registry name, input size, channels, and for a
+model conditioned on label maps its conditioned stages and label table, name -> index),
 the generative process (kind and settings), the intensity normalisation and the voxel spacing;
 ``model.safetensors`` holds the EMA weights. Folders of format version 1 (an IaN-only
 ``diffusion`` section, ``learn_sigma``) still load. Loading never unpickles.
@@ -23,6 +24,7 @@ from prdit.data.normalization import Normalization
 from prdit.diffusion import Process, process_from_dict
 from prdit.errors import CheckpointError, ConfigError
 from prdit.files import atomic_write, is_inside, recorded_path
+from prdit.models.conditioning import Conditioning
 from prdit.models.prdit import PRDiT
 from prdit.models.registry import create_model
 
@@ -62,7 +64,8 @@ def save_model_folder(path: str | Path, model: PRDiT, process: Process, normaliz
     config = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": {"name": model.name, "input_size": list(cfg.input_size), "in_channels": cfg.in_channels,
-                  "out_channels": cfg.out_channels},
+                  "out_channels": cfg.out_channels,
+                  **({"conditioning": cfg.conditioning.to_dict()} if cfg.conditioning is not None else {})},
         "process": process.to_dict(),
         "normalization": normalization.to_dict(),
         "spacing": [float(s) for s in spacing],
@@ -127,9 +130,11 @@ def load_model_folder(path: str | Path, device: torch.device | str = "cpu",
     try:
         process = process_from_dict(config["process"])
         in_channels = model_cfg.get("in_channels", 1)
+        conditioning = model_cfg.get("conditioning")
         model = create_model(model_cfg["name"], input_size=input_size or tuple(model_cfg["input_size"]),
                              in_channels=in_channels,
-                             out_channels=model_cfg.get("out_channels", process.output_channels(in_channels)))
+                             out_channels=model_cfg.get("out_channels", process.output_channels(in_channels)),
+                             conditioning=Conditioning.from_dict(conditioning) if conditioning is not None else None)
         normalization = Normalization.from_dict(config["normalization"])
     except (TypeError, ConfigError) as err:
         raise CheckpointError(f"{path / CONFIG_FILE}: {err}") from err

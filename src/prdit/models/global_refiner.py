@@ -124,9 +124,13 @@ class GlobalRefiner(nn.Module):
         self.final_layer = FinalLayer(hidden_size, core_out_size)
         self.grad_checkpointing = False
 
-    def forward(self, tokens: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """``[B, N, C·P³]`` raw noisy tokens + ``[B, D]`` condition -> residual ``[B, N, S³·C_out]``."""
-        x = self.patch_embed(tokens) + self.pos_embed.to(tokens.dtype)
+    def forward(self, tokens: torch.Tensor, c: torch.Tensor, label_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, N, C·P³]`` raw noisy tokens + ``[B, D]`` condition (+ ``[B, N, D]`` embedded label patches) ->
+        residual ``[B, N, S³·C_out]``."""
+        x = self.patch_embed(tokens)
+        if label_tokens is not None:
+            x = x + label_tokens
+        x = x + self.pos_embed.to(tokens.dtype)
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, c, use_reentrant=False)

@@ -8,8 +8,10 @@ import torch.nn.functional as F
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN modulation ``x·(1+scale)+shift``; ``x`` ``[B, N, W]``, shift/scale ``[B, W]``."""
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    """adaLN modulation ``x·(1+scale)+shift``; ``x`` ``[B, N, W]``, shift/scale ``[B, W]`` (or ``[B, N, W]``)."""
+    if shift.ndim == x.ndim - 1:
+        shift, scale = shift.unsqueeze(1), scale.unsqueeze(1)
+    return x * (1 + scale) + shift
 
 
 class SwiGLU(nn.Module):

@@ -10,13 +10,14 @@ import torch
 from torch import nn
 
 from prdit.errors import CheckpointError, ConfigError
+from prdit.models.conditioning import Conditioning, LabelConditioning
 from prdit.models.embeddings import TimestepEmbedder
 from prdit.models.global_refiner import GlobalRefiner
 from prdit.models.local_denoiser import LocalDenoiser
 from prdit.models.patches import patchify, unpatchify
 
-# Parameters that stage 1 trains and stage 2 freezes.
-STAGE1_PREFIXES = ("time_embed.shared.", "time_embed.coarse_head.", "local_denoiser.")
+# Parameters that stage 1 trains and stage 2 freezes (the local denoiser's label modulation among them).
+STAGE1_PREFIXES = ("time_embed.shared.", "time_embed.coarse_head.", "local_denoiser.", "label_conditioning.stage1.")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class PRDiTConfig:
     depth: int = 0
     num_heads: int = 12
     mlp_ratio: float = 4.0
+    conditioning: Conditioning | None = None  # label maps (docs/method.md §20); None: unconditional
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -58,16 +60,20 @@ class PRDiTConfig:
             raise ConfigError(f"width must be at least 6, got {self.hidden_size}")
         if self.depth < 0 or self.in_channels < 1:
             raise ConfigError("depth must be >= 0 and in_channels >= 1")
+        if self.conditioning is not None:
+            self.conditioning.validate(self.depth)
 
     def to_dict(self) -> dict:
         """JSON-ready dict (``input_size`` as a list)."""
         values = asdict(self)
         values["input_size"] = list(self.input_size)
+        values["conditioning"] = self.conditioning.to_dict() if self.conditioning is not None else None
         return values
 
 
 class PRDiT(nn.Module):
-    """``model(x [B, C, D, H, W], t [B]) -> [B, C_out, D, H, W]``; depth 0 is the stage-1 model."""
+    """``model(x [B, C, D, H, W], t [B], labels [B, D, H, W]) -> [B, C_out, D, H, W]``; depth 0 is the stage-1
+    model; ``labels`` only for a conditional model."""
 
     def __init__(self, config: PRDiTConfig) -> None:
         super().__init__()
@@ -83,6 +89,11 @@ class PRDiT(nn.Module):
             GlobalRefiner(token_size, core_out_size, config.hidden_size, config.depth, config.num_heads,
                           config.grid, config.mlp_ratio)
             if config.depth > 0 else None
+        )
+        self.label_conditioning = (
+            LabelConditioning(config.conditioning, config.patch_size, config.stride, token_size, config.hidden_size,
+                              config.depth)
+            if config.conditioning is not None else None
         )
         self.initialize_weights()
 
@@ -115,24 +126,51 @@ class PRDiT(nn.Module):
             for linear in (final.adaLN_modulation[-1], final.linear):
                 nn.init.zeros_(linear.weight)
                 nn.init.zeros_(linear.bias)
+        if self.label_conditioning is not None:
+            # A fresh conditional model outputs exactly what it would without labels.
+            for linear in self.label_conditioning.projections():
+                nn.init.zeros_(linear.weight)
+                nn.init.zeros_(linear.bias)
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute DiT block activations in the backward pass (for 256³ training)."""
         if self.global_refiner is not None:
             self.global_refiner.grad_checkpointing = enabled
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``x`` ``[B, C, D, H, W]``, ``t`` ``[B]`` in [0, T] -> ``[B, C_out, D, H, W]``."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``[B, C, D, H, W]``, ``t`` ``[B]`` in [0, T], ``labels`` ``[B, D, H, W]`` (a conditional model only;
+        None: the null condition) -> ``[B, C_out, D, H, W]``."""
         cfg = self.config
         if x.ndim != 5 or x.shape[1] != cfg.in_channels or tuple(x.shape[2:]) != cfg.input_size:
             raise ConfigError(f"expected input [B, {cfg.in_channels}, {', '.join(map(str, cfg.input_size))}], "
                               f"got {list(x.shape)}; build the model with input_size matching the data")
+        label_modulation = label_tokens = None
+        if self.label_conditioning is not None:
+            if labels is None:
+                labels = torch.full((x.shape[0], *cfg.input_size), cfg.conditioning.null_index, device=x.device)
+            self.check_labels(labels, x.shape[0])
+            label_modulation, label_tokens = self.label_conditioning(labels.to(x.device))
+        elif labels is not None:
+            self.check_labels(labels, x.shape[0])
         tokens = patchify(x, cfg.patch_size, cfg.stride)
         coarse_condition, fine_condition = self.time_embed(t.to(x.device))
-        out = self.local_denoiser(tokens, coarse_condition)
+        out = self.local_denoiser(tokens, coarse_condition, label_modulation)
         if self.global_refiner is not None:
-            out = out + self.global_refiner(tokens, fine_condition)
+            out = out + self.global_refiner(tokens, fine_condition, label_tokens)
         return unpatchify(out, cfg.grid, cfg.stride)
+
+    def require_conditioning(self) -> Conditioning:
+        """This model's label conditioning; an unconditional model raises :class:`ConfigError`."""
+        if self.config.conditioning is None:
+            raise ConfigError(f"{self.name or 'this model'} is unconditional (trained without label maps): sample "
+                              f"it without labels, or use a model trained with model.conditioning=stage2 or both")
+        return self.config.conditioning
+
+    def check_labels(self, labels: torch.Tensor, batch: int) -> None:
+        """Raise unless this model is conditional and ``labels`` is an integer ``[batch, D, H, W]`` map of its
+        labels (or the null index)."""
+        self.require_conditioning()
+        self.label_conditioning.check(labels, (batch, *self.config.input_size))
 
     # --- stage hand-over -------------------------------------------------------------
 

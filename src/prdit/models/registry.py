@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prdit.errors import ConfigError
+from prdit.models.conditioning import Conditioning
 from prdit.models.prdit import PRDiT, PRDiTConfig
 
 # size letter -> (width D, attention heads)
@@ -52,12 +53,13 @@ def model_spec(name: str) -> dict:
 
 
 def create_model(name: str, input_size: int | tuple[int, int, int] = 64, in_channels: int = 1,
-                 out_channels: int | None = None) -> PRDiT:
+                 out_channels: int | None = None, conditioning: Conditioning | None = None) -> PRDiT:
     """Build a registered model for volumes of ``input_size`` (an edge or ``(D, H, W)``); ``out_channels``
-    per voxel defaults to ``2·in_channels`` (IaN's ``[ε̂, x̂₀]``)."""
+    per voxel defaults to ``2·in_channels`` (IaN's ``[ε̂, x̂₀]``); ``conditioning`` makes it take label maps."""
     size = (input_size,) * 3 if isinstance(input_size, int) else tuple(int(s) for s in input_size)
     out_channels = 2 * in_channels if out_channels is None else int(out_channels)
-    config = PRDiTConfig(input_size=size, in_channels=in_channels, out_channels=out_channels, **model_spec(name))
+    config = PRDiTConfig(input_size=size, in_channels=in_channels, out_channels=out_channels,
+                         conditioning=conditioning, **model_spec(name))
     model = PRDiT(config)
     model.name = name
     return model

@@ -31,6 +31,9 @@ class ModelConfig:
     name: str = "PRDiT-B/12/0"
     input_size: int = 128
     in_channels: int = 1
+    # Label-map conditioning (docs/method.md §20): "" (none) | stage2 (the global refiner sees the map) | both
+    # (the local denoiser too; then train stage 1 with it). Pairs each volume with labels/<its name>.nii.gz.
+    conditioning: str = ""
 
 @dataclass
 class DataConfig:
@@ -85,6 +88,10 @@ class TrainConfig:
     compile: bool = False
     grad_checkpointing: bool = False
     init_from: str = ""  # stage 2: a stage-1 run directory, checkpoint or model folder
+    # Conditional models: the chance that a volume's whole label map is replaced by "no label" (classifier-free
+    # guidance learns the null condition from these), and that one class of a map is, each class on its own.
+    label_dropout: float = 0.1
+    class_dropout: float = 0.0
 
 @dataclass
 class LogConfig:
@@ -149,6 +156,17 @@ class ExperimentConfig:
                            ("log.keep_last", self.log.keep_last)):
             if value < 1:
                 raise ConfigError(f"{key} must be >= 1, got {value}")
+        from prdit.models.conditioning import STAGES
+
+        if self.model.conditioning not in ("", *STAGES):
+            raise ConfigError(f"model.conditioning must be empty (unconditional) or one of {', '.join(STAGES)}, got "
+                              f"'{self.model.conditioning}'")
+        if not (0.0 <= self.train.label_dropout <= 1.0 and 0.0 <= self.train.class_dropout <= 1.0):
+            raise ConfigError(f"train.label_dropout and train.class_dropout are probabilities in [0, 1], got "
+                              f"{self.train.label_dropout} and {self.train.class_dropout}")
+        if self.model.conditioning and self.distill.teacher:
+            raise ConfigError("distillation of a label-conditioned model is not supported; set model.conditioning= "
+                              "(empty) for a distilled student")
         if self.train.micro_batch < 0:
             raise ConfigError(f"train.micro_batch must be >= 0 (0: no accumulation), got {self.train.micro_batch}")
         if not 0.0 <= self.optim.ema_decay < 1.0:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prdit.data.labels import PHANTOM_LABELS
 from prdit.data.normalization import Normalization
 from prdit.diffusion import Process, create_process
 from prdit.model_folder import load_strict, load_weights
+from prdit.errors import CheckpointError
 from prdit.models import PRDiT, create_model
+from prdit.models.conditioning import Conditioning
 from prdit.training.config import ExperimentConfig
 
 
@@ -23,11 +26,19 @@ def process_of(config: ExperimentConfig) -> Process:
     return create_process(config.process.kind, **config.process.settings)
 
 
+def conditioning_of(config: ExperimentConfig) -> Conditioning | None:
+    """The label-map conditioning a config trains (prdit's label set), None for an unconditional model."""
+    if not config.model.conditioning:
+        return None
+    return Conditioning(labels=PHANTOM_LABELS, stages=config.model.conditioning)
+
+
 def build_model(config: ExperimentConfig) -> PRDiT:
     """The network a config describes, with the output channels its process needs."""
     m = config.model
     return create_model(m.name, input_size=m.input_size, in_channels=m.in_channels,
-                        out_channels=process_of(config).output_channels(m.in_channels))
+                        out_channels=process_of(config).output_channels(m.in_channels),
+                        conditioning=conditioning_of(config))
 
 
 def initialise_from(model: PRDiT, source: str | Path) -> str:
@@ -36,6 +47,10 @@ def initialise_from(model: PRDiT, source: str | Path) -> str:
     scale-up, which works because the positional encoding is fixed, not learned."""
     weights = load_weights(source)
     state, described = weights.state, weights.source
+    fresh_labels = _fresh_label_weights(model, state, source)
+    state = {**fresh_labels, **state}
+    if fresh_labels:
+        described += "; the label conditioning starts fresh, its projections at zero"
     model.load_stage1(state)  # checks width and patch size with a clear message
     if model.stage == 1 or any(k.startswith("global_refiner.") for k in state):
         grown = _shallower_refiner(model, state)
@@ -51,6 +66,25 @@ def initialise_from(model: PRDiT, source: str | Path) -> str:
 
 
 _BLOCKS = "global_refiner.blocks."
+_LABELS = "label_conditioning."
+
+
+def _fresh_label_weights(model: PRDiT, state: dict, source: str | Path) -> dict:
+    """A conditional model's own (fresh, zero-projected) label weights where ``state`` has none: an unconditional
+    source then loads strictly into every other weight. A conditional source must have them all (strict load)."""
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(_LABELS)}
+    theirs = [k for k in state if k.startswith(_LABELS)]
+    unknown = [k for k in theirs if k not in own]
+    if unknown:
+        raise CheckpointError(f"{source}: conditioned on label maps in a way this model is not ({unknown[0]}, ...); "
+                              f"set model.conditioning as the source was trained")
+    if not own or theirs:
+        return {}
+    if model.stage == 2 and any(k.startswith(_LABELS + "stage1.") for k in own):
+        raise CheckpointError(f"{source}: an unconditional model, but model.conditioning=both conditions the local "
+                              "denoiser, which stage 2 keeps frozen (its label weights would stay zero): train "
+                              "stage 1 with model.conditioning=both first, or condition stage 2 only (stage2)")
+    return own
 
 
 def _block_index(name: str) -> int | None:

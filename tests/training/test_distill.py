@@ -170,6 +170,17 @@ def test_a_student_equal_to_its_teacher_starts_as_one_ddim_step_with_zero_loss()
     assert losses["loss_consistency"].item() < 1e-10
 
 
+def test_the_lambda_schedule_is_refused_for_a_consistency_model():
+    """The lambda schedule respaces a grid's inner points in λ; at 3+ steps it replaced the consistency model's
+    re-noising angles (sCM's 1.1, then evenly spaced) without a word. It is an error; IaN keeps it."""
+    student = ConsistencyModel()
+    for steps in (1, 2, 4):
+        with pytest.raises(ConfigError, match="schedule uniform"):
+            SamplerSettings(steps=steps, schedule="lambda").resolved(student)
+    assert SamplerSettings(steps=4).resolved(student).schedule == "uniform"
+    assert SamplerSettings(steps=4, schedule="lambda").resolved(IaNDiffusion()).schedule == "lambda"
+
+
 def test_the_discrete_target_follows_the_teachers_ode_and_is_zero_for_a_consistent_student():
     """CD's teacher step carries a point of the one-volume path to the earlier angle on the same path (Heun:
     second order, so four steps over the interval are 16 times closer than one); a student that is the exact

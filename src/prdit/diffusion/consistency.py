@@ -34,6 +34,7 @@ class ConsistencyModel(IaNDiffusion):
     default_sampler = "consistency"
     sample_steps = 2
     guided_steps = None
+    lambda_schedule = False  # the grid is sCM's re-noising angles, not a discretisation to respace in λ
     loss_names = ("loss",)
 
     def __post_init__(self) -> None:

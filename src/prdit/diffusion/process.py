@@ -40,6 +40,7 @@ class Process(ABC):
     default_sampler: ClassVar[str]
     sample_steps: ClassVar[int]  # steps of plain sampling when none are given (`prdit sample`, PRDiTPipeline)
     guided_steps: ClassVar[int | None] = None  # steps of guided reconstruction when none are given; None: no guidance
+    lambda_schedule: ClassVar[bool] = True  # whether the ``lambda`` schedule may respace the grid (samplers.py)
     loss_names: ClassVar[tuple[str, ...]]  # the keys of :meth:`loss`, "loss" (the optimised one) first
 
     # --- what training needs ------------------------------------------------------------

@@ -100,6 +100,9 @@ class SamplerSettings:
             raise ConfigError(f"steps must be >= 1, got {settings.steps}")
         if settings.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule '{settings.schedule}'; choose one of {', '.join(SCHEDULES)}")
+        if settings.schedule == "lambda" and not process.lambda_schedule:
+            raise ConfigError(f"the {process.kind} process samples at its own grid, which the lambda schedule would "
+                              "replace; use --schedule uniform (the default)")
         if settings.jump < 1:
             raise ConfigError(f"the predictor's jump must be >= 1 grid step, got {settings.jump}")
         if not settings.corrector_noise >= 0:

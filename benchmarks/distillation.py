@@ -145,7 +145,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, device, scrat
         settings = pipe.settings(sampler=sampler, steps=steps, seed=args.seed, batch_size=args.batch, exact=False)
         rows_cache = cache / "rows" / f"{folder.name}-{sq.model_digest(folder)[:12]}" / device.type
         result, seconds = sq.cached_row(pipe, settings, num, 0, rows_cache)
-        scores = sq.quiet_evaluate(real, pipe.to_hu(result.x0), config, warned)
+        scores = sq.quiet_evaluate(real, pipe.to_hu(result.volumes), config, warned)
         label = f"{who} {sq.row_label(sampler, 'uniform', steps)}"
         entry = {"label": label, "model": str(folder), "sampler": sampler, "steps": steps,
                  "network_calls": settings.network_calls(), "seconds_per_volume": seconds,

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from prdit.diffusion import FlowMatching, SamplerSettings, create_process, process_from_dict, sample
+from prdit.diffusion.samplers import DEFAULT_OUTPUT
 from prdit.errors import ConfigError
 from prdit.models import create_model
 
@@ -64,7 +65,7 @@ def test_loss_is_zero_for_the_true_velocity_and_only_euler_and_heun_apply():
     assert 0.0 <= times.min().item() and times.max().item() < 1.0 and abs(times.mean().item() - 0.5) < 0.02
     with pytest.raises(ConfigError, match="does not apply to the flow process"):
         SamplerSettings("pc", 10).resolved(process)
-    assert SamplerSettings().resolved(process) == SamplerSettings("euler", 100)
+    assert SamplerSettings().resolved(process) == SamplerSettings("euler", 100, output=DEFAULT_OUTPUT["euler"])
     with pytest.raises(ConfigError, match="flow process has no guided reconstruction"):
         SamplerSettings().resolved(process, guided=True)
 

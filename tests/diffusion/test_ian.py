@@ -103,8 +103,9 @@ def test_bad_settings_are_refused():
         SamplerSettings("ddpm", 2).resolved(IaNDiffusion())
     with pytest.raises(ConfigError, match="not resolved"):
         sample(lambda x, t: x, IaNDiffusion(), (1, 1, 8, 8, 8), SamplerSettings(steps=2))
-    assert SamplerSettings().resolved(IaNDiffusion()) == SamplerSettings("pc", IaNDiffusion.sample_steps)
-    assert SamplerSettings().resolved(IaNDiffusion(), guided=True) == SamplerSettings("pc", IaNDiffusion.guided_steps)
+    assert SamplerSettings().resolved(IaNDiffusion()) == SamplerSettings("pc", IaNDiffusion.sample_steps, output="x0")
+    assert SamplerSettings().resolved(IaNDiffusion(), guided=True) == SamplerSettings("pc", IaNDiffusion.guided_steps,
+                                                                                      output="x0")
 
 
 def _float_rule_misjudges(steps: int) -> bool:

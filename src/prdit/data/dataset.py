@@ -8,7 +8,8 @@ file), the list file's own folder.
 
 ``VolumeDataset`` turns each file into a training tensor ``[1, S, S, S]`` in [-1, 1]: HU are
 normalised at the stored resolution, then average-pooled by an integer factor down to S
-(256 -> 128 -> 64), as the paper does.
+(256 -> 128 -> 64), as the paper does. With ``labels`` each volume comes with its label map
+(``labels/<name>.nii.gz`` beside it, docs/method.md §10), taken down to S by nearest neighbour.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from prdit.data.dicom import DICOM_SUFFIXES
 from prdit.data.io import is_volume_file, read_volume, volume_suffix
-from prdit.data.labels import LABELS_FOLDER
+from prdit.data.labels import LABELS_FOLDER, label_path, read_label_map, table_for
 from prdit.data.normalization import Normalization
 from prdit.errors import ConfigError, DataError
 
@@ -169,8 +170,24 @@ def load_training_array(path: str | Path, size: int, normalization: Normalizatio
     return block_average(normalization.to_model(array), (size, size, size), path)
 
 
+def load_training_pair(path: str | Path, size: int, normalization: Normalization) -> tuple[np.ndarray, np.ndarray]:
+    """A volume as :func:`load_training_array` does, and its label map as int64 prdit indices ``[size, size, size]``:
+    of each pooled block of voxels, the label of the voxel at its centre (a label is a class, never averaged)."""
+    volume = read_volume(path)
+    labels_file = label_path(path)
+    if not labels_file.is_file():
+        raise DataError(f"{path}: no label map at {labels_file}; a conditional model trains on (volume, label map) "
+                        f"pairs (prdit phantoms --labels writes them), or set model.conditioning= (empty)")
+    labels = read_label_map(labels_file, table_for(labels_file, None), volume)
+    factor = pool_factor(volume.array.shape, size, path)
+    array = block_average(normalization.to_model(volume.array), (size, size, size), path)
+    centre = factor // 2
+    return array, np.ascontiguousarray(labels[centre::factor, centre::factor, centre::factor], dtype=np.int64)
+
+
 class VolumeDataset:
-    """CT volumes as training tensors ``[1, S, S, S]`` in [-1, 1] (a map-style torch dataset).
+    """CT volumes as training tensors ``[1, S, S, S]`` in [-1, 1] (a map-style torch dataset); with ``labels``,
+    pairs of a volume and its label map ``[S, S, S]`` (int64).
 
     ``cache`` keeps the pooled arrays in memory after the first read. ``normalization`` (an
     instance or the name ``"window"``/``"quantile"``) is kept on the dataset so generated volumes
@@ -185,6 +202,7 @@ class VolumeDataset:
         normalization: Normalization | str = Normalization(),
         root: str | Path | None = None,
         cache: bool = False,
+        labels: bool = False,
     ) -> None:
         if isinstance(normalization, str):
             normalization = Normalization(kind=normalization)
@@ -194,7 +212,8 @@ class VolumeDataset:
         self.size = int(size)
         self.normalization = normalization
         self.paths = list_volumes(source, root)
-        self._cache: dict[int, np.ndarray] | None = {} if cache else None
+        self.labels = labels
+        self._cache: dict[int, np.ndarray | tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
         self._spacing: tuple[float, float, float] | None = None
 
     def __len__(self) -> int:
@@ -211,13 +230,18 @@ class VolumeDataset:
         return self._spacing
 
     def __getitem__(self, index: int):
-        """Sample ``index`` as a float32 tensor ``[1, S, S, S]``."""
+        """Sample ``index`` as a float32 tensor ``[1, S, S, S]`` (with ``labels``: and its map ``[S, S, S]``)."""
         import torch
 
         if self._cache is not None and index in self._cache:
-            array = self._cache[index]
+            item = self._cache[index]
         else:
-            array = load_training_array(self.paths[index], self.size, self.normalization)
+            item = (load_training_pair if self.labels else load_training_array)(
+                self.paths[index], self.size, self.normalization)
             if self._cache is not None:
-                self._cache[index] = array
-        return torch.from_numpy(array.copy() if self._cache is not None else array)[None].contiguous()
+                self._cache[index] = item
+        copy = (lambda a: a.copy()) if self._cache is not None else (lambda a: a)
+        if self.labels:
+            array, labels = item
+            return torch.from_numpy(copy(array))[None].contiguous(), torch.from_numpy(copy(labels))
+        return torch.from_numpy(copy(item))[None].contiguous()

@@ -6,6 +6,7 @@ in ``run_dir.py``."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 import time
@@ -19,6 +20,7 @@ from prdit.device import CompiledModule, compiled
 from prdit.diffusion import Process
 from prdit.errors import ConfigError, PRDiTError
 from prdit.model_folder import CHECKPOINT_DIR
+from prdit.models.conditioning import drop_labels
 from prdit.training import distributed as D
 from prdit.training.checkpoint import (capture_rng_state, checkpoint_path, load_checkpoint, prune_checkpoints,
                                        restore_rng_state, save_atomic)
@@ -41,11 +43,14 @@ class RunState:
     checkpoint: Path | None
 
 
-def _random_flips(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _random_flips(x: torch.Tensor, generator: torch.Generator,
+                  labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Mirror each volume left-right (the W axis) with probability 1/2, drawn from the trainer's
-    generator so a resumed run flips the same volumes."""
+    generator so a resumed run flips the same volumes; a volume's label map ``[D, H, W]`` with it."""
     chosen = (torch.rand(x.shape[0], generator=generator, device=generator.device) < 0.5).to(x.device)
-    return torch.where(chosen.reshape(-1, 1, 1, 1, 1), x.flip(-1), x)
+    if labels is not None:
+        labels = torch.where(chosen.reshape(-1, 1, 1, 1), labels.flip(-1), labels)
+    return torch.where(chosen.reshape(-1, 1, 1, 1, 1), x.flip(-1), x), labels
 
 
 @torch.no_grad()
@@ -59,13 +64,18 @@ def validate(model: torch.nn.Module, process: Process, dataset, config: Experime
     totals = torch.zeros(len(times) + 1, dtype=torch.float64, device=device)
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
-        x0 = torch.stack([dataset[i] for i in chunk]).to(device)
+        items = [dataset[i] for i in chunk]
+        # A conditional model is validated on each volume's own label map.
+        labels = torch.stack([item[1] for item in items]).to(device) if dataset.labels else None
+        x0 = torch.stack([item[0] if dataset.labels else item for item in items]).to(device)
         generators = [torch.Generator().manual_seed(10_000 + i) for i in chunk]
         noise = process.sample_noise(x0.shape, generator=generators).to(device)
         for k, t_value in enumerate(times):
             t = torch.full((len(chunk),), t_value, device=device)
             x_t = process.q_sample(x0, t, noise)
-            x0_hat = process.predict(model(x_t, process.model_time(t)).float(), x_t, t).x0
+            time_input = process.model_time(t)
+            output = model(x_t, time_input) if labels is None else model(x_t, time_input, labels)
+            x0_hat = process.predict(output.float(), x_t, t).x0
             totals[k] += ((x0_hat - x0) ** 2).mean(dim=(1, 2, 3, 4)).sum().double()
         totals[-1] += len(chunk)
     D.all_reduce(totals)
@@ -112,10 +122,11 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
     normalization = normalization_of(config)
     process = process_of(config)
     data_root = config.data.root or None
+    conditional = bool(config.model.conditioning)  # (volume, label map) pairs, docs/method.md §20
     train_set = VolumeDataset(config.data.train, size=config.model.input_size, normalization=normalization,
-                              root=data_root, cache=config.data.cache)
+                              root=data_root, cache=config.data.cache, labels=conditional)
     val_set = (VolumeDataset(config.data.val, size=config.model.input_size, normalization=normalization,
-                             root=data_root, cache=config.data.cache) if config.data.val else None)
+                             root=data_root, cache=config.data.cache, labels=conditional) if config.data.val else None)
 
     # Identical weights on every rank, before any DDP wrap (docs/method.md §12.3).
     torch.manual_seed(seed)
@@ -224,9 +235,11 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
 
     names = objective.loss_names
 
-    def gradients(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def gradients(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                  labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One step's gradients in ``.grad``, micro-batch by micro-batch ([B, C, D, H, W] in
-        micro-batches of ``micro_batch``): the weighted losses and whether this rank's are finite."""
+        micro-batches of ``micro_batch``; a conditional model's label maps [B, D, H, W] beside them): the
+        weighted losses and whether this rank's are finite."""
         optimizer.zero_grad(set_to_none=True)
         step_losses = torch.zeros(len(names), dtype=torch.float64, device=device)
         local_finite = torch.ones(1, device=device)
@@ -239,7 +252,10 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
                     else contextlib.nullcontext())
             with sync:
                 with autocast:
-                    losses = objective.training_losses(forward_model, x0[part], t=t[part], noise=noise[part])
+                    # The process calls the network as (x_t, t); a conditional model gets its maps bound.
+                    network = (functools.partial(forward_model, labels=labels[part]) if labels is not None
+                               else forward_model)
+                    losses = objective.training_losses(network, x0[part], t=t[part], noise=noise[part])
                 (losses["loss"] * weight).backward()
             values = torch.stack([losses[key].detach().double() for key in names])
             step_losses += weight * values
@@ -264,17 +280,23 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
     try:
         interrupts.install()
         model.train()
-        for step, x0 in enumerate(loader, start=start_step):
+        for step, batch in enumerate(loader, start=start_step):
+            x0, labels = batch if conditional else (batch, None)
             x0 = x0.to(device, non_blocking=True)
+            if labels is not None:
+                labels = labels.to(device, non_blocking=True)
             if config.data.flip:
-                x0 = _random_flips(x0, generator)
+                x0, labels = _random_flips(x0, generator, labels)
+            if labels is not None:  # the null condition that classifier-free guidance compares against
+                labels = drop_labels(labels, model.config.conditioning.null_index, config.train.label_dropout,
+                                     config.train.class_dropout, generator)
             # Timesteps and noise for the whole batch first, so micro-batches see what one big batch would.
             if distilling:
                 objective.step = step  # the warm-up of the consistency target, the round of progressive distillation
             t = objective.sample_time(x0.shape[0], x0.device, generator)
             noise = objective.sample_noise(x0.shape, x0.device, generator, x0.dtype)
             try:
-                step_losses, local_finite = gradients(x0, t, noise)
+                step_losses, local_finite = gradients(x0, t, noise, labels)
             except Exception as err:
                 # A compiled backward graph is built lazily, on the first backward() of each
                 # graph, outside the guarded forward: the step is repeated eagerly. Under DDP
@@ -286,7 +308,7 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
                     raise PRDiTError(f"step {step + 1} failed with train.compile=true ({type(err).__name__}: {err}); "
                                      "where torch.compile is the cause, run again with train.compile=false") from err
                 forward_model.fall_back(err)
-                step_losses, local_finite = gradients(x0, t, noise)
+                step_losses, local_finite = gradients(x0, t, noise, labels)
             # Skip a non-finite step on every rank together, so no rank waits in all-reduce.
             finite = D.all_reduce(local_finite, "min").item() > 0
             if finite:

@@ -15,12 +15,14 @@ from prdit.data.io import Volume
 from prdit.data.normalization import Normalization
 from prdit.device import resolve_device
 from prdit.diffusion import Hook, Process, progress_hook
-from prdit.errors import ConfigError
+from prdit.diffusion.guidance import DEFAULT_GUIDANCE_SCALE
+from prdit.errors import ConfigError, DataError
 from prdit.generation.config import SamplingConfig
 from prdit.generation.sampling import resolve_precision, sample_volumes, volume_generators, volume_seed
 from prdit.models.prdit import PRDiT
 
 OUTPUT_TYPES = ("hu", "model")
+LabelMaps = str | Path | np.ndarray | torch.Tensor
 
 
 @dataclass
@@ -86,9 +88,13 @@ class PRDiTPipeline:
                  generator: torch.Generator | Sequence[torch.Generator] | None = None,
                  indices: Sequence[int] | None = None, output_type: str = "hu",
                  progress: bool | Callable[[int, int], None] = False, hooks: Sequence[Hook] = (),
-                 return_dict: bool = True, **changes) -> PRDiTPipelineOutput | tuple:
+                 return_dict: bool = True, labels: LabelMaps | None = None, **changes) -> PRDiTPipelineOutput | tuple:
         """Generate volumes; ``changes`` are :class:`SamplingConfig` fields (``steps=250, sampler="pc",
-        seed=0, batch_size=4, exact=False``) applied to ``settings``.
+        seed=0, batch_size=4, exact=False, guidance_scale=2.0``) applied to ``settings``.
+
+        ``labels`` (a conditional model): one label map for every volume or one per volume, as a NIfTI
+        path, an array or a tensor (``[D, H, W]`` or ``[N, D, H, W]``, see :meth:`label_maps`); each volume
+        is guided by its map with classifier-free guidance of scale ``guidance_scale``.
 
         Seeds: volume ``i`` (of ``range(num_volumes)``, or of ``indices``) gets
         ``volume_seed(seed, i)``, the rule of ``prdit sample``, where a seed is given (as a change
@@ -108,6 +114,10 @@ class PRDiTPipeline:
         if output_type == "hu" and self.model.config.in_channels != 1:
             raise ConfigError(f"HU output needs a one-channel model, this one has {self.model.config.in_channels}")
         seeds, generators = self._seeds_and_generators(num_volumes, generator, seed, indices)
+        if labels is not None:
+            labels = self.label_maps(labels, len(generators))
+        elif settings.guidance_scale != DEFAULT_GUIDANCE_SCALE:
+            raise ConfigError(f"guidance_scale={settings.guidance_scale} guides by label maps: pass labels= as well")
         bar, callback = None, progress or None
         if progress is True:
             from tqdm.auto import tqdm
@@ -119,8 +129,9 @@ class PRDiTPipeline:
         chunks = []
         try:
             for start in range(0, len(generators), settings.batch_size):
-                result = sample_volumes(self.model, self.process, generators[start:start + settings.batch_size],
-                                        settings, self.device, hooks)
+                rows = slice(start, start + settings.batch_size)
+                result = sample_volumes(self.model, self.process, generators[rows], settings, self.device, hooks,
+                                        labels[rows] if labels is not None else None)
                 chunks.append(result.volumes.cpu())
         finally:
             if bar is not None:
@@ -162,6 +173,56 @@ class PRDiTPipeline:
                                 self.device, hooks)
         generated = result.volumes.cpu()
         return PRDiTPipelineOutput(volumes=self.to_hu(generated) if output_type == "hu" else generated, seeds=seeds)
+
+    def label_maps(self, labels: LabelMaps, num_volumes: int) -> torch.Tensor:
+        """``labels`` as ``[num_volumes, D, H, W]`` int64 indices of this model's label set, checked.
+
+        A path is a NIfTI label map on the model's grid and spacing, its values mapped through the
+        ``labels.json`` beside it where there is one (else taken as the model's indices); an array or
+        tensor holds the model's indices, ``[D, H, W]`` (one map for all volumes) or ``[N, D, H, W]``.
+        """
+        conditioning = self.model.require_conditioning()
+        if isinstance(labels, (str, Path)):
+            labels = torch.from_numpy(self._read_label_map(Path(labels), conditioning.labels))
+        maps = torch.as_tensor(labels)
+        if maps.ndim == 3:
+            maps = maps[None]
+        if maps.ndim != 4 or maps.shape[0] not in (1, num_volumes):
+            raise DataError(f"label maps of shape {list(maps.shape)} for {num_volumes} volume(s): give one "
+                            f"[D, H, W] map for all, or [{num_volumes}, D, H, W], one per volume")
+        if not maps.dtype.is_floating_point and maps.dtype != torch.bool:
+            maps = maps.long()
+        maps = maps.expand(num_volumes, *maps.shape[1:])
+        self.model.check_labels(maps, num_volumes)
+        if int(maps.max()) >= conditioning.null_index:
+            raise DataError(f"label maps hold the value {conditioning.null_index}, which is 'no label' to this "
+                            f"model; its labels are 0..{conditioning.null_index - 1}")
+        return maps.to(self.device)
+
+    def _read_label_map(self, path: Path, names: tuple[str, ...]) -> np.ndarray:
+        """A NIfTI label map on this model's grid as the model's indices ``[D, H, W]``."""
+        from prdit.data.io import read_volume
+        from prdit.data.labels import PHANTOM_LABELS, TABLE_NAME, label_table, to_prdit_indices
+
+        volume = read_volume(path)
+        if tuple(volume.array.shape) != self.volume_shape:
+            raise DataError(f"{path}: label map has {list(volume.array.shape)} voxels (D, H, W), this model "
+                            f"generates {list(self.volume_shape)}; give a map on the model's grid")
+        if not np.allclose(volume.spacing, self.spacing, rtol=1e-3):
+            raise DataError(f"{path}: label map spacing {tuple(float(s) for s in volume.spacing)} mm differs from the "
+                            f"model's {self.spacing} mm; resample the map (nearest neighbour) onto the model's grid")
+        values = volume.array
+        if values.dtype.kind == "f":
+            if not np.array_equal(values, np.round(values)):
+                raise DataError(f"{path}: label values must be integers (an interpolated map?); resample label "
+                                f"maps with nearest neighbour")
+            values = values.astype(np.int64)
+        if (path.parent / TABLE_NAME).is_file():
+            if tuple(names) != PHANTOM_LABELS:
+                raise DataError(f"{path}: the table beside it maps onto prdit's labels, this model's are others; "
+                                f"remove {path.parent / TABLE_NAME} and give the model's indices")
+            values = to_prdit_indices(values, label_table(path.parent / TABLE_NAME), path)
+        return values.astype(np.int64)
 
     def to_hu(self, x0: torch.Tensor) -> np.ndarray:
         """Model-range ``[N, 1, D, H, W]`` -> HU ``[N, D, H, W]`` float32, clipped to the window."""

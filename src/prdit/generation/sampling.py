@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from prdit.diffusion import Denoiser, Hook, Process, SampleResult, sample
+from prdit.diffusion.guidance import DEFAULT_GUIDANCE_SCALE, CFGDenoiser
 from prdit.errors import ConfigError
 from prdit.generation.config import PRECISIONS, SamplingConfig
 from prdit.models.global_refiner import numerics
@@ -51,12 +52,14 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def denoiser(model: torch.nn.Module, precision: str, exact: bool, compile: bool = False) -> Denoiser:
+def denoiser(model: torch.nn.Module, precision: str, exact: bool, compile: bool = False,
+             labels: torch.Tensor | None = None, guidance_scale: float = DEFAULT_GUIDANCE_SCALE) -> Denoiser:
     """``model`` as the sampler calls it: ``(x [B, C, D, H, W], t [B]) -> fp32 [B, C_out, D, H, W]``.
 
     ``exact`` calls the network once per volume; ``bf16`` autocasts the network call only, so
     the sampler's arithmetic stays in fp32; ``compile`` runs it through ``torch.compile`` (compiled
-    once per model and reused; eager where compiling fails).
+    once per model and reused; eager where compiling fails). ``labels`` ``[B, D, H, W]`` (a conditional
+    model) guides each volume by its map with classifier-free guidance of scale ``guidance_scale``.
     """
     network = model
     if compile:
@@ -66,8 +69,16 @@ def denoiser(model: torch.nn.Module, precision: str, exact: bool, compile: bool 
             model.__dict__["_prdit_compiled"] = compiled(model, "sampling")
         network = model.__dict__["_prdit_compiled"]
 
+    guided = (CFGDenoiser(network, labels, model.config.conditioning.null_index, guidance_scale)
+              if labels is not None else None)
+
     def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            if guided is not None:
+                if exact:
+                    return torch.cat([guided.rows(slice(b, b + 1))(x[b:b + 1], t[b:b + 1]).float()
+                                      for b in range(x.shape[0])])
+                return guided(x, t).float()
             if exact:
                 return torch.cat([network(x[b:b + 1], t[b:b + 1]).float() for b in range(x.shape[0])])
             return network(x, t).float()
@@ -76,14 +87,15 @@ def denoiser(model: torch.nn.Module, precision: str, exact: bool, compile: bool 
 
 
 def sample_volumes(model: torch.nn.Module, process: Process, generators: Sequence[torch.Generator],
-                   settings: SamplingConfig, device: torch.device, hooks: Sequence[Hook] = ()) -> SampleResult:
+                   settings: SamplingConfig, device: torch.device, hooks: Sequence[Hook] = (),
+                   labels: torch.Tensor | None = None) -> SampleResult:
     """Generate one volume per generator, ``[len(generators), C, D, H, W]`` in the model range;
-    ``settings`` resolved against ``process``."""
+    ``settings`` resolved against ``process``; ``labels`` ``[len(generators), D, H, W]``: each volume's label map."""
     if not generators:
         raise ConfigError("no volumes to sample")
     cfg = model.config
     shape = (len(generators), cfg.in_channels, *cfg.input_size)
     resolved = resolve_precision(settings.precision, device)
     with numerics(model, resolved):
-        return sample(denoiser(model, resolved, settings.exact, settings.compile), process, shape, settings, device=device,
-                      generator=list(generators), hooks=hooks)
+        network = denoiser(model, resolved, settings.exact, settings.compile, labels, settings.guidance_scale)
+        return sample(network, process, shape, settings, device=device, generator=list(generators), hooks=hooks)

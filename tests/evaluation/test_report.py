@@ -59,19 +59,24 @@ def test_full_report_with_random_features_says_not_comparable(folders, tmp_path)
     assert report["hu_wasserstein"]["value"] > 0 and report["hu_wasserstein"]["units"] == "HU"
     for metric in ("kid", "prdc", "hu_wasserstein"):
         assert report["protocol"][metric]["published"] is False
-    # every set-level metric carries its bootstrap interval, seeded and recorded
-    assert report["bootstrap"] == {"resamples": 200, "seed": 0, "level": 0.95, "method": report["bootstrap"]["method"]}
-    intervals = [report["fid"]["interval"], report["mmd"]["interval"], report["mmd"]["unbiased"]["interval"],
+    # every set-level metric but FID carries its interval, seeded and recorded, and each names its method
+    assert {k: v for k, v in report["bootstrap"].items() if k != "method"} == {
+        "resamples": 200, "seed": 0, "level": 0.95, "fid_blocks": 32, "subsample_fraction": 0.75}
+    assert "jackknife" in report["bootstrap"]["method"]["fid"] and "subsampl" in report["bootstrap"]["method"]["prdc"]
+    intervals = [report["mmd"]["interval"], report["mmd"]["unbiased"]["interval"],
                  report["kid"]["interval"], report["msssim"]["fake"]["interval"], report["msssim"]["real"]["interval"],
                  report["hu_wasserstein"]["interval"]]
     for entry in intervals:
         assert entry["resamples"] == 200 and entry["seed"] == 0 and entry["low"] <= entry["high"]
-    # the k-NN balls are the full sets' (k = 5 needs 6 volumes): every resample of the tested features has a value
+    # FID's bias depends on N: no interval on FID itself, FID-infinity carries one (6 blocks of one volume)
+    assert "interval" not in report["fid"]
+    infinity = report["fid"]["infinity"]
+    assert infinity["blocks"] == 6 and infinity["low"] <= infinity["value"] <= infinity["high"]
+    assert infinity["low_x1e3"] == pytest.approx(1e3 * infinity["low"])
+    # subsets of 4 of 6 volumes have no 5 neighbours: no PRDC interval rather than a wrong one
     for name in ("precision", "recall", "density", "coverage"):
         entry = report["prdc"]["intervals"][name]
-        assert entry["used"] == 200 and entry["low"] <= report["prdc"][name] <= entry["high"], name
-    assert "upwards" in report["fid"]["interval"]["note"]
-    assert report["fid"]["interval"]["low_x1e3"] == pytest.approx(1e3 * report["fid"]["interval"]["low"])
+        assert entry["used"] == 0 and entry["low"] is None, name
     report_table(report)
 
 
@@ -101,19 +106,19 @@ def test_bootstrap_intervals_are_seeded_printed_beside_the_values_and_can_be_tur
             return evaluate(*folders, config)
 
     first, again, other, none = run(40), run(40), run(40, seed=1), run(0)
-    assert first["fid"]["interval"] == again["fid"]["interval"]
+    assert first["fid"]["infinity"] == again["fid"]["infinity"]
     assert first["hu_wasserstein"]["interval"] == again["hu_wasserstein"]["interval"]
     assert first["mmd"]["interval"] != other["mmd"]["interval"] and other["mmd"]["interval"]["seed"] == 1
-    assert first["fid"]["value"] == none["fid"]["value"] and "interval" not in none["fid"]
+    assert first["fid"]["value"] == none["fid"]["value"] and "infinity" not in none["fid"]
     assert "bootstrap" not in none and "interval" not in none["msssim"]["fake"]
     console = Console(width=400, record=True)
     console.print(report_table(first))
     text = console.export_text()
     low, high = first["hu_wasserstein"]["interval"]["low"], first["hu_wasserstein"]["interval"]["high"]
     assert f"{first['hu_wasserstein']['value']:.2f} [{low:.2f}, {high:.2f}]" in text
-    fid = first["fid"]["interval"]
-    assert f"{first['fid']['value_x1e3']:.4f} [{fid['low_x1e3']:.4f}, {fid['high_x1e3']:.4f}]" in text
-    assert "biases FID upwards" in text
+    fid = first["fid"]["infinity"]
+    assert f"{fid['value_x1e3']:.4f} [{fid['low_x1e3']:.4f}, {fid['high_x1e3']:.4f}]" in text
+    assert f"{first['fid']['value_x1e3']:.4f} " in text and "no interval: FID at N is biased" in text
 
 
 def test_precision_recall_of_too_few_volumes_are_left_out_with_a_warning(phantoms16):
@@ -124,7 +129,7 @@ def test_precision_recall_of_too_few_volumes_are_left_out_with_a_warning(phantom
         report = evaluate(phantoms16[:4], phantoms16[4:8], config)
     assert "more than 5 samples" in report["prdc"]["skipped"] and "intervals" not in report["prdc"]
     assert any("precision/recall/density/coverage left out" in w for w in report["warnings"])
-    assert "interval" in report["kid"] and "interval" in report["fid"]
+    assert "interval" in report["kid"] and report["fid"]["infinity"]["low"] is not None
     json.dumps(report, allow_nan=False)
     report_table(report)
 

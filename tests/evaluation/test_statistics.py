@@ -1,5 +1,6 @@
-"""Bootstrap intervals: each metric's fast resample equals the metric of the resampled sets, and the
-intervals behave as a user relies on (seeded, narrower with more samples, FID's upward shift)."""
+"""Intervals: each metric's fast resample equals the metric of the resampled sets, FID∞'s jackknife and PRDC's
+subsamples are what they say, and the intervals behave as a user relies on (seeded, narrower with more samples).
+Their coverage is checked by simulation in test_coverage.py."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from prdit.evaluation.hu_wasserstein import hu_bins, hu_histograms, hu_wasserste
 from prdit.evaluation.kid import kid, polynomial_kernel
 from prdit.evaluation.mmd import mmd, mmd_unbiased
 from prdit.evaluation.prdc import prdc
-from prdit.evaluation.statistics import (fid_resamples, hu_wasserstein_resamples, interval, kid_resamples,
-                                         mmd_resamples, pair_mean_resamples, paired_counts, prdc_resamples,
-                                         resample_counts)
+from prdit.evaluation.statistics import (fid_infinity, hu_wasserstein_resamples, interval, kid_resamples,
+                                         mmd_resamples, pair_mean_resamples, paired_counts, prdc_subsamples,
+                                         resample_counts, subsample_interval, subsample_size)
 from prdit.evaluation.volumes import VolumeSet
 
 
@@ -49,15 +50,34 @@ def test_resamples_are_draws_with_replacement_fixed_by_the_seed():
     assert not (paired_counts(5, 7, BootstrapConfig(resamples=4, seed=4))[0] == a[0]).all()
 
 
-def test_fid_resamples_equal_fid_of_the_resampled_sets(features, counts):
-    real, fake = features
-    values = fid_resamples(real, fake, *counts)
-    expected = [fid_from_features(resampled(real, c), resampled(fake, e)) for c, e in zip(*counts)]
-    assert values == pytest.approx(expected, rel=1e-8)
-    # more samples than dimensions: the covariance route
-    small = fid_resamples(real[:, :5], fake[:, :5], *counts)
-    assert small == pytest.approx([fid_from_features(resampled(real[:, :5], c), resampled(fake[:, :5], e))
-                                   for c, e in zip(*counts)], rel=1e-10)
+def test_fid_infinity_is_the_block_jackknife_of_fid():
+    rng = np.random.default_rng(3)
+    real, fake = rng.standard_normal((12, 20)), 1.1 * rng.standard_normal((9, 20)) + 0.3
+    config = BootstrapConfig(fid_blocks=3, seed=2)
+    entry = fid_infinity(real, fake, config)
+    permutation = np.random.default_rng(2)
+    blocks_real = np.array_split(permutation.permutation(12), 3)
+    blocks_fake = np.array_split(permutation.permutation(9), 3)
+    value = fid_from_features(real, fake)
+    left_real = np.array([fid_from_features(np.delete(real, b, 0), fake) for b in blocks_real])
+    left_fake = np.array([fid_from_features(real, np.delete(fake, b, 0)) for b in blocks_fake])
+    assert entry["value"] == pytest.approx(value - 2 * (left_real.mean() - value) - 2 * (left_fake.mean() - value))
+    error = np.sqrt(2 / 3 * (((left_real - left_real.mean()) ** 2).sum() + ((left_fake - left_fake.mean()) ** 2).sum()))
+    assert entry["standard_error"] == pytest.approx(error)
+    assert entry["high"] - entry["value"] == pytest.approx(entry["value"] - entry["low"])
+    assert entry == fid_infinity(real, fake, config)  # seeded
+    assert fid_infinity(real[:2], fake, config)["low"] is None  # a set less a block needs 2 features
+
+
+def test_fid_infinity_removes_the_small_sample_bias_of_fid():
+    # Two samples of one 8-d Gaussian: FID's expectation is about 2·8/N above the true 0, FID∞'s close to 0.
+    rng = np.random.default_rng(4)
+    n, fids, infinities = 48, [], []
+    for _ in range(40):
+        real, fake = rng.standard_normal((n, 8)), rng.standard_normal((n, 8))
+        fids.append(fid_from_features(real, fake))
+        infinities.append(fid_infinity(real, fake, BootstrapConfig())["value"])
+    assert np.mean(fids) > 0.3 and abs(np.mean(infinities)) < 0.3 * np.mean(fids)
 
 
 def positions(c: np.ndarray) -> np.ndarray:
@@ -122,43 +142,38 @@ def test_kid_resamples_are_the_unbiased_mmd2_of_the_draws_with_copies_never_pair
                                                                       rel=1e-9)
 
 
-def test_prdc_resamples_count_the_tested_features_as_drawn_against_the_full_sets_balls():
+def test_prdc_subsamples_are_prdc_of_subsets_drawn_without_replacement_balls_recomputed():
     rng = np.random.default_rng(5)
-    real, fake = rng.standard_normal((40, 3)), rng.standard_normal((35, 3)) + 0.3
-    real_counts, fake_counts = paired_counts(40, 35, BootstrapConfig(resamples=6, seed=2))
-    values = prdc_resamples(real, fake, real_counts, fake_counts)
-
-    def radii(centres: np.ndarray, k: int) -> np.ndarray:
-        return np.array([np.sort(np.linalg.norm(centres - p, axis=1))[k] for p in centres])  # [0]: the point
-
-    def inside(point: np.ndarray, centres: np.ndarray, radius: np.ndarray) -> np.ndarray:
-        return np.linalg.norm(centres - point, axis=1) < radius
-
-    x3, x5, y3 = radii(real, 3), radii(real, 5), radii(fake, 3)  # the balls of the full sets, never resampled
-    for b, (c, e) in enumerate(zip(real_counts, fake_counts)):
-        draws_x, draws_y = real[positions(c)], fake[positions(e)]
-        expected = {"precision": np.mean([inside(p, real, x3).any() for p in draws_y]),
-                    "recall": np.mean([inside(p, fake, y3).any() for p in draws_x]),
-                    "density": np.mean([inside(p, real, x5).sum() for p in draws_y]) / 5,
-                    "coverage": np.mean([(np.linalg.norm(fake - real[i], axis=1) < x5[i]).any()
-                                         for i in positions(c)])}
-        for name, value in expected.items():
-            assert values[name][b] == pytest.approx(value, abs=1e-12), (b, name)
-    ones = (np.ones((1, 40), int), np.ones((1, 35), int))
-    identity, point = prdc_resamples(real, fake, *ones), prdc(real, fake)
-    for name in ("precision", "recall", "density", "coverage"):
-        assert identity[name][0] == pytest.approx(point[name], abs=1e-12)
+    real, fake = rng.standard_normal((40, 3)), rng.standard_normal((36, 3)) + 0.3
+    config = BootstrapConfig(resamples=4, seed=2)
+    values = prdc_subsamples(real, fake, config)
+    draws = np.random.default_rng(2)
+    for b in range(4):
+        r, f = draws.choice(40, 30, replace=False), draws.choice(36, 27, replace=False)
+        expected = prdc(real[r], fake[f])
+        for name in ("precision", "recall", "density", "coverage"):
+            assert values[name][b] == pytest.approx(expected[name], abs=1e-12), (b, name)
+    assert subsample_size(40, config) == 30 and subsample_size(2, config) == 1
+    # subsets too small for k = 5 neighbours: no values, and no interval
+    small = prdc_subsamples(real[:7], fake[:7], config)
+    assert np.isnan(small["coverage"]).all()
+    assert subsample_interval(0.5, small["coverage"], 7, config)["low"] is None
 
 
-def test_prdc_intervals_are_centred_on_their_point_estimates():
-    # Balls recomputed on a resample (about 63 % distinct items) grow, and every resample of precision and
-    # recall came out above the estimate on the full sets: 0.113 [0.090, 0.223] on a real benchmark row.
+def test_prdc_intervals_are_centred_on_their_point_estimates_and_scaled_to_the_full_sets():
+    # The interval is the estimate ± z s.e.; the spread of subsets of 3/4 of the features is 1/3 the variance of
+    # the estimate, so the standard error is sqrt(3) times the subsample spread.
     rng = np.random.default_rng(9)
     real, fake = rng.standard_normal((200, 8)), 0.8 * rng.standard_normal((200, 8)) + 0.4
-    point, values = prdc(real, fake), prdc_resamples(real, fake, *paired_counts(200, 200, BootstrapConfig()))
+    config = BootstrapConfig(resamples=50)
+    point, values = prdc(real, fake), prdc_subsamples(real, fake, config)
     for name in ("precision", "recall", "density", "coverage"):
-        spread = values[name].std()
-        assert abs(values[name].mean() - point[name]) < 0.3 * spread, name
+        top = np.inf if name == "density" else 1.0
+        entry = subsample_interval(point[name], values[name], 200, config, (0.0, top))
+        assert entry["standard_error"] == pytest.approx(values[name].std(ddof=1) * np.sqrt(150 / 50))
+        assert entry["low"] < point[name] < entry["high"]
+        assert entry["high"] - point[name] == pytest.approx(min(1.96 * entry["standard_error"], top - point[name]),
+                                                            rel=1e-3)
 
 
 def test_pair_means_weight_each_pair_by_the_pairs_of_resampled_volumes_it_stands_for():
@@ -195,26 +210,22 @@ def test_hu_wasserstein_is_the_1d_wasserstein_distance_of_the_binned_voxels(phan
                                                     np.repeat(h_fake, [0, 1, 1, 2], axis=0), norm)["value"], rel=1e-12)
 
 
-def test_intervals_narrow_with_more_samples_and_sit_above_fid():
+def test_intervals_narrow_with_more_samples():
     rng = np.random.default_rng(7)
     config = BootstrapConfig(resamples=100, seed=0)
-    widths, fids = [], []
+    widths = []
     for n in (40, 160):
         real, fake = rng.standard_normal((n, 8)), rng.standard_normal((n, 8)) + 0.2
         values = mmd_resamples(real, fake, *paired_counts(n, n, config), unbiased=True)
         entry = interval(values, config)
         widths.append(entry["high"] - entry["low"])
         assert entry["low"] <= mmd_unbiased(real, fake) <= entry["high"] and entry["used"] == 100
-        point = fid_from_features(real[:, :4], fake[:, :4])
-        fids.append((point, interval(fid_resamples(real[:, :4], fake[:, :4], *paired_counts(n, n, config)), config)))
     assert widths[1] < 0.7 * widths[0]  # ~ 1/sqrt(N): half at 4x the samples
-    for point, entry in fids:
-        assert entry["resample_mean"] > point  # duplicates bias FID upwards
 
 
 def test_intervals_of_two_samples_of_one_distribution_hold_the_point_estimate():
-    # Pairing a draw with its own copy would add pairs at distance 0 to every resample: MMD, KID and the k-NN
-    # radii would all shift one way, and no interval would hold its point estimate.
+    # Pairing a draw with its own copy would add pairs at distance 0 to every resample: MMD and KID would shift
+    # one way, and no interval would hold its point estimate.
     rng = np.random.default_rng(8)
     real, fake = rng.standard_normal((150, 16)), rng.standard_normal((150, 16))
     config = BootstrapConfig(resamples=100, seed=0)
@@ -222,8 +233,6 @@ def test_intervals_of_two_samples_of_one_distribution_hold_the_point_estimate():
     checks = {"MMD": (mmd(real, fake), mmd_resamples(real, fake, *counts)),
               "MMD unbiased": (mmd_unbiased(real, fake), mmd_resamples(real, fake, *counts, unbiased=True)),
               "KID": (kid(real, fake)["value"], kid_resamples(real, fake, *counts))}
-    point, resampled = prdc(real, fake), prdc_resamples(real, fake, *counts)
-    checks.update({name: (point[name], resampled[name]) for name in resampled})
     for name, (value, values) in checks.items():
         entry = interval(values, config)
         assert entry["low"] <= value <= entry["high"], name

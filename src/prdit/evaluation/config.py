@@ -27,7 +27,7 @@ class MSSSIMConfig:
     """Pairwise 3D MS-SSIM diversity; the defaults are the published setting (``scales=None``: five, or
     the most that fit a small volume)."""
 
-    max_pairs: int = 1000
+    max_pairs: int = 2016  # every pair of up to 64 volumes, as the published script; more: a sampled estimate
     kernel_size: int = 3
     kernel_sigma: float = 1.5
     scales: int | None = None
@@ -57,18 +57,25 @@ class CriticConfig:
 
 @dataclass(frozen=True)
 class BootstrapConfig:
-    """Percentile-bootstrap intervals of the set-level metrics: real and generated sets resampled
-    independently with replacement ``resamples`` times (0: no intervals)."""
+    """Intervals of the set-level metrics (statistics.py): ``resamples`` bootstrap resamples or subsamples
+    (0: no intervals), FID∞'s jackknife over ``fid_blocks`` blocks a set, PRDC's subsets of
+    ``subsample_fraction`` of each set."""
 
     resamples: int = 200
     seed: int = 0
     level: float = 0.95
+    fid_blocks: int = 32
+    subsample_fraction: float = 0.75
 
     def __post_init__(self) -> None:
         if self.resamples < 0:
             raise ConfigError(f"bootstrap resamples must be 0 (no intervals) or more, got {self.resamples}")
         if not 0.0 < self.level < 1.0:
             raise ConfigError(f"bootstrap level must be in (0, 1), got {self.level}")
+        if self.fid_blocks < 2:
+            raise ConfigError(f"FID's jackknife needs at least 2 blocks a set, got {self.fid_blocks}")
+        if not 0.0 < self.subsample_fraction < 1.0:
+            raise ConfigError(f"subsample_fraction must be in (0, 1), got {self.subsample_fraction}")
 
 
 @dataclass(frozen=True)
@@ -101,11 +108,13 @@ class PRDCConfig:
 class MemorisationConfig:
     """The memorisation check: Pearson correlation maximised over translations of up to ``shift`` voxels per
     axis; a generated volume is flagged when it exceeds ``threshold``, or (None) the largest similarity any
-    held-out real volume reaches. Volumes are compared ``query_chunk`` x ``train_chunk`` at a time; the
+    held-out real volume reaches; ``familywise_rate``: the chance of any false flag in a run that the stricter
+    extreme-value threshold reported beside it allows. Volumes are compared ``query_chunk`` x ``train_chunk`` at a time; the
     ``top_pairs`` most similar pairs are listed and, with ``page`` set, written there as a viewer page."""
 
     shift: int = 1
     threshold: float | None = None
+    familywise_rate: float = 0.05
     top_pairs: int = 5
     query_chunk: int = 128
     train_chunk: int = 32
@@ -114,6 +123,8 @@ class MemorisationConfig:
     def __post_init__(self) -> None:
         if self.shift < 0:
             raise ConfigError(f"memorisation shift must be 0 or more voxels, got {self.shift}")
+        if not 0.0 < self.familywise_rate < 1.0:
+            raise ConfigError(f"memorisation familywise_rate is a probability in (0, 1), got {self.familywise_rate}")
         if self.threshold is not None and not -1.0 <= self.threshold <= 1.0:
             raise ConfigError(f"memorisation threshold is a correlation in [-1, 1], got {self.threshold}")
         if min(self.top_pairs, self.query_chunk, self.train_chunk) < 1:

@@ -9,6 +9,12 @@ phantoms: 0.6595 this way, 0.6884 mapped). MONAI's size rule needs at least 48 v
 for five scales; smaller volumes (the 32^3 demo) get the most scales that fit with the standard
 weights truncated and renormalised, and the report says the setting is not the published one.
 Values are comparable only between equal settings.
+
+The published script averages all N(N−1) ordered pairs of distinct volumes; MS-SSIM is
+symmetric, so the mean over the N(N−1)/2 unordered pairs is the same number. All of them are
+computed up to ``max_pairs`` (2016: every pair of 64 volumes); beyond that a uniform sample of
+``max_pairs`` distinct pairs estimates the mean, and the summary gives its Monte-Carlo error
+(the standard error of a sample without replacement from the finite set of pairs).
 """
 
 from __future__ import annotations
@@ -53,7 +59,8 @@ def msssim_settings(shape: Sequence[int], config: MSSSIMConfig = MSSSIMConfig())
 
 
 def sample_pairs(n: int, max_pairs: int, seed: int = 0) -> np.ndarray:
-    """All distinct index pairs ``[P, 2]`` if there are at most ``max_pairs``, else that many drawn without repeats."""
+    """All distinct index pairs ``[P, 2]`` if there are at most ``max_pairs``, else that many drawn uniformly without
+    repeats."""
     if n < 2:
         raise DataError(f"MS-SSIM diversity needs at least 2 volumes, got {n}")
     total = n * (n - 1) // 2
@@ -104,4 +111,16 @@ def pairwise_msssim(volumes: VolumeSet, config: MSSSIMConfig = MSSSIMConfig(), b
     bar.close()
     values = np.asarray(gather_in_order(values, info), dtype=np.float64)
     return pairs, values, {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                           "pairs": int(len(values)), "volumes": len(volumes), **settings}
+                           "pairs": int(len(values)), "volumes": len(volumes), **sampling_error(values, len(volumes)),
+                           **settings}
+
+
+def sampling_error(values: np.ndarray, volumes: int) -> dict:
+    """Whether the per-pair values ``[P]`` are all pairs of ``volumes``, and if not, the Monte-Carlo standard error
+    of their mean as an estimate of the all-pairs mean (sampling without replacement from the finite set of pairs)."""
+    total = volumes * (volumes - 1) // 2
+    if len(values) >= total:
+        return {"all_pairs": True, "total_pairs": total, "monte_carlo_error": 0.0}
+    finite_population = 1.0 - len(values) / total
+    error = float(values.std(ddof=1) / np.sqrt(len(values)) * np.sqrt(finite_population))
+    return {"all_pairs": False, "total_pairs": total, "monte_carlo_error": error}

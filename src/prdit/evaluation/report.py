@@ -4,7 +4,8 @@ Used by ``prdit evaluate``, the demo and the benchmarks. The report carries, bes
 numbers, everything needed to judge and reproduce them: sample counts, input size, the
 feature network and the SHA-256 of its weights, the MS-SSIM settings, the critic's split,
 steps and seed, and warnings (small-N FID bias, a random feature network). Every set-level
-metric carries a bootstrap interval (statistics.py) unless ``config.bootstrap.resamples`` is 0.
+metric but FID carries an interval (statistics.py; FID's bias depends on N, so FID∞ beside it
+carries FID's) unless ``config.bootstrap.resamples`` is 0.
 """
 
 from __future__ import annotations
@@ -120,7 +121,9 @@ def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConf
         return report
     if config.bootstrap.resamples:
         report["bootstrap"] = {"resamples": config.bootstrap.resamples, "seed": config.bootstrap.seed,
-                               "level": config.bootstrap.level, "method": statistics.METHOD}
+                               "level": config.bootstrap.level, "fid_blocks": config.bootstrap.fid_blocks,
+                               "subsample_fraction": config.bootstrap.subsample_fraction,
+                               "method": {m: statistics.METHODS[m] for m in config.metrics if m in statistics.METHODS}}
     report["protocol"] = _protocol(report, real_set, fake_set, config)
     report["config"] = config.to_dict()
     return report
@@ -157,10 +160,14 @@ def report_table(report: dict):
     if "fid" in report:
         fid = report["fid"]
         note = f"{features_note}; raw {fid['value']:.6g}"
-        if "interval" in fid:
-            note += f"; {fid['interval']['note']} (resample mean {fid['interval']['resample_mean'] * 1e3:.4g})"
-        table.add_row("FID x10^3", _with_interval(fid["value"], fid.get("interval"), ".4f", 1e3),
-                      _published(report, "fid"), note)
+        if "infinity" in fid:
+            note += f"; no interval: {statistics.FID_NOTE}"
+        table.add_row("FID x10^3", format(fid["value"] * 1e3, ".4f"), _published(report, "fid"), note)
+        if "infinity" in fid:
+            infinity = fid["infinity"]
+            table.add_row("FID-inf x10^3", _with_interval(infinity["value"], infinity, ".4f", 1e3), "no",
+                          f"FID extrapolated to N = infinity by the jackknife over {infinity['blocks']} blocks a set; "
+                          "compares across N; rank by it where the intervals separate")
     if "mmd" in report:
         mmd = report["mmd"]
         if "skipped" in mmd:
@@ -193,9 +200,13 @@ def report_table(report: dict):
                 continue
             entry = report["msssim"][which]
             setting = "published setting" if entry["published_setting"] else "NOT the published setting"
+            pairs = (f"all {entry['pairs']} pairs" if entry["all_pairs"] else
+                     f"sampled estimate: {entry['pairs']} of {entry['total_pairs']} pairs, Monte-Carlo error "
+                     f"± {entry['monte_carlo_error']:.2g}")
+            published = entry["published_setting"] and entry["all_pairs"]
             table.add_row(f"MS-SSIM ({label})", _with_interval(entry["mean"], entry.get("interval"), ".4f"),
-                          "yes" if entry["published_setting"] else "no",
-                          f"{entry['pairs']} pairs, kernel {entry['kernel_size']}, {entry['scales']} scales: {setting}")
+                          "yes" if published else "no",
+                          f"{pairs}, kernel {entry['kernel_size']}, {entry['scales']} scales: {setting}")
     if "hu_wasserstein" in report:
         entry = report["hu_wasserstein"]
         table.add_row("W(HU)", _with_interval(entry["value"], entry.get("interval"), ".2f"), "no",
@@ -204,10 +215,16 @@ def report_table(report: dict):
     if "memorisation" in report:
         entry = report["memorisation"]
         correlation, top = entry["correlation"], entry["top_pairs"][0]
+        familywise = correlation["familywise"]
         note = (f"{correlation['flagged']} of {entry['generated_volumes']} above correlation "
                 f"{correlation['threshold']:.4f} ({correlation['threshold_from']}, shifts up to "
-                f"{correlation['shift_voxels']} voxel); most similar: {Path(top['generated']).name} ~ "
-                f"{Path(top['training']).name}, r = {top['correlation']:.4f}")
+                f"{correlation['shift_voxels']} voxel)")
+        if entry["any_false_flag_probability"] is not None:
+            note += (f", a rule that flags at least one of {entry['generated_volumes']} fresh volumes with probability "
+                     f"{entry['any_false_flag_probability']:.0%}")
+        note += (f"; {familywise['flagged']} above {familywise['threshold']:.4f}, the threshold any fresh volume "
+                 f"crosses with probability at most {familywise['rate']:.0%}; most similar: "
+                 f"{Path(top['generated']).name} ~ {Path(top['training']).name}, r = {top['correlation']:.4f}")
         if "flagged" in entry["features"]:
             note += f"; {entry['features']['flagged']} by feature distance"
         if "page" in entry:
@@ -263,7 +280,7 @@ def _with_interval(value: float, interval: dict | None, spec: str, scale: float 
     if interval is None:
         return text
     if interval["low"] is None:
-        return f"{text} (no interval: no resample had enough distinct samples)"
+        return f"{text} (no interval: too few samples)"
     return escape(f"{text} [{format(interval['low'] * scale, spec)}, {format(interval['high'] * scale, spec)}]")
 
 
@@ -285,10 +302,9 @@ def _feature_intervals(report: dict, real_features: np.ndarray, fake_features: n
     """Add the bootstrap interval of every feature metric in ``report`` to its entry."""
     boot = config.bootstrap
     counts = statistics.paired_counts(len(real_features), len(fake_features), boot)
-    if "fid" in report:
-        entry = statistics.interval(statistics.fid_resamples(real_features, fake_features, *counts), boot,
-                                    statistics.FID_NOTE)
-        report["fid"]["interval"] = {**entry, **_scaled(entry, 1e3)}
+    if "fid" in report:  # FID itself gets none: its bias depends on N (statistics.FID_NOTE)
+        entry = statistics.fid_infinity(real_features, fake_features, boot)
+        report["fid"]["infinity"] = {**entry, "value_x1e3": entry["value"] * 1e3, **_scaled(entry, 1e3)}
     if "mmd" in report:
         report["mmd"]["interval"] = statistics.interval(
             statistics.mmd_resamples(real_features, fake_features, *counts), boot, statistics.PAIRS_NOTE)
@@ -301,9 +317,13 @@ def _feature_intervals(report: dict, real_features: np.ndarray, fake_features: n
                                     statistics.KID_NOTE if subsets else statistics.PAIRS_NOTE)
         report["kid"]["interval"] = {**entry, **_scaled(entry, 1e3)}
     if "prdc" in report and "skipped" not in report["prdc"]:
-        values = statistics.prdc_resamples(real_features, fake_features, *counts, config.prdc)
-        report["prdc"]["intervals"] = {name: statistics.interval(v, boot, statistics.PRDC_NOTE)
-                                       for name, v in values.items()}
+        values = statistics.prdc_subsamples(real_features, fake_features, boot, config.prdc)
+        averaged = {"precision": len(fake_features), "density": len(fake_features), "recall": len(real_features),
+                    "coverage": len(real_features)}  # the set each is a mean over
+        report["prdc"]["intervals"] = {
+            name: statistics.subsample_interval(report["prdc"][name], v, averaged[name], boot,
+                                                (0.0, np.inf if name == "density" else 1.0))
+            for name, v in values.items()}
 
 
 def _scaled(interval: dict, scale: float) -> dict:
@@ -437,11 +457,13 @@ def _protocol(report: dict, real_set: VolumeSet | None, fake_set: VolumeSet, con
         elif metric in ("kid", "prdc", "hu_wasserstein", "memorisation"):
             reasons = [f"{metric} is not part of the published evaluation; prdit adds it (docs/method.md §17)"]
         elif metric == "msssim":
-            reasons = sizing + ([] if report["msssim"]["fake"]["published_setting"] else
-                                [f"kernel {report['msssim']['fake']['kernel_size']}, "
-                                 f"{report['msssim']['fake']['scales']} scales, sigma "
-                                 f"{report['msssim']['fake']['kernel_sigma']} (published: kernel 3, 5 scales, "
-                                 "sigma 1.5)"])
+            entry = report["msssim"]["fake"]
+            reasons = sizing + ([] if entry["published_setting"] else
+                                [f"kernel {entry['kernel_size']}, {entry['scales']} scales, sigma "
+                                 f"{entry['kernel_sigma']} (published: kernel 3, 5 scales, sigma 1.5)"])
+            if not entry["all_pairs"]:
+                reasons.append(f"mean of {entry['pairs']} random pairs of the {entry['total_pairs']} (Monte-Carlo "
+                               f"error {entry['monte_carlo_error']:.2g}); the published script averages all pairs")
         else:
             reasons = ["no published code exists for the critic-based Wasserstein estimate; this is prdit's own"]
         protocol[metric] = {"published": not reasons, "why_not": reasons}

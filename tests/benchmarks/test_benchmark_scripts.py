@@ -16,7 +16,8 @@ sys.path.insert(0, str(REPO))
 SMOKE = ["--smoke", "--device", "cpu", "--warmup", "1", "--repeats", "1", "--threads", "1"]
 SCRIPTS = ["forward_memory", "train_step", "sampling", "attention_scaling", "efficiency", "sampler_quality",
            "gpu_readiness", "batched_sampling", "solver_order",
-           "inverse_problems", "feature_separation", "evaluation_speed", "torchrun_scaling", "distillation"]
+           "inverse_problems", "feature_separation", "evaluation_speed", "torchrun_scaling", "distillation",
+           "conditioning_cost"]
 # Extra arguments: the separation smoke run leaves out the pretrained weights (a test of their own loads them).
 EXTRA = {"feature_separation": ["--networks", "ct-resnet152-random,medicalnet-random"]}
 

@@ -70,9 +70,12 @@ class Conditioning:
     @classmethod
     def from_dict(cls, values: dict) -> "Conditioning":
         """Inverse of :meth:`to_dict`; a table whose indices are not ``0..K−1`` raises :class:`ConfigError`."""
-        table = dict(values.get("labels") or {})
-        by_index = sorted((int(index), name) for name, index in table.items())
-        if [index for index, _ in by_index] != list(range(len(by_index))):
+        table = values.get("labels") or {}
+        try:
+            by_index = sorted((int(index), str(name)) for name, index in dict(table).items())
+        except (TypeError, ValueError):
+            by_index = None
+        if by_index is None or [index for index, _ in by_index] != list(range(len(by_index))):
             raise ConfigError(f"the conditioning's label table must number its labels 0..K-1 once each, "
                               f"got {table}")
         return cls(labels=tuple(name for _, name in by_index), stages=values.get("stages", "stage2"),

@@ -13,7 +13,7 @@ from prdit.data.normalization import Normalization
 from prdit.data.phantoms import generate_phantom
 from prdit.errors import DataError
 from prdit.evaluation.config import EvaluationConfig, MemorisationConfig
-from prdit.evaluation.memorisation import nearest_by_correlation, translations
+from prdit.evaluation.memorisation import familywise_threshold, nearest_by_correlation, translations
 from prdit.evaluation.report import evaluate
 from prdit.evaluation.volumes import VolumeSet
 from prdit.viewer.page import decode_volume, read_page_data
@@ -55,6 +55,14 @@ def test_copies_of_training_phantoms_are_flagged_and_fresh_ones_are_not(tmp_path
     assert flagged[:20].mean() >= 0.95 and flagged[20:].mean() <= 0.05
     assert entry["correlation"]["threshold"] == max(entry["nearest"]["held_out"]["correlation"])
     assert entry["expected_false_flag_rate"] == pytest.approx(1 / 61)
+    assert entry["any_false_flag_probability"] == pytest.approx(40 / 100)  # M / (M + n): 40 generated, 60 held out
+    # the family-wise threshold is stricter than the largest held-out correlation (here, with held-out correlations
+    # spread over 0.93-0.98, above what any copy reaches: a 5 % family-wise rate cannot be had at this spread)
+    familywise = entry["correlation"]["familywise"]
+    held = np.array(entry["nearest"]["held_out"]["correlation"])
+    assert familywise["threshold"] == pytest.approx(familywise_threshold(held, 40, 0.05))
+    assert familywise["rate"] == 0.05 and familywise["threshold"] > entry["correlation"]["threshold"]
+    assert "40%" in result.output and "at most 5%" in result.output
     assert entry["features"] == {"skipped": entry["features"]["skipped"]}  # no feature network given
     # the most similar pairs: a copy and its original, side by side in the viewer page beside the report
     top = entry["top_pairs"]
@@ -130,3 +138,28 @@ def test_the_check_needs_training_and_held_out_volumes(phantoms16):
         evaluate(phantoms16[:4], phantoms16[4:8], config)
     with pytest.raises(DataError, match="too small"):
         nearest_by_correlation([VolumeSet(phantoms16[:2, :2])], VolumeSet(phantoms16[2:4, :2]), progress=False)
+
+
+def nearest_similarities(count: int, train: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each of ``count`` fresh random volumes' largest correlation with the training volumes ``[T, V]`` (unit rows)."""
+    queries = rng.standard_normal((count, train.shape[1]))
+    queries -= queries.mean(1, keepdims=True)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    return (queries @ train.T).max(axis=1)
+
+
+@pytest.mark.parametrize("held_out, generated", [(64, 64), (20, 100)])
+def test_false_flag_rates_are_what_the_report_states_on_exchangeable_volumes(held_out, generated):
+    # No generated volume copies anything: held-out and generated similarities are exchangeable. "Above every
+    # held-out volume" flags at least one with probability M / (M + n); the family-wise threshold at most 5 %.
+    rng = np.random.default_rng(held_out)
+    runs, above_all, above_familywise = 1000, 0, 0
+    for _ in range(runs):
+        train = rng.standard_normal((64, 200))
+        train -= train.mean(1, keepdims=True)
+        train /= np.linalg.norm(train, axis=1, keepdims=True)
+        reference, fresh = nearest_similarities(held_out, train, rng), nearest_similarities(generated, train, rng)
+        above_all += (fresh > reference.max()).any()
+        above_familywise += (fresh > familywise_threshold(reference, generated, 0.05)).any()
+    assert above_all / runs == pytest.approx(generated / (generated + held_out), abs=0.05)
+    assert above_familywise / runs <= 0.05 + 0.02  # 0.02: three standard errors of 1,000 runs at 5 %

@@ -88,3 +88,14 @@ def test_pairs_are_all_pairs_or_a_seeded_sample():
     assert np.array_equal(drawn, sample_pairs(100, 50, seed=1))
     with pytest.raises(DataError):
         sample_pairs(1, 10)
+
+
+def test_up_to_64_volumes_every_pair_is_averaged_beyond_a_sample_with_its_monte_carlo_error(phantoms16):
+    # The published script averages all pairs; 64 volumes have 2016.
+    assert len(sample_pairs(64, MSSSIMConfig().max_pairs)) == 64 * 63 // 2
+    small = msssim_diversity(VolumeSet(phantoms16[:8]), MSSSIMConfig(max_pairs=28), progress=False)
+    assert small["all_pairs"] and small["pairs"] == 28 and small["monte_carlo_error"] == 0.0
+    sampled = msssim_diversity(VolumeSet(phantoms16[:8]), MSSSIMConfig(max_pairs=10), progress=False)
+    assert not sampled["all_pairs"] and sampled["total_pairs"] == 28
+    assert sampled["monte_carlo_error"] == pytest.approx(sampled["std"] / np.sqrt(10) * np.sqrt(1 - 10 / 28))
+    assert abs(sampled["mean"] - small["mean"]) < 4 * sampled["monte_carlo_error"]

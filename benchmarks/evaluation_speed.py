@@ -74,13 +74,14 @@ def main(argv: list[str] | None = None) -> None:
     counts = statistics.paired_counts(n, n, config)
 
     metrics = {
-        "FID": (lambda: fid_from_features(real, fake), lambda: statistics.fid_resamples(real, fake, *counts)),
+        "FID (FID-infinity, jackknife)": (lambda: fid_from_features(real, fake),
+                                          lambda: statistics.fid_infinity(real, fake, config)),
         "MMD (published)": (lambda: mmd(real, fake), lambda: statistics.mmd_resamples(real, fake, *counts)),
         "MMD (unbiased)": (lambda: mmd_unbiased(real, fake),
                            lambda: statistics.mmd_resamples(real, fake, *counts, unbiased=True)),
         "KID (100 subsets)": (lambda: kid(real, fake)["value"], lambda: statistics.kid_resamples(real, fake, *counts)),
         "precision/recall/density/coverage": (lambda: prdc(real, fake)["precision"],
-                                              lambda: statistics.prdc_resamples(real, fake, *counts)),
+                                              lambda: statistics.prdc_subsamples(real, fake, config)),
     }
     pairs = np.array([sorted(rng.choice(n, 2, replace=False)) for _ in range(1000)])
     histograms = rng.integers(0, 50, size=(2, n, 2000))
@@ -92,8 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, (point, bootstrap) in metrics.items():
         point_s, value = timed(point)
         boot_s, values = timed(bootstrap)
-        values = values["precision"] if isinstance(values, dict) else values
-        entry = statistics.interval(values, config)
+        values = values["precision"] if isinstance(values, dict) and "precision" in values else values
+        entry = values if isinstance(values, dict) else statistics.interval(values, config)  # FID-infinity's own
         results.append({"metric": name, "point_s": point_s, "bootstrap_s": boot_s, "value": float(value),
                         "interval": [entry["low"], entry["high"]]})
         rows.append([name, f"{point_s:.2f}", f"{boot_s:.2f}", f"{1e3 * boot_s / resamples:.1f}",

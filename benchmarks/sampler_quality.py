@@ -79,7 +79,7 @@ REAL_PHANTOMS = 256
 PHANTOM_SEED = 1
 METRICS = ("fid", "mmd", "kid", "prdc", "msssim", "hu_wasserstein")
 # What ``separated`` compares: the KID band, then each metric's bootstrap interval (row ``metrics`` keys).
-SEPARATION = {"KID ± 2 std": "kid_x1e3", "KID": "kid_x1e3", "FID": "fid_x1e3", "MMD": "mmd",
+SEPARATION = {"KID ± 2 std": "kid_x1e3", "KID": "kid_x1e3", "FID-inf": "fid_infinity_x1e3", "MMD": "mmd",
               "W(HU)": "hu_wasserstein", "MS-SSIM": "msssim"}
 
 
@@ -227,12 +227,14 @@ def row_metrics(scores: dict) -> dict[str, dict]:
     whole_sets = kid["subset_size"] >= min(scores["samples"]["real"], scores["samples"]["fake"])
     metrics = {"kid_x1e3": {**entry(kid["value"], kid.get("interval"), 1e3), "std": kid["std"] * 1e3,
                             "whole_sets": whole_sets},
-               "fid_x1e3": entry(scores["fid"]["value"], scores["fid"].get("interval"), 1e3),
+               "fid_x1e3": entry(scores["fid"]["value"], None, 1e3),  # FID's bias depends on N: no interval
                "mmd": entry(scores["mmd"]["value"], scores["mmd"].get("interval")),
                "hu_wasserstein": entry(scores["hu_wasserstein"]["value"], scores["hu_wasserstein"].get("interval")),
                "msssim": entry(scores["msssim"]["fake"]["mean"], scores["msssim"]["fake"].get("interval"))}
     for name in ("precision", "recall", "density", "coverage"):
         metrics[name] = entry(prdc[name], prdc.get("intervals", {}).get(name)) if name in prdc else None
+    if "infinity" in scores["fid"]:
+        metrics["fid_infinity_x1e3"] = entry(scores["fid"]["infinity"]["value"], scores["fid"]["infinity"], 1e3)
     return metrics
 
 

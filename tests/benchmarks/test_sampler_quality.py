@@ -103,12 +103,12 @@ def test_fresh_phantoms_are_not_the_training_phantoms(tmp_path):
 def test_separated_says_which_intervals_are_disjoint():
     def row(kid, kid_std, kid_interval, fid_interval):
         return {"kid_x1e3": {"value": kid, "std": kid_std, "interval": kid_interval},
-                "fid_x1e3": {"value": 0.0, "interval": fid_interval}}
+                "fid_infinity_x1e3": {"value": 0.0, "interval": fid_interval}}
 
     a = row(10.0, 1.0, [9.0, 11.0], [100.0, 200.0])
     b = row(15.0, 1.0, [11.5, 18.0], [150.0, 300.0])
     verdict = script.separated(a, b)
-    assert verdict["KID ± 2 std"] is True and verdict["KID"] is True and verdict["FID"] is False
+    assert verdict["KID ± 2 std"] is True and verdict["KID"] is True and verdict["FID-inf"] is False
     assert verdict["MMD"] is None  # not measured in one of the rows
     assert script.separated(b, a) == verdict
     # 10 ± 2 and 13 ± 2 overlap

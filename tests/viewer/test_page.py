@@ -6,10 +6,12 @@ from typer.testing import CliRunner
 
 from prdit.cli import app
 from prdit.data.io import Volume, read_volume, write_volume
+from prdit.data.labels import LABELS, PHANTOM_LABELS, label_path, write_label_map
 from prdit.data.phantoms import generate_phantom, write_phantoms
 from prdit.errors import ConfigError, DataError
 from prdit.viewer import write_viewer
-from prdit.viewer.page import build_page, decode_volume, page_volume, read_page_data, shown_shape
+from prdit.viewer.page import (build_page, decode_labels, decode_volume, page_volume, read_page_data,
+                               shown_shape)
 
 
 def view(*args):
@@ -25,6 +27,12 @@ def ok(result):
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory):
     return write_phantoms(3, 16, tmp_path_factory.mktemp("phantoms"), seed=3)
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """Two phantoms with their label maps in labels/ beside them, as ``prdit phantoms --labels`` writes them."""
+    return write_phantoms(2, 16, tmp_path_factory.mktemp("labelled"), seed=5, labels=True)
 
 
 def test_the_page_is_self_contained():
@@ -148,3 +156,108 @@ def test_write_viewer_takes_volumes_names_and_windows(tmp_path):
     with pytest.raises(ConfigError, match="shown volumes"):
         write_viewer(volumes, tmp_path / "w.html", shown=[2])
     assert not (tmp_path / "w.html").exists()
+
+
+def test_a_paired_label_map_comes_with_the_volume_and_a_legend(labelled, tmp_path):
+    out = tmp_path / "view.html"
+    result = ok(view(labelled[0].parent, "--out", out))
+    assert "2 volume(s), 2 with a label map" in result.output
+    page = out.read_text()
+    data = read_page_data(page)
+    maps = [read_volume(label_path(path)).array for path in labelled]
+    for entry, expected in zip(data["volumes"], maps):
+        shown = decode_labels(entry)
+        assert shown.dtype == np.uint8 and shown.shape == tuple(entry["shape"])
+        np.testing.assert_array_equal(shown, expected)
+    legend = data["labels"]
+    assert legend["names"] == list(PHANTOM_LABELS)
+    present = set(np.unique(np.concatenate([m.ravel() for m in maps])).tolist()) - {LABELS["background"]}
+    assert legend["present"] == sorted(present) and {LABELS["lung_left"], LABELS["heart"]} <= present
+    # one colour per label, each its own, the same on every page
+    assert len(set(legend["colors"])) == len(PHANTOM_LABELS)
+    assert all(len(c) == 7 and c.startswith("#") for c in legend["colors"])
+    other = read_page_data(build_page([page_volume(read_volume(labelled[1]), "one", labels=maps[1])]))["labels"]
+    assert other["colors"] == legend["colors"]
+    # a label map is one byte a voxel: the page grows by less than the volume's own two bytes
+    plain = build_page([page_volume(read_volume(path), path.name) for path in labelled])
+    assert len(plain) < len(page) < 1.6 * len(plain)
+
+
+def test_without_a_label_map_the_page_has_no_overlay(phantoms, tmp_path):
+    out = tmp_path / "view.html"
+    result = ok(view(phantoms[0], "--out", out))
+    assert "label map" not in result.output
+    data = read_page_data(out.read_text())
+    assert data["labels"] is None and data["volumes"][0]["labels"] is None
+    assert '<span id="prdit-overlay-controls" hidden>' in out.read_text()
+
+
+def test_labels_option_takes_one_map_or_a_folder_of_maps(labelled, tmp_path):
+    maps = [read_volume(label_path(path)).array for path in labelled]
+    ok(view(labelled[1], "--labels", label_path(labelled[1]), "--out", tmp_path / "one.html"))
+    np.testing.assert_array_equal(decode_labels(read_page_data((tmp_path / "one.html").read_text())["volumes"][0]),
+                                  maps[1])
+    # a folder elsewhere, named like the volumes; the second volume has no map there and is shown without one
+    elsewhere = tmp_path / "segmentations"
+    elsewhere.mkdir()
+    (elsewhere / "phantom_00000.nii.gz").write_bytes(label_path(labelled[0]).read_bytes())
+    (elsewhere / "labels.json").write_bytes((label_path(labelled[0]).parent / "labels.json").read_bytes())
+    result = ok(view(*labelled, "--labels", elsewhere, "--out", tmp_path / "folder.html"))
+    assert "1 with a label map" in result.output
+    volumes = read_page_data((tmp_path / "folder.html").read_text())["volumes"]
+    np.testing.assert_array_equal(decode_labels(volumes[0]), maps[0])
+    assert volumes[1]["labels"] is None
+
+    result = view(*labelled, "--labels", label_path(labelled[0]), "--out", tmp_path / "two.html")
+    assert isinstance(result.exception, ConfigError) and "one label map for 2 volumes" in str(result.exception)
+    result = view(labelled[0], "--labels", tmp_path, "--out", tmp_path / "none.html")
+    assert isinstance(result.exception, DataError) and "holds no label map" in str(result.exception)
+
+
+def test_a_label_map_off_the_volume_grid_or_with_unknown_values_names_the_file(tmp_path):
+    volume = read_volume(write_phantoms(1, 16, tmp_path / "set", seed=1, labels=True)[0])
+    path = tmp_path / "set" / "phantom_00000.nii.gz"
+    out = tmp_path / "view.html"
+    label_file = label_path(path)
+
+    write_label_map(label_file, np.ones((16, 16, 12), np.uint8), Volume(array=np.zeros((16, 16, 12)),
+                                                                        spacing=volume.spacing))
+    result = view(path, "--out", out)
+    assert isinstance(result.exception, DataError) and str(label_file) in str(result.exception)
+    assert "its image's grid" in str(result.exception)
+
+    shifted = Volume(array=volume.array, spacing=volume.spacing, origin=tuple(o + 5.0 for o in volume.origin),
+                     direction=volume.direction)
+    write_label_map(label_file, np.ones((16, 16, 16), np.uint8), shifted)
+    result = view(path, "--out", out)
+    assert isinstance(result.exception, DataError) and str(label_file) in str(result.exception)
+    assert "origin" in str(result.exception)
+
+    unknown = np.ones((16, 16, 16), np.uint8)
+    unknown[3, 4, 5] = 99
+    write_label_map(label_file, unknown, volume)
+    result = view(path, "--out", out)
+    assert isinstance(result.exception, DataError) and str(label_file) in str(result.exception)
+    assert "99" in str(result.exception)
+
+    (label_file.parent / "labels.json").unlink()
+    write_label_map(label_file, np.ones((16, 16, 16), np.uint8), volume)
+    result = view(path, "--out", out)
+    assert isinstance(result.exception, DataError) and "--label-table" in str(result.exception)
+    assert not out.exists()
+    ok(view(path, "--out", out, "--label-table", "totalsegmentator"))
+    # TotalSegmentator's 1, the spleen, is part of prdit's abdomen
+    assert read_page_data(out.read_text())["labels"]["present"] == [LABELS["abdomen"]]
+
+
+def test_a_downsampled_label_map_takes_the_label_at_each_voxel_centre():
+    d, h, w = 20, 60, 200
+    labels = np.broadcast_to(np.arange(w) % len(PHANTOM_LABELS), (d, h, w)).astype(np.uint8)
+    shown = page_volume(Volume(array=np.zeros((d, h, w), np.float32)), "big", max_size=50, labels=labels)
+    assert shown.labels.shape == shown.hu.shape == (5, 15, 50) and shown.labels.dtype == np.uint8
+    # new voxel i covers old voxels 4i..4i+3; the one at its centre (4i + 1.5) is taken as 4i + 2
+    np.testing.assert_array_equal(shown.labels[2, 7], (4 * np.arange(50) + 2) % len(PHANTOM_LABELS))
+    with pytest.raises(DataError, match="its volume's grid"):
+        page_volume(Volume(array=np.zeros((d, h, w), np.float32)), "v", labels=labels[:, :, :10])
+    with pytest.raises(DataError, match="label indices"):
+        page_volume(Volume(array=np.zeros((2, 2, 2), np.float32)), "v", labels=np.full((2, 2, 2), 200))

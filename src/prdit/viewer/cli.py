@@ -29,10 +29,17 @@ def register(app: typer.Typer) -> None:
                                   "folder of samples); click one to see it in three views."),
         window: str = typer.Option("lung", "--window", help=f"CT window the page opens with: "
                                    f"{', '.join(CT_WINDOWS)} (the page has the others and free level/width)."),
+        labels: Path = typer.Option(None, "--labels", help="Label maps to overlay: the map of the one volume "
+                                    "(a .nii.gz on its grid) or a folder of maps named like their volumes "
+                                    "(<volume name>.nii.gz). Default: labels/<volume name>.nii.gz beside each "
+                                    "volume, where there is one."),
+        label_table: str = typer.Option(None, "--label-table", help="The label maps' values follow this table: a "
+                                        "CSV or JSON of index -> name (prdit's or TotalSegmentator's names), or "
+                                        "'totalsegmentator' (default: labels.json beside the maps)."),
     ) -> None:
         """Write one HTML page (no server, no network) with three linked orthogonal views per volume."""
         from prdit.errors import ConfigError
-        from prdit.viewer import volume_paths, write_viewer
+        from prdit.viewer import label_map_files, volume_paths, write_viewer
 
         if window not in CT_WINDOWS:
             raise ConfigError(f"unknown CT window '{window}'; choose one of {', '.join(CT_WINDOWS)}")
@@ -40,6 +47,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"{out} exists; choose another --out or pass --overwrite to replace it")
         files = volume_paths(paths)
         page = write_viewer(files, out, max_size=max_size, window=window, grid=grid,
-                            title=f"prdit view: {len(files)} volume(s)")
+                            title=f"prdit view: {len(files)} volume(s)", labels=labels, label_table=label_table)
         size_mb = page.stat().st_size / 1e6
-        typer.echo(f"wrote {page} ({len(files)} volume(s), {size_mb:.1f} MB); open it in a browser")
+        with_maps = sum(path is not None for path in label_map_files(files, labels))
+        maps = f", {with_maps} with a label map" if with_maps else ""
+        typer.echo(f"wrote {page} ({len(files)} volume(s){maps}, {size_mb:.1f} MB); open it in a browser")

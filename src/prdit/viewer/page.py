@@ -5,6 +5,10 @@ embedded as little-endian int16 Hounsfield units ``[D, H, W]`` = (z, y, x) with 
 (x, y, z) in mm; one larger than ``max_size`` voxels along any axis is resampled so that its
 largest axis has ``max_size`` voxels, keeping its physical extent (new spacing = extent / new
 shape), and the page says so.
+
+A volume's label map, if it has one, comes along as uint8 prdit indices (``PHANTOM_LABELS``) on the
+page's grid of the volume (taken down by the label of the voxel at each new voxel's centre: a label
+is a class, never averaged), and the page carries the names and colours of the labels it holds.
 """
 
 from __future__ import annotations
@@ -18,12 +22,44 @@ from pathlib import Path
 import numpy as np
 
 from prdit.data.io import Volume
-from prdit.errors import ConfigError
+from prdit.data.labels import PHANTOM_LABELS
+from prdit.errors import ConfigError, DataError
 from prdit.visualization import CT_WINDOWS
 
 MAX_SIZE = 128  # voxels along any axis of a volume as the page holds it
 STATIC = Path(__file__).with_name("static")
 DATA_ID = "prdit-data"
+
+# Overlay colours (RGB) of prdit's labels: 3D Slicer's GenericAnatomyColors where it has the tissue
+# (bone, fat, muscle, lung, liver, heart, aorta, trachea, blood, nerve, connective tissue, mass), shades
+# of those for the structures beside each other that share a tissue, so neighbours stay apart.
+LABEL_COLOURS: dict[str, tuple[int, int, int]] = {
+    "table": (150, 150, 150),
+    "subcutaneous_fat": (230, 220, 70),
+    "skeletal_muscle": (192, 104, 88),
+    "torso_fat": (200, 180, 40),
+    "autochthon_right": (150, 70, 120),
+    "autochthon_left": (120, 60, 150),
+    "abdomen": (128, 174, 128),
+    "liver": (221, 130, 101),
+    "stomach": (250, 160, 60),
+    "lung_right": (197, 165, 145),
+    "lung_left": (170, 150, 190),
+    "heart": (206, 110, 84),
+    "aorta": (224, 97, 76),
+    "trachea": (182, 228, 255),
+    "bronchus_right": (120, 190, 255),
+    "bronchus_left": (80, 150, 240),
+    "lung_vessels": (216, 101, 79),
+    "lung_nodules": (144, 238, 144),
+    "vertebrae": (241, 214, 145),
+    "intervertebral_discs": (111, 184, 210),
+    "spinal_cord": (244, 214, 49),
+    "ribs": (255, 240, 190),
+    "costal_cartilages": (200, 200, 235),
+    "sternum": (225, 190, 110),
+}
+NO_LABEL = 0  # background: "no structure labelled", never coloured
 
 
 @dataclass
@@ -35,6 +71,7 @@ class PageVolume:
     spacing: tuple[float, float, float]
     original_shape: tuple[int, int, int]
     original_spacing: tuple[float, float, float]
+    labels: np.ndarray | None = None  # uint8 prdit indices [D, H, W] on the grid of ``hu``
 
     @property
     def downsampled(self) -> bool:
@@ -51,6 +88,8 @@ class PageVolume:
             "original_spacing": [float(s) for s in self.original_spacing],
             "downsampled": self.downsampled,
             "data": base64.b64encode(np.ascontiguousarray(self.hu, dtype="<i2").tobytes()).decode("ascii"),
+            "labels": (None if self.labels is None
+                       else base64.b64encode(np.ascontiguousarray(self.labels, dtype=np.uint8).tobytes()).decode("ascii")),
         }
 
 
@@ -64,8 +103,28 @@ def shown_shape(shape: tuple[int, int, int], max_size: int = MAX_SIZE) -> tuple[
     return tuple(max(1, int(round(s * max_size / largest))) for s in shape)
 
 
-def page_volume(volume: Volume, name: str, max_size: int = MAX_SIZE) -> PageVolume:
-    """A volume in HU as the page holds it: resampled (linear) if larger than ``max_size``, rounded to int16."""
+def label_colour(index: int) -> tuple[int, int, int]:
+    """The overlay colour of prdit label ``index``: its anatomical colour, else one of a fixed palette by index."""
+    name = PHANTOM_LABELS[index] if 0 <= index < len(PHANTOM_LABELS) else None
+    if name in LABEL_COLOURS:
+        return LABEL_COLOURS[name]
+    # golden-angle hues: any number of labels, each its own colour, the same on every page
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb((index * 0.381966) % 1.0, 0.65, 0.95)
+    return int(round(r * 255)), int(round(g * 255)), int(round(b * 255))
+
+
+def shown_labels(labels: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """A label map ``[D, H, W]`` on a grid of ``shape`` with the same extent: each new voxel takes the label
+    of the voxel at its centre."""
+    index = [((2 * np.arange(m) + 1) * n) // (2 * m) for n, m in zip(labels.shape, shape)]
+    return np.ascontiguousarray(labels[np.ix_(*index)])
+
+
+def page_volume(volume: Volume, name: str, max_size: int = MAX_SIZE, labels: np.ndarray | None = None) -> PageVolume:
+    """A volume in HU as the page holds it: resampled (linear) if larger than ``max_size``, rounded to int16;
+    with ``labels``, its label map (prdit indices ``[D, H, W]`` on the volume's grid) taken to the same grid."""
     array = np.asarray(volume.array)
     shape = tuple(int(s) for s in array.shape)
     spacing = tuple(float(s) for s in volume.spacing)
@@ -79,7 +138,17 @@ def page_volume(volume: Volume, name: str, max_size: int = MAX_SIZE) -> PageVolu
     hu = np.clip(np.rint(array), -32768, 32767).astype(np.int16)
     # spacing is (x, y, z), shapes are (z, y, x)
     new_spacing = tuple(spacing[k] * shape[2 - k] / new_shape[2 - k] for k in range(3))
-    return PageVolume(name=name, hu=hu, spacing=new_spacing, original_shape=shape, original_spacing=spacing)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if tuple(labels.shape) != shape:
+            raise DataError(f"{name}: label map of {list(labels.shape)} voxels for a volume of {list(shape)} "
+                            f"(D, H, W); a label map must lie on its volume's grid")
+        if labels.dtype.kind not in "iub" or (labels.size and (labels.min() < 0 or labels.max() >= len(PHANTOM_LABELS))):
+            raise DataError(f"{name}: a label map for the page holds prdit's label indices 0..{len(PHANTOM_LABELS) - 1} "
+                            f"as integers; read label files with prdit.data.labels.read_label_map")
+        labels = shown_labels(labels.astype(np.uint8), new_shape)
+    return PageVolume(name=name, hu=hu, spacing=new_spacing, original_shape=shape, original_spacing=spacing,
+                      labels=labels)
 
 
 def page_data(volumes: list[PageVolume], window: str | tuple[float, float] = "lung", grid: bool = False,
@@ -107,6 +176,22 @@ def page_data(volumes: list[PageVolume], window: str | tuple[float, float] = "lu
         "grid": bool(grid),
         "shown": shown,
         "volumes": [v.to_json() for v in volumes],
+        "labels": label_legend(volumes),
+    }
+
+
+def label_legend(volumes: list[PageVolume]) -> dict | None:
+    """The page's label names (index -> name, all of prdit's), the colour of each and the labels the maps
+    hold (background aside), or None when no volume has a label map."""
+    maps = [v.labels for v in volumes if v.labels is not None]
+    if not maps:
+        return None
+    present = sorted(set().union(*(np.unique(m).tolist() for m in maps)) - {NO_LABEL})
+    return {
+        "names": list(PHANTOM_LABELS),
+        "colors": ["#{:02x}{:02x}{:02x}".format(*label_colour(i)) for i in range(len(PHANTOM_LABELS))],
+        "present": [int(i) for i in present],
+        "none": NO_LABEL,
     }
 
 
@@ -150,3 +235,10 @@ def read_page_data(page: str) -> dict:
 def decode_volume(entry: dict) -> np.ndarray:
     """The int16 ``[D, H, W]`` array of one volume entry of the page's data."""
     return np.frombuffer(base64.b64decode(entry["data"]), dtype="<i2").reshape(entry["shape"])
+
+
+def decode_labels(entry: dict) -> np.ndarray | None:
+    """The uint8 label map ``[D, H, W]`` of one volume entry of the page's data, None without one."""
+    if entry.get("labels") is None:
+        return None
+    return np.frombuffer(base64.b64decode(entry["labels"]), dtype=np.uint8).reshape(entry["shape"])

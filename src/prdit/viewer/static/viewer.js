@@ -1,15 +1,20 @@
 /* prdit view: three orthogonal views per volume with linked cursors, CT windows and an HU readout.
  *
- * Volumes arrive as base64 little-endian int16 HU [D, H, W] = (z, y, x) with their spacing (x, y, z) in mm.
+ * Volumes arrive as base64 little-endian int16 HU [D, H, W] = (z, y, x) with their spacing (x, y, z) in mm, and
+ * a volume with a label map its map as base64 uint8 label indices on the same grid; DATA.labels names and colours
+ * the indices (null when no volume has a map). The overlay mixes each labelled voxel's gray with its label's
+ * colour at the chosen opacity; the background label is never coloured.
  * Display convention (as prdit.visualization.orthogonal_views): axial rows y (anterior first), columns x;
  * coronal rows z and sagittal rows z with superior (high z) at the top, sagittal columns y. Canvases hold one
  * pixel per voxel; their displayed size is the physical extent, so anisotropic voxels look right.
  *
- * Test hooks: window.prditViewer (state, setSlice, setCursor, setWindow, pixel, hu, open, showGrid), the
+ * Test hooks: window.prditViewer (state, setSlice, setCursor, setWindow, setOverlay, pixel, hu, open, showGrid), the
  * JSON summary in <pre id="prdit-state"> rewritten after every redraw, and the URL fragment, applied in
  * order once the page is built: #window=lung | #window=L,W, cursor=V,Z,Y,X, slider=V,VIEW,INDEX (sets the
  * slider and dispatches an input event), click=V,VIEW,X,Y (a mouse press on canvas pixel X,Y), grid=1,
- * open=V (clicks thumbnail V), probe=V:VIEW:X:Y;... (extra canvas pixels reported in the summary).
+ * open=V (clicks thumbnail V), probe=V:VIEW:X:Y;... (extra canvas pixels reported in the summary),
+ * overlay=0|1 (sets the overlay checkbox and dispatches a change event), opacity=PERCENT (sets the opacity slider
+ * and dispatches an input event), key=K (a key press K on the page).
  */
 (function () {
   "use strict";
@@ -18,20 +23,26 @@
   const VIEWS = ["axial", "coronal", "sagittal"];
   const $ = (id) => document.getElementById(id);
 
-  function decode(b64) {
+  const LABELS = DATA.labels;  // {names, colors, present, none} or null
+  const COLORS = LABELS ? LABELS.colors.map((hex) => [1, 3, 5].map((k) => parseInt(hex.slice(k, k + 2), 16))) : [];
+  const OVERLAY_OPACITY = 0.4;  // the overlay's opacity when the page opens
+
+  function bytes(b64) {
     const text = atob(b64);
-    const bytes = new Uint8Array(text.length);
-    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
-    return new Int16Array(bytes.buffer);  // every platform a browser runs on is little-endian
+    const out = new Uint8Array(text.length);
+    for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
+    return out;
   }
 
   const volumes = DATA.volumes.map((entry, index) => {
     const [d, h, w] = entry.shape;
     const volume = {
-      index, name: entry.name, d, h, w, spacing: entry.spacing, entry, hu: decode(entry.data),
+      index, name: entry.name, d, h, w, spacing: entry.spacing, entry,
+      hu: new Int16Array(bytes(entry.data).buffer),  // every platform a browser runs on is little-endian
+      labels: entry.labels ? bytes(entry.labels) : null,
       cursor: { z: d >> 1, y: h >> 1, x: w >> 1 },
     };
-    entry.data = null;
+    entry.data = entry.labels = null;
     return volume;
   });
 
@@ -62,6 +73,7 @@
     linked: true,
     window: Object.assign({}, DATA.window),
     hover: null,
+    overlay: { on: Boolean(LABELS), opacity: OVERLAY_OPACITY },
   };
   let canvases = [];  // {volume, view, canvas, ctx, image, slider, label, hline, vline}
   let extraProbes = [];
@@ -72,6 +84,12 @@
   function hu(i, z, y, x) {
     const v = volumes[i];
     return v.hu[(z * v.h + y) * v.w + x];
+  }
+
+  // The label index of a voxel, null for a volume without a label map.
+  function label(i, z, y, x) {
+    const v = volumes[i];
+    return v.labels ? v.labels[(z * v.h + y) * v.w + x] : null;
   }
 
   // The same voxel in another volume: the same indices if the shapes agree, else the same normalised position.
@@ -98,6 +116,15 @@
     redraw();
   }
 
+  function setOverlay(on, opacity) {
+    if (!LABELS) return;
+    state.overlay = { on: Boolean(on), opacity: opacity === undefined ? state.overlay.opacity
+                                                                     : Math.min(1, Math.max(0, Number(opacity))) };
+    $("prdit-overlay").checked = state.overlay.on;
+    $("prdit-opacity").value = Math.round(state.overlay.opacity * 100);
+    redraw();
+  }
+
   // ---------------------------------------------------------------------------------------------------------
   // Drawing
   // ---------------------------------------------------------------------------------------------------------
@@ -107,11 +134,20 @@
     const s = v.cursor[g.axis];
     const [cw, ch] = g.size(v);
     const low = state.window.level - state.window.width / 2, scale = 255 / state.window.width;
+    const labels = state.overlay.on ? v.labels : null, alpha = state.overlay.opacity;
     const px = rec.image.data;
     for (let r = 0, k = 0; r < ch; r++) {
       for (let c = 0; c < cw; c++, k += 4) {
-        const gray = (v.hu[g.index(v, s, c, r)] - low) * scale;  // the clamped array clips and rounds
-        px[k] = px[k + 1] = px[k + 2] = gray;
+        const index = g.index(v, s, c, r);
+        const gray = (v.hu[index] - low) * scale;  // the clamped array clips and rounds
+        if (labels === null || labels[index] === LABELS.none) {
+          px[k] = px[k + 1] = px[k + 2] = gray;
+        } else {
+          const base = Math.min(255, Math.max(0, gray)), color = COLORS[labels[index]];
+          px[k] = base + (color[0] - base) * alpha;
+          px[k + 1] = base + (color[1] - base) * alpha;
+          px[k + 2] = base + (color[2] - base) * alpha;
+        }
         px[k + 3] = 255;
       }
     }
@@ -139,8 +175,10 @@
     const i = h ? h.volume : state.shown[0];
     const v = volumes[i], p = h ? h.voxel : v.cursor;
     const where = h ? "mouse" : "cursor";
+    const id = label(i, p.z, p.y, p.x);
     $("prdit-readout").textContent =
-      `${where}: ${v.name}  x ${p.x} y ${p.y} z ${p.z}  ${hu(i, p.z, p.y, p.x)} HU`;
+      `${where}: ${v.name}  x ${p.x} y ${p.y} z ${p.z}  ${hu(i, p.z, p.y, p.x)} HU` +
+      (id === null ? "" : `  ${LABELS.names[id]}`);
   }
 
   // ---------------------------------------------------------------------------------------------------------
@@ -336,8 +374,12 @@
       shown: state.shown.slice(),
       linked: state.linked,
       window: Object.assign({}, state.window),
+      overlay: LABELS ? Object.assign({}, state.overlay) : null,
+      legend: Array.from(document.querySelectorAll("#prdit-legend .prdit-legend-entry"), (e) => e.dataset.label),
+      readout: $("prdit-readout").textContent,
       volumes: volumes.map((v) => ({
         name: v.name, shape: [v.d, v.h, v.w], spacing: v.spacing, cursor: Object.assign({}, v.cursor),
+        labels: Boolean(v.labels),
         slices: { axial: v.cursor.z, coronal: v.cursor.y, sagittal: v.cursor.x },
       })),
     };
@@ -360,8 +402,9 @@
     for (const p of extraProbes) if (p.volume === rec.volume && p.view === rec.view) points.push([p.x, p.y]);
     return points.map(([x, y]) => {
       const voxel = g.voxel(v, v.cursor[g.axis], x, y);
-      const gray = rec.ctx.getImageData(x, y, 1, 1).data[0];
-      return { x, y, gray, voxel, hu: hu(rec.volume, voxel.z, voxel.y, voxel.x) };
+      const rgb = Array.from(rec.ctx.getImageData(x, y, 1, 1).data.slice(0, 3));
+      return { x, y, gray: rgb[0], rgb, voxel, hu: hu(rec.volume, voxel.z, voxel.y, voxel.x),
+               label: label(rec.volume, voxel.z, voxel.y, voxel.x) };
     });
   }
 
@@ -387,8 +430,10 @@
       if (typeof levelOrName === "string") setWindow(...DATA.windows[levelOrName], levelOrName);
       else setWindow(levelOrName, width);
     },
+    setOverlay,
     pixel,
     hu,
+    label,
     open,
     showGrid,
   };
@@ -411,6 +456,13 @@
         const clientX = box.left + ((Number(x) + 0.5) / canvas.width) * box.width;
         const clientY = box.top + ((Number(y) + 0.5) / canvas.height) * box.height;
         canvas.dispatchEvent(new MouseEvent("mousedown", { bubbles: true, cancelable: true, clientX, clientY }));
+      } else if (key === "overlay" || key === "opacity") {
+        const control = $(key === "overlay" ? "prdit-overlay" : "prdit-opacity");
+        if (key === "overlay") control.checked = value === "1";
+        else control.value = value;
+        control.dispatchEvent(new Event(key === "overlay" ? "change" : "input", { bubbles: true }));
+      } else if (key === "key") {
+        document.dispatchEvent(new KeyboardEvent("keydown", { key: value, bubbles: true }));
       } else if (key === "grid") {
         showGrid();
       } else if (key === "open") {
@@ -448,11 +500,33 @@
     });
   }
   $("prdit-link").addEventListener("change", (e) => { state.linked = e.target.checked; });
+  if (LABELS) {
+    $("prdit-overlay-controls").hidden = false;
+    $("prdit-overlay").addEventListener("change", (e) => setOverlay(e.target.checked));
+    $("prdit-opacity").addEventListener("input", (e) => setOverlay(state.overlay.on, Number(e.target.value) / 100));
+    const legend = $("prdit-legend");
+    for (const id of LABELS.present) {
+      const entry = el("span", "prdit-legend-entry");
+      entry.dataset.label = LABELS.names[id];
+      const swatch = el("span", "prdit-swatch");
+      swatch.style.background = LABELS.colors[id];
+      entry.append(swatch, LABELS.names[id]);
+      legend.append(entry);
+    }
+    legend.hidden = false;
+    document.addEventListener("keydown", (e) => {
+      const typing = e.target instanceof HTMLElement && e.target.matches("input[type=number], input[type=text], select");
+      if ((e.key === "l" || e.key === "L") && !typing && !e.ctrlKey && !e.metaKey && !e.altKey) {
+        setOverlay(!state.overlay.on);
+      }
+    });
+  }
   $("prdit-mode").addEventListener("click", () => { state.mode = state.mode === "grid" ? "views" : "grid"; build(); });
   let resizeTimer = null;
   window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(build, 200); });
 
   build();
+  setOverlay(state.overlay.on, state.overlay.opacity);
   setWindow(state.window.level, state.window.width, state.window.name || undefined);
   applyFragment();
 })();

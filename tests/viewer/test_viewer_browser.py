@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 
 from prdit.data.io import Volume
-from prdit.data.phantoms import generate_phantom
+from prdit.data.labels import LABELS, PHANTOM_LABELS
+from prdit.data.phantoms import generate_phantom, generate_phantom_with_labels
 from prdit.viewer import write_viewer
+from prdit.viewer.page import read_page_data
 from prdit.visualization import CT_WINDOWS
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -131,6 +133,89 @@ def test_grid_shows_every_volume_and_opens_one(page, volumes, tmp_path):
     state = summary(page, "grid=1&open=1", tmp_path)
     assert state["mode"] == "views" and state["shown"] == [1]
     assert {c["volume"] for c in state["canvases"]} == {1}
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """The phantom with its own label map and the ramp with a liver block (x >= 5) and a heart corner."""
+    phantom, phantom_labels = generate_phantom_with_labels(32, seed=1)
+    ramp_labels = np.zeros((16, 12, 10), np.uint8)
+    ramp_labels[:, :, 5:] = LABELS["liver"]
+    ramp_labels[:4, :4, :3] = LABELS["heart"]
+    volumes = [Volume(array=phantom.array, spacing=(1.0, 1.5, 2.5)), Volume(array=ramp(), spacing=(2.0, 2.0, 1.0))]
+    page = write_viewer(volumes, tmp_path_factory.mktemp("labelled") / "view.html", names=["phantom", "ramp"],
+                        labels=[phantom_labels, ramp_labels])
+    return page, volumes, [phantom_labels, ramp_labels]
+
+
+def expected_rgb(gray: float, colour: str, opacity: float) -> np.ndarray:
+    """A labelled voxel's colour: its gray mixed with its label's colour."""
+    base = float(np.clip(gray, 0, 255))
+    return np.array([base + (int(colour[k:k + 2], 16) - base) * opacity for k in (1, 3, 5)])
+
+
+def check_overlay(state: dict, volumes: list[Volume], maps: list[np.ndarray], colours: list[str],
+                  opacity: float | None) -> int:
+    """Every probed pixel is its voxel's gray (``opacity`` None: overlay off, or a background voxel) or that gray
+    mixed with its label's colour; returns the number of labelled pixels checked."""
+    level, width = state["window"]["level"], state["window"]["width"]
+    labelled = 0
+    for canvas in state["canvases"]:
+        array, labels = volumes[canvas["volume"]].array, maps[canvas["volume"]]
+        for probe in canvas["probes"]:
+            voxel = voxel_of(canvas["view"], array.shape, canvas["slice"], probe["x"], probe["y"])
+            assert probe["label"] == labels[voxel], (canvas, probe)
+            gray = expected_gray(round(float(array[voxel])), level, width)
+            if opacity is None or labels[voxel] == LABELS["background"]:
+                expected = np.full(3, gray)
+            else:
+                expected = expected_rgb(gray, colours[labels[voxel]], opacity)
+                labelled += 1
+            assert np.abs(np.array(probe["rgb"]) - expected).max() <= 1, (canvas, probe, expected)
+    return labelled
+
+
+def test_the_overlay_colours_labelled_voxels_with_a_legend_and_names_them(labelled, tmp_path):
+    page, volumes, maps = labelled
+    colours = read_page_data(page.read_text())["labels"]["colors"]
+    state = summary(page, "cursor=0,16,16,9&probe=1:axial:7:2;1:axial:1:1;1:coronal:1:14", tmp_path)
+    assert state["overlay"] == {"on": True, "opacity": 0.4}
+    present = sorted(set(np.unique(maps[0]).tolist() + [LABELS["liver"], LABELS["heart"]]) - {LABELS["background"]})
+    assert state["legend"] == [PHANTOM_LABELS[i] for i in present]
+    assert check_overlay(state, volumes, maps, colours, 0.4) >= 20
+    # the readout names the label of the voxel under the cursor beside its HU
+    cursor_label = PHANTOM_LABELS[maps[0][16, 16, 9]]
+    assert state["readout"].endswith(f"{round(float(volumes[0].array[16, 16, 9]))} HU  {cursor_label}")
+
+
+def test_the_toggle_and_the_opacity_change_the_drawn_pixels(labelled, tmp_path):
+    page, volumes, maps = labelled
+    colours = read_page_data(page.read_text())["labels"]["colors"]
+    probes = "1:axial:7:2;1:axial:1:1;1:coronal:1:14"
+
+    def rgb(state):
+        return [p["rgb"] for c in state["canvases"] for p in c["probes"]]
+
+    shown = summary(page, f"cursor=0,16,16,9&probe={probes}", tmp_path)
+    for fragment in ("overlay=0", "key=l"):  # the checkbox and the keyboard shortcut
+        hidden = summary(page, f"cursor=0,16,16,9&probe={probes}&{fragment}", tmp_path)
+        assert hidden["overlay"]["on"] is False and rgb(hidden) != rgb(shown)
+        check_overlay(hidden, volumes, maps, colours, None)
+        check_canvases(hidden, volumes, *CT_WINDOWS["lung"])
+    opaque = summary(page, f"cursor=0,16,16,9&probe={probes}&opacity=100", tmp_path)
+    assert opaque["overlay"] == {"on": True, "opacity": 1.0} and rgb(opaque) != rgb(shown)
+    assert check_overlay(opaque, volumes, maps, colours, 1.0) >= 20
+    # the grid's thumbnails carry the overlay too
+    grid = summary(page, "grid=1&opacity=70", tmp_path)
+    assert grid["mode"] == "grid" and check_overlay(grid, volumes, maps, colours, 0.7) >= 5
+
+
+def test_a_page_without_label_maps_has_no_overlay(page, volumes, tmp_path):
+    state = summary(page, "key=l", tmp_path)
+    assert state["overlay"] is None and state["legend"] == []
+    assert all(p["label"] is None for c in state["canvases"] for p in c["probes"])
+    assert state["readout"].endswith(" HU")
+    check_canvases(state, volumes, *CT_WINDOWS["lung"])
 
 
 def test_screenshot(tmp_path):

@@ -160,7 +160,7 @@ def test_sampling_defaults_to_the_measured_steps_and_reconstruction_to_the_refer
     assert pipe.settings(sampler="euler").steps == 100 and pipe.settings(steps=1000).steps == 1000
     seen = []
 
-    def record(model, process, generators, settings, device, hooks=()):
+    def record(model, process, generators, settings, device, hooks=(), labels=None):
         seen.append(settings)
         raise RuntimeError("recorded")
 

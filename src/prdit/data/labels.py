@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,11 +83,11 @@ class LabelTable:
     source: str
 
 
-def write_label_table(folder: str | Path) -> Path:
-    """Write prdit's table (index -> name) as ``folder/labels.json``."""
+def write_label_table(folder: str | Path, names: Sequence[str] = PHANTOM_LABELS) -> Path:
+    """Write the table (index -> name) of the label set ``names`` (default prdit's) as ``folder/labels.json``."""
     path = Path(folder) / TABLE_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({str(i): name for i, name in enumerate(PHANTOM_LABELS)}, indent=1) + "\n")
+    path.write_text(json.dumps({str(i): name for i, name in enumerate(names)}, indent=1) + "\n")
     return path
 
 

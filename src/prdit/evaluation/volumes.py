@@ -46,10 +46,11 @@ HU_MAPPINGS = ("training", "sampling")
 
 def list_volume_files(source: str | Path) -> list[Path]:
     """The volumes of a set: a directory's volume files and DICOM series subfolders (sorted, not
-    recursive: a generation folder keeps x̂₀ volumes in a subfolder), a list file (read as training
-    lists are), one file, or one series folder."""
+    recursive: a generation folder keeps x̂₀ volumes in a subfolder; a ``labels/`` folder holds label maps,
+    DICOM SEG files too, not volumes), a list file (read as training lists are), one file, or one series folder."""
     from prdit.data.dataset import list_volumes
     from prdit.data.dicom import DICOM_SUFFIXES
+    from prdit.data.labels import LABELS_FOLDER
 
     def holds_series(folder: Path) -> bool:
         return any(p.is_file() and p.suffix.lower() in DICOM_SUFFIXES for p in folder.iterdir())
@@ -58,7 +59,7 @@ def list_volume_files(source: str | Path) -> list[Path]:
     if source.is_dir():
         if holds_series(source):
             return [source]
-        files = sorted(p for p in source.iterdir() if not p.name.startswith(".")
+        files = sorted(p for p in source.iterdir() if not p.name.startswith(".") and p.name != LABELS_FOLDER
                        and ((p.is_file() and is_volume_file(p)) or (p.is_dir() and holds_series(p))))
         if not files:
             raise DataError(f"{source}: no volume files (.nii.gz, .nii, .nrrd, .mha, .npz, .npy) "

@@ -25,8 +25,24 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Output folder; an existing one is resumed.",
                                  callback=output_folder),
         num: int = typer.Option(None, "--num-volumes", "--num", help="Number of volumes, indices "
-                                 "0..N-1 (default 1). --num is the same option, but a command line that torchrun "
-                                 "parses must spell it --num-volumes (torchrun reads --num as its --numa-binding)."),
+                                 "0..N-1 (default 1; with --labels maps x --per-map). --num is the same option, but a "
+                                 "command line that torchrun parses must spell it --num-volumes (torchrun reads --num "
+                                 "as its --numa-binding)."),
+        labels: Path = typer.Option(None, "--labels", help="A conditional model's label maps (NIfTI on the model's "
+                                    "grid): a folder of maps (its labels.json is their table), one map, or a .txt "
+                                    "list of paths. Volume i is generated from map i // --per-map and written with "
+                                    "it: OUT/labels/sample_*.nii.gz and OUT/labels/labels.json (the model's table)."),
+        per_map: int = typer.Option(1, "--per-map", help="--labels: volumes per label map."),
+        label_table: str = typer.Option(None, "--label-table", help="--labels: the table the maps' values follow, "
+                                        "a CSV or JSON of index -> name (prdit's or TotalSegmentator's names), or "
+                                        "'totalsegmentator' (default: labels.json beside the maps, else the model's "
+                                        "indices)."),
+        guidance_scale: float = typer.Option(DEFAULTS.guidance_scale, "--guidance-scale", help="--labels: "
+                                             "classifier-free guidance scale w; 1 is the plain conditional model "
+                                             "(one network call a step), any other w two (batched together)."),
+        unconditional: bool = typer.Option(False, "--unconditional", help="Sample a conditional model without "
+                                           "label maps: the null map ('no label' everywhere), as training drops "
+                                           "maps. Without it a conditional model needs --labels."),
         index: list[int] = typer.Option(None, "--index", help="Generate only volume I of the run (repeatable); "
                                         "bit-identical to volume I of a full run with the same --seed."),
         batch: int = typer.Option(DEFAULTS.batch_size, "--batch", help="Volumes sampled together (memory grows "
@@ -89,6 +105,7 @@ def register(app: typer.Typer) -> None:
         from prdit.generation.pipeline import PRDiTPipeline
         from prdit.generation.run import MANIFEST, generate_to_folder
 
+        num_given = num
         if index:
             bad = [i for i in index if i < 0 or (num is not None and i >= num)]
             if bad:
@@ -106,7 +123,18 @@ def register(app: typer.Typer) -> None:
                                              precision=precision)
         settings = pipe.settings(SamplingConfig(steps=steps, sampler=sampler, schedule=schedule, output=output,
                                                 batch_size=batch, seed=seed, precision=precision, exact=exact,
-                                                preview_window=preview_window, compile=compile))
+                                                preview_window=preview_window, compile=compile,
+                                                guidance_scale=guidance_scale))
+        plan = _label_plan(pipe, model_dir, labels, per_map, label_table, guidance_scale, unconditional, info)
+        if plan is not None:
+            if num_given is not None and num_given != plan.num_volumes:
+                raise ConfigError(f"--num-volumes {num_given} conflicts with --labels: {len(plan.files)} map(s) x "
+                                  f"--per-map {per_map} make {plan.num_volumes} volumes; leave --num-volumes out")
+            if not index:
+                indices = list(range(plan.num_volumes))
+            elif max(indices) >= plan.num_volumes:
+                raise ConfigError(f"--index {max(indices)} is not a volume of this run ({len(plan.files)} map(s) x "
+                                  f"--per-map {per_map}: indices 0..{plan.num_volumes - 1})")
         echo = typer.echo if info.is_main else (lambda *args, **kwargs: None)
         if pipe.normalization.kind == "quantile" and info.is_main:
             typer.secho(f"warning: the model was trained with per-volume quantile normalisation, so HU are nominal "
@@ -114,18 +142,50 @@ def register(app: typer.Typer) -> None:
                         fg=typer.colors.YELLOW, err=True)
         shape = "x".join(map(str, pipe.volume_shape))
         ranks = f" ({info.world_size} processes)" if info.enabled else ""
-        echo(f"{pipe.model.name} ({pipe.process.kind}) at {shape} on {pipe.device}{ranks}: {len(indices)} volume(s), "
-             f"{settings.steps} {settings.sampler} steps (volumes: {settings.output}), seed {seed} -> {out}")
+        maps = (f" from {len(plan.files)} label map(s) x {per_map}, guidance scale {guidance_scale:g}"
+                if plan is not None else "")
+        echo(f"{pipe.model.name} ({pipe.process.kind}) at {shape} on {pipe.device}{ranks}: {len(indices)} volume(s)"
+             f"{maps}, {settings.steps} {settings.sampler} steps (volumes: {settings.output}), seed {seed} -> {out}")
         summary = generate_to_folder(pipe, out, indices, settings, overwrite=overwrite, save_x0=save_x0,
                                      previews=previews, progress=not quiet,
                                      log=lambda line: typer.secho(f"warning: {line}", fg=typer.colors.YELLOW,
                                                                   err=True),
-                                     volume_format=volume_format)
+                                     volume_format=volume_format, labels=plan)
         echo(f"generated {len(summary.generated)}, skipped {len(summary.skipped)} existing"
              + (" (--overwrite replaces them)" if summary.skipped else ""))
         echo(f"manifest: {summary.out / MANIFEST}" + (f"  grid: {summary.grid}" if summary.grid else "")
              + (f"  viewer: {summary.view}" if summary.view else ""))
         teardown()
+
+
+def _label_plan(pipe, model_dir: Path, labels: Path | None, per_map: int, label_table: str | None,
+                guidance_scale: float, unconditional: bool, info):
+    """The run's label maps (read and checked by rank 0, before anything is written), or None; the label options
+    checked against each other and against whether the model is conditional."""
+    from prdit.distributed import on_main
+    from prdit.errors import ConfigError
+    from prdit.generation.run import LabelPlan
+
+    conditioning = pipe.model.config.conditioning
+    if labels is None:
+        given = [flag for flag, used in (("--per-map", per_map != 1), ("--label-table", label_table is not None),
+                                         ("--guidance-scale", guidance_scale != DEFAULTS.guidance_scale)) if used]
+        if given:
+            raise ConfigError(f"{', '.join(given)} go(es) with --labels: give the label maps to generate from")
+        if conditioning is not None and not unconditional:
+            raise ConfigError(f"{model_dir} is conditioned on label maps ({conditioning.num_labels} labels, table in "
+                              f"its config.json): give --labels DIR|FILE|LIST, or --unconditional to sample with the "
+                              f"null map ('no label' everywhere)")
+        if conditioning is None and unconditional:
+            raise ConfigError(f"--unconditional is for a model conditioned on label maps; {model_dir} is "
+                              f"unconditional, sample it without the option")
+        return None
+    if unconditional:
+        raise ConfigError("--labels and --unconditional exclude each other: give one")
+    if conditioning is None:
+        raise ConfigError(f"{model_dir} is an unconditional model and cannot follow label maps: leave --labels out, "
+                          f"or use a model trained with model.conditioning set")
+    return on_main(lambda: LabelPlan.read(pipe, labels, per_map, label_table), info)
 
 
 def _parse_size(size: str | None) -> tuple[int, int, int] | None:

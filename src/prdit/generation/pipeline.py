@@ -144,7 +144,8 @@ class PRDiTPipeline:
 
     def reconstruct(self, task: str, measurement: torch.Tensor, operator=None, guidance=None,
                     settings: SamplingConfig | None = None, output_type: str = "hu",
-                    progress: Callable[[int, int], None] | None = None, **changes) -> PRDiTPipelineOutput:
+                    progress: Callable[[int, int], None] | None = None, labels: LabelMaps | None = None,
+                    **changes) -> PRDiTPipelineOutput:
         """Reconstruct one volume per row of ``measurement`` ``[B, ...]`` (model range; X-ray: projections
         ``[B, V, rows, columns]`` in water-equivalent mm) by guided predictor–corrector sampling (§15).
 
@@ -153,6 +154,8 @@ class PRDiTPipeline:
         :class:`~prdit.inverse.guidance.GuidanceSettings` (default: the task's, ``TASK_DEFAULTS``);
         its jump and corrector noise set the sampler's. ``changes``: :class:`SamplingConfig` fields
         (``steps``, ``seed``: volume b gets ``volume_seed(seed, b)``). ``output_type`` as for ``__call__``.
+        ``labels`` (a conditional model): the label map of every row or one per row, as for ``__call__``; the
+        prior is guided by it with classifier-free guidance of scale ``guidance_scale``.
         """
         from prdit.inverse.guidance import MeasurementGuidance, task_settings
         from prdit.inverse.tasks import task_operator
@@ -166,24 +169,28 @@ class PRDiTPipeline:
         operator = operator if operator is not None else task_operator(task, self.volume_shape, self.spacing,
                                                                        self.normalization)
         settings = self.guided_settings(guidance, settings, **changes)
+        if labels is not None:
+            labels = self.label_maps(labels, measurement.shape[0])
+        elif settings.guidance_scale != DEFAULT_GUIDANCE_SCALE:
+            raise ConfigError(f"guidance_scale={settings.guidance_scale} guides by label maps: pass labels= as well")
         hook = MeasurementGuidance(operator, measurement.to(self.device), guidance, self.process)
         seeds = [volume_seed(settings.seed, b) for b in range(measurement.shape[0])]
         hooks = [hook] if progress is None else [hook, progress_hook(progress)]
         result = sample_volumes(self.model, self.process, volume_generators(seeds, self.device), settings,
-                                self.device, hooks)
+                                self.device, hooks, labels)
         generated = result.volumes.cpu()
         return PRDiTPipelineOutput(volumes=self.to_hu(generated) if output_type == "hu" else generated, seeds=seeds)
 
-    def label_maps(self, labels: LabelMaps, num_volumes: int) -> torch.Tensor:
+    def label_maps(self, labels: LabelMaps, num_volumes: int, table: str | Path | None = None) -> torch.Tensor:
         """``labels`` as ``[num_volumes, D, H, W]`` int64 indices of this model's label set, checked.
 
-        A path is a NIfTI label map on the model's grid and spacing, its values mapped through the
-        ``labels.json`` beside it where there is one (else taken as the model's indices); an array or
-        tensor holds the model's indices, ``[D, H, W]`` (one map for all volumes) or ``[N, D, H, W]``.
+        A path is a NIfTI label map on the model's grid (size, spacing, orientation; see
+        :meth:`read_label_map`); an array or tensor holds the model's indices, ``[D, H, W]`` (one map for
+        all volumes) or ``[N, D, H, W]``.
         """
         conditioning = self.model.require_conditioning()
         if isinstance(labels, (str, Path)):
-            labels = torch.from_numpy(self._read_label_map(Path(labels), conditioning.labels))
+            labels = torch.from_numpy(self.read_label_map(labels, table))
         maps = torch.as_tensor(labels)
         if maps.ndim == 3:
             maps = maps[None]
@@ -199,30 +206,55 @@ class PRDiTPipeline:
                             f"model; its labels are 0..{conditioning.null_index - 1}")
         return maps.to(self.device)
 
-    def _read_label_map(self, path: Path, names: tuple[str, ...]) -> np.ndarray:
-        """A NIfTI label map on this model's grid as the model's indices ``[D, H, W]``."""
-        from prdit.data.io import read_volume
-        from prdit.data.labels import PHANTOM_LABELS, TABLE_NAME, label_table, to_prdit_indices
+    def read_label_map(self, path: str | Path, table: str | Path | None = None) -> np.ndarray:
+        """A NIfTI label map on this model's grid as the model's indices ``[D, H, W]`` (int64).
 
-        volume = read_volume(path)
-        if tuple(volume.array.shape) != self.volume_shape:
-            raise DataError(f"{path}: label map has {list(volume.array.shape)} voxels (D, H, W), this model "
-                            f"generates {list(self.volume_shape)}; give a map on the model's grid")
-        if not np.allclose(volume.spacing, self.spacing, rtol=1e-3):
-            raise DataError(f"{path}: label map spacing {tuple(float(s) for s in volume.spacing)} mm differs from the "
-                            f"model's {self.spacing} mm; resample the map (nearest neighbour) onto the model's grid")
+        Its values follow ``table`` (a CSV/JSON of index -> name, or ``totalsegmentator``), else the
+        ``labels.json`` beside it, else they are the model's indices. A map with another size, spacing or
+        orientation than the model's volumes, NaN, fractions or values its table does not know raises a
+        ``DataError`` naming the file. The origin is not checked: a generated volume has none of its own.
+        """
+        from prdit.data.io import ITK_SUFFIXES, read_volume, volume_suffix
+        from prdit.data.labels import (PHANTOM_LABELS, TABLE_NAME, LabelTable, check_same_grid, label_table,
+                                       read_label_table, to_prdit_indices)
+
+        path = Path(path)
+        names = self.model.require_conditioning().labels
+        if not path.is_file():
+            raise DataError(f"{path}: no such label map; give a NIfTI file (.nii.gz) on the model's grid")
+        if volume_suffix(path) not in ITK_SUFFIXES:
+            raise DataError(f"{path}: a label map needs its geometry; write it as NIfTI (.nii.gz) on the model's "
+                            f"grid")
+        volume = read_volume(path)  # NaN and infinite values are refused here
+        grid = Volume(array=np.broadcast_to(np.uint8(0), self.volume_shape), spacing=self.spacing,
+                      origin=volume.origin, direction=np.eye(3))
+        check_same_grid(path, volume, grid)
         values = volume.array
         if values.dtype.kind == "f":
             if not np.array_equal(values, np.round(values)):
                 raise DataError(f"{path}: label values must be integers (an interpolated map?); resample label "
                                 f"maps with nearest neighbour")
-            values = values.astype(np.int64)
-        if (path.parent / TABLE_NAME).is_file():
-            if tuple(names) != PHANTOM_LABELS:
-                raise DataError(f"{path}: the table beside it maps onto prdit's labels, this model's are others; "
-                                f"remove {path.parent / TABLE_NAME} and give the model's indices")
-            values = to_prdit_indices(values, label_table(path.parent / TABLE_NAME), path)
-        return values.astype(np.int64)
+        values = values.astype(np.int64)
+        table = table if table is not None else (path.parent / TABLE_NAME
+                                                 if (path.parent / TABLE_NAME).is_file() else None)
+        if table is not None:
+            if tuple(names) == PHANTOM_LABELS:  # prdit's names, TotalSegmentator's mapped onto them
+                mapping = label_table(table)
+            else:  # a model's own label set: the table names its labels
+                index_of = {name: k for k, name in enumerate(names)}
+                named = read_label_table(table)
+                unknown = sorted(name for name in named.values() if name not in index_of)
+                if unknown:
+                    raise DataError(f"{table}: label(s) {', '.join(unknown[:5])} are not this model's "
+                                    f"({', '.join(names)}); give a table of the model's labels")
+                mapping = LabelTable({value: index_of[name] for value, name in named.items()}, str(table))
+            return to_prdit_indices(values, mapping, path).astype(np.int64)
+        bad = [int(v) for v in np.unique(values) if not 0 <= v < len(names)]
+        if bad:
+            raise DataError(f"{path}: label value(s) {', '.join(map(str, bad[:10]))} are not labels of this model "
+                            f"(0..{len(names) - 1}); give the map's table with --label-table or labels.json beside "
+                            f"it")
+        return values
 
     def to_hu(self, x0: torch.Tensor) -> np.ndarray:
         """Model-range ``[N, 1, D, H, W]`` -> HU ``[N, D, H, W]`` float32, clipped to the window."""

@@ -6,8 +6,12 @@ Layout of ``OUT``::
     .journal/rank0.jsonl        while a run is in flight: each entry as recorded, a line each (merged on resume)
     sample_00000.nii.gz         volume 0 in Hounsfield units, training spacing, centred origin
     x0/sample_00000.nii.gz      with ``save_x0``: the volume in the model range, unclipped (float32)
+    labels/sample_00000.nii.gz  with label maps: the map volume 0 was generated from (the model's indices, uint8,
+                                the volume's geometry); labels/labels.json the model's label table
     dicom/sample_00000/         with format ``dicom`` or ``both``: volume 0 as a DICOM CT series (UIDs from the
                                 run's key, ``uid_key`` in the manifest, and the index)
+    dicom/labels/sample_00000.dcm  with label maps and format ``dicom`` or ``both``: its map as a DICOM SEG that
+                                references the series
     previews/sample_00000.png   three orthogonal mid-slices
     grid.png                    every preview in one image
     view.html                   the first 16 volumes in the viewer of ``prdit view``, at most 64³
@@ -18,10 +22,15 @@ run never leaves a half-written file that a resumed run would take for done. Exi
 are skipped (their files are not touched) unless ``overwrite``; ``manifest.json`` and
 ``grid.png``/``view.html`` are summaries and are brought up to date by every run. Format
 ``dicom`` writes the DICOM series instead of the NIfTI files (then there is no ``view.html``).
+
+A run with label maps (a conditional model, :class:`LabelPlan`) generates volume ``i`` from map ``i // per_map``
+and writes each volume with its map (the pairing of :mod:`prdit.data.labels`); the maps' content, the volumes
+per map and the guidance scale are part of the run's key, so a folder is resumed only with the same maps.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -31,10 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
+from prdit.data.dicom_seg import SEG_SUFFIX, write_dicom_seg
 from prdit.data.dicom_writer import uid_key, write_dicom_series
-from prdit.data.io import Volume, file_sha256, read_volume, write_volume
+from prdit.data.io import ITK_SUFFIXES, Volume, file_sha256, read_volume, volume_suffix, write_volume
+from prdit.data.labels import LABELS_FOLDER, TABLE_NAME, write_label_map, write_label_table
 from prdit.data.normalization import Normalization
-from prdit.errors import ConfigError
+from prdit.errors import ConfigError, DataError
 from prdit.generation.config import SamplingConfig
 from prdit.generation.pipeline import PRDiTPipeline
 from prdit.generation.previews import save_grid, save_preview
@@ -60,12 +71,98 @@ VIEW_MAX_SIZE = 64  # voxels per axis in view.html: 2 bytes per voxel as base64,
 VIEW_MAX_VOLUMES = 16  # view.html holds the first ones; `prdit view OUT` shows them all
 # Settings that fix what a volume of a given index is; a folder is resumed only if they match.
 RUN_KEYS = ("model.weights_sha256", "model.input_size", "seed", "steps", "sampler", "schedule", "output",
-            "normalization", "spacing")
+            "normalization", "spacing", "labels.sha256", "labels.per_map", "guidance_scale")
 
 
 def sample_name(index: int) -> str:
     """File stem of volume ``index``: ``sample_00042``."""
     return f"sample_{index:05d}"
+
+
+def label_map_files(source: str | Path) -> list[Path]:
+    """The label maps ``source`` names: a folder's NIfTI files (sorted; its ``labels.json`` is their table, not a
+    map), a ``.txt`` list (one path a line, relative to the list; ``#`` starts a comment) or one file."""
+    source = Path(source).expanduser()
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith(".")
+                       and volume_suffix(p) in ITK_SUFFIXES)
+        if not files:
+            raise DataError(f"{source}: no label maps (.nii.gz, .nii, .nrrd, .mha) in this folder")
+        return files
+    if not source.is_file():
+        raise DataError(f"{source}: no such label map, folder or list of label maps")
+    if source.suffix.lower() != ".txt":
+        return [source]
+    lines = [line.strip() for line in source.read_text(errors="replace").splitlines()]
+    files = [source.parent / line for line in lines if line and not line.startswith("#")]
+    if not files:
+        raise DataError(f"{source}: the list names no label maps; write one path a line")
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"{missing[0]}: no such label map ({len(missing)} of the {len(files)} maps {source} lists "
+                        f"are missing)")
+    return files
+
+
+def _indices_digest(indices: np.ndarray) -> str:
+    """SHA-256 of a label map as the model's indices (its shape and values)."""
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    return hashlib.sha256(repr(indices.shape).encode() + indices.tobytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class LabelPlan:
+    """The label maps of a run: volume ``i`` is generated from map ``i // per_map`` of ``files``, read through
+    ``table`` (None: the ``labels.json`` beside each map, else the model's indices)."""
+
+    files: tuple[Path, ...]
+    sha256: tuple[str, ...]  # of each file
+    digests: tuple[str, ...]  # of each map as the model's indices: what its volumes depend on
+    per_map: int
+    table: str | None = None
+
+    @classmethod
+    def read(cls, pipe: PRDiTPipeline, source: str | Path, per_map: int = 1,
+             table: str | Path | None = None) -> "LabelPlan":
+        """Every map of ``source`` (see :func:`label_map_files`) read and checked against ``pipe``'s model."""
+        if per_map < 1:
+            raise ConfigError(f"--per-map must be >= 1, got {per_map}")
+        pipe.model.require_conditioning()
+        files = tuple(Path(f).resolve() for f in label_map_files(source))
+        digests = tuple(_indices_digest(pipe.read_label_map(f, table)) for f in files)
+        return cls(files, tuple(file_sha256(f) for f in files), digests, per_map,
+                   None if table is None else str(table))
+
+    @property
+    def num_volumes(self) -> int:
+        """Volumes of the run: maps x volumes per map."""
+        return len(self.files) * self.per_map
+
+    def map_of(self, index: int) -> int:
+        """The map volume ``index`` is generated from."""
+        if not 0 <= index < self.num_volumes:
+            raise ConfigError(f"volume {index} has no label map: {len(self.files)} map(s) x {self.per_map} per map "
+                              f"make volumes 0..{self.num_volumes - 1}")
+        return index // self.per_map
+
+    def indices(self, pipe: PRDiTPipeline, index: int) -> np.ndarray:
+        """The map of volume ``index`` as the model's indices ``[D, H, W]``, as it was when the run was planned."""
+        k = self.map_of(index)
+        indices = pipe.read_label_map(self.files[k], self.table)
+        if _indices_digest(indices) != self.digests[k]:
+            raise DataError(f"{self.files[k]}: the label map changed while the run was going; restart the run")
+        return indices
+
+    def source(self, index: int) -> dict:
+        """The manifest's record of the map of volume ``index``: its file and the file's SHA-256."""
+        k = self.map_of(index)
+        return {"source": str(self.files[k]), "sha256": self.sha256[k]}
+
+    def to_dict(self, names: Sequence[str]) -> dict:
+        """JSON-ready, with the model's label table ``names``; ``sha256`` keys the maps' content in order."""
+        return {"maps": [{"file": str(f), "sha256": h} for f, h in zip(self.files, self.sha256)],
+                "per_map": self.per_map, "table": self.table, "label_table": {n: i for i, n in enumerate(names)},
+                "sha256": hashlib.sha256("".join(self.digests).encode()).hexdigest()}
 
 
 @dataclass
@@ -95,10 +192,11 @@ def hu_file_array(hu: np.ndarray, normalization: Normalization) -> np.ndarray:
     return hu.astype(np.float32)
 
 
-def volume_on_disk(volume_format: str, nifti: Path, dicom: Path) -> bool:
+def volume_on_disk(volume_format: str, nifti: Path, dicom: Path, series: bool = True) -> bool:
     """True if a volume is on disk in every format ``volume_format`` asks for: the NIfTI file ``nifti``,
-    the DICOM series folder ``dicom``."""
-    return (volume_format == "dicom" or nifti.is_file()) and (volume_format == "nifti" or dicom.is_dir())
+    the DICOM series folder ``dicom`` (a single DICOM file where not ``series``)."""
+    dicom_there = dicom.is_dir() if series else dicom.is_file()
+    return (volume_format == "dicom" or nifti.is_file()) and (volume_format == "nifti" or dicom_there)
 
 
 def write_volume_formats(volume: Volume, volume_format: str, nifti: Path, dicom: Path,
@@ -123,12 +221,13 @@ class SampleFolder:
     """The output folder of a run: file paths, the manifest, and writes by rename."""
 
     def __init__(self, out: str | Path, settings: dict, overwrite: bool,
-                 volume_format: str = VOLUME_FORMATS[0], rank: int = 0, manifest: dict | None = None) -> None:
+                 volume_format: str = VOLUME_FORMATS[0], rank: int = 0, manifest: dict | None = None,
+                 labels: LabelPlan | None = None) -> None:
         """Open ``out`` for a run with ``settings`` (checked against its manifest), or, on the other ranks of a
         job, join the folder rank 0 opened with its ``manifest``. Each rank writes through its own ``.partial``
-        subfolder."""
+        subfolder. ``labels``: the run's label maps, written with their volumes."""
         self.out = Path(out)
-        self.volume_format, self.rank = volume_format, rank
+        self.volume_format, self.rank, self.labels = volume_format, rank, labels
         opening = manifest is None
         if opening:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -140,6 +239,9 @@ class SampleFolder:
         self.partial = self.out / PARTIAL_DIR / f"rank{rank}"
         self.partial.mkdir(parents=True, exist_ok=True)
         if opening:
+            if labels is not None and volume_format != "dicom":
+                names = list(settings["labels"]["label_table"])
+                self.write(self.out / LABELS_FOLDER / TABLE_NAME, lambda tmp: write_label_table(tmp.parent, names))
             self.save_manifest()  # the run's settings, and a killed run's journal, on disk before the first volume
             shutil.rmtree(self.out / JOURNAL_DIR, ignore_errors=True)  # merged into the manifest, or of another run
 
@@ -155,9 +257,19 @@ class SampleFolder:
         """The volume as a DICOM CT series folder."""
         return self.out / DICOM_DIR / sample_name(index)
 
+    def label_path(self, index: int) -> Path:
+        """The label map the volume was generated from, on its grid."""
+        return self.out / LABELS_FOLDER / f"{sample_name(index)}.nii.gz"
+
+    def seg_path(self, index: int) -> Path:
+        """The label map as a DICOM SEG beside the volume's series."""
+        return self.out / DICOM_DIR / LABELS_FOLDER / f"{sample_name(index)}{SEG_SUFFIX}"
+
     def has_volume(self, index: int) -> bool:
-        """True if the volume is on disk in every format of this run."""
-        return volume_on_disk(self.volume_format, self.hu_path(index), self.dicom_path(index))
+        """True if the volume is on disk in every format of this run, with its label map where it has one."""
+        return volume_on_disk(self.volume_format, self.hu_path(index), self.dicom_path(index)) and (
+            self.labels is None or volume_on_disk(self.volume_format, self.label_path(index), self.seg_path(index),
+                                                  series=False))
 
     def read_hu(self, index: int) -> np.ndarray:
         """The volume in HU ``[D, H, W]`` from its NIfTI file, else from its DICOM series."""
@@ -185,6 +297,10 @@ class SampleFolder:
             if self.dicom_path(index).is_dir() else None
         for key, path in (("x0_file", self.x0_path(index)), ("preview", self.preview_path(index))):
             entry[key] = path.relative_to(self.out).as_posix() if path.is_file() else None
+        if self.labels is not None:  # the source of a volume found on disk is the one it was generated from
+            entry.setdefault("label_map", self.labels.source(index)).update({
+                key: path.relative_to(self.out).as_posix() if path.is_file() else None
+                for key, path in (("file", self.label_path(index)), ("dicom_seg", self.seg_path(index)))})
         if not save:
             return
         journal = self.out / JOURNAL_DIR / f"rank{self.rank}.jsonl"
@@ -219,11 +335,13 @@ class SampleFolder:
 
 def generate_to_folder(pipe: PRDiTPipeline, out: str | Path, indices: Sequence[int], settings: SamplingConfig,
                        overwrite: bool = False, save_x0: bool = False, previews: bool = True, progress: bool = True,
-                       log: Callable[[str], None] | None = None, volume_format: str = VOLUME_FORMATS[0]
-                       ) -> RunSummary:
+                       log: Callable[[str], None] | None = None, volume_format: str = VOLUME_FORMATS[0],
+                       labels: LabelPlan | None = None) -> RunSummary:
     """Generate volumes ``indices`` of the run ``settings`` describe into ``out`` (see the module docstring).
 
-    ``volume_format``: ``nifti`` (``.nii.gz``), ``dicom`` (a CT series folder) or ``both``. In a torchrun job
+    ``volume_format``: ``nifti`` (``.nii.gz``), ``dicom`` (a CT series folder) or ``both``. ``labels``: the label
+    maps of a conditional model's run, each volume guided by its map with ``settings.guidance_scale`` and written
+    with it (None: a conditional model samples with the null map, "no label" everywhere). In a torchrun job
     (:mod:`prdit.distributed`) every rank calls this with the same arguments: rank 0 opens the folder and
     decides what is still to do, the ranks share those volumes round-robin (each volume from its own seed,
     so the files are the ones a single process writes), and rank 0 writes the manifest, grid and viewer page
@@ -241,16 +359,18 @@ def generate_to_folder(pipe: PRDiTPipeline, out: str | Path, indices: Sequence[i
     if not indices or indices[0] < 0:
         raise ConfigError(f"volume indices must be >= 0, got {indices[:3]}")
     settings = pipe.settings(settings)
+    if labels is not None:
+        labels.map_of(indices[-1])  # every volume has its map
     info = current()
-    run_settings = {**_run_settings(pipe, settings), "volume_format": volume_format}
+    run_settings = {**_run_settings(pipe, settings, labels), "volume_format": volume_format}
     run_settings["uid_key"] = run_uid_key(run_settings)
 
     def open_folder() -> tuple[dict, list[int]]:
-        folder = SampleFolder(out, run_settings, overwrite, volume_format)
+        folder = SampleFolder(out, run_settings, overwrite, volume_format, labels=labels)
         return folder.manifest, folder.todo(indices, overwrite, save_x0)
 
     manifest, todo = on_main(open_folder, info)
-    folder = SampleFolder(out, run_settings, overwrite, volume_format, info.rank, manifest)
+    folder = SampleFolder(out, run_settings, overwrite, volume_format, info.rank, manifest, labels)
     summary = RunSummary(out=folder.out, skipped=sorted(set(indices) - set(todo)))
     try:
         mine = _generate(pipe, folder, shard(todo, info), settings, overwrite, save_x0, previews,
@@ -302,21 +422,28 @@ def _generate(pipe: PRDiTPipeline, folder: SampleFolder, todo: list[int], settin
     try:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
+            maps = None
+            if folder.labels is not None:
+                maps = np.stack([folder.labels.indices(pipe, i) for i in batch])
             result = pipe(num_volumes=len(batch), settings=settings, indices=batch, batch_size=len(batch),
-                          output_type="model", progress=(lambda step, total: bar.update(1)) if bar is not None else False)
+                          output_type="model", progress=(lambda step, total: bar.update(1)) if bar is not None else False,
+                          labels=maps)
             for k, i in enumerate(batch):
                 x0 = result.volumes[k:k + 1]
                 hu = hu_file_array(pipe.to_hu(x0)[0], pipe.normalization)
                 fresh = overwrite or not folder.has_volume(i)  # else only the x̂₀ file was missing
                 # The entry first: a run killed after the volume is written still knows where it came from.
-                folder.record(i, result.seeds[k], generated_on=generated_on)
+                source = {"label_map": folder.labels.source(i)} if fresh and folder.labels is not None else {}
+                folder.record(i, result.seeds[k], generated_on=generated_on, **source)
                 if fresh:
-                    write_volume_formats(pipe.to_volume(hu), folder.volume_format, folder.hu_path(i),
+                    volume = pipe.to_volume(hu)
+                    write_volume_formats(volume, folder.volume_format, folder.hu_path(i),
                                          folder.dicom_path(i), folder.write, remove_other=overwrite,
                                          scratch=folder.partial, key=folder.manifest["uid_key"],
                                          model_name=pipe.model.name,
                                          model_digest=folder.manifest["model"]["weights_sha256"],
                                          seed=result.seeds[k], index=i)
+                    _write_label_formats(pipe, folder, i, None if maps is None else maps[k], volume)
                 if save_x0 and (fresh or not folder.x0_path(i).is_file()):
                     volume = pipe.to_volume(x0[0, 0].numpy().astype(np.float32))
                     folder.write(folder.x0_path(i), lambda tmp: write_volume(tmp, volume))
@@ -335,6 +462,23 @@ def _generate(pipe: PRDiTPipeline, folder: SampleFolder, todo: list[int], settin
         if bar is not None:
             bar.close()
     return done
+
+
+def _write_label_formats(pipe: PRDiTPipeline, folder: SampleFolder, index: int, labels: np.ndarray | None,
+                         volume: Volume) -> None:
+    """The label map of volume ``index`` beside it in the run's formats (NIfTI on the volume's grid, a DICOM SEG
+    referencing its series); ``labels`` None (a run without maps) removes a replaced volume's map."""
+    nifti, seg = folder.label_path(index), folder.seg_path(index)
+    if labels is not None and folder.volume_format != "dicom":
+        folder.write(nifti, lambda tmp: write_label_map(tmp, labels, volume))
+    else:
+        nifti.unlink(missing_ok=True)
+    if labels is not None and folder.volume_format != "nifti":
+        folder.write(seg, lambda tmp: write_dicom_seg(labels, pipe.model.config.conditioning.labels,
+                                                       folder.dicom_path(index), tmp, key=folder.manifest["uid_key"],
+                                                       index=index, model_name=pipe.model.name))
+    else:
+        seg.unlink(missing_ok=True)
 
 
 def _finish(pipe: PRDiTPipeline, folder: SampleFolder, summary: RunSummary, settings: SamplingConfig,
@@ -372,7 +516,7 @@ def _write_view(folder: SampleFolder, window: tuple[float, float]) -> Path | Non
         grid=len(shown) > 3, title=title, shown=list(range(min(len(shown), 3)))))
 
 
-def _run_settings(pipe: PRDiTPipeline, settings: SamplingConfig) -> dict:
+def _run_settings(pipe: PRDiTPipeline, settings: SamplingConfig, labels: LabelPlan | None = None) -> dict:
     norm = pipe.normalization
     return {
         "format": FORMAT,
@@ -393,13 +537,18 @@ def _run_settings(pipe: PRDiTPipeline, settings: SamplingConfig) -> dict:
         "spacing": list(pipe.spacing),
         "direction": "identity (LPS)",
         "origin": "volume centre at (0, 0, 0) mm",
+        "labels": None if labels is None else labels.to_dict(pipe.model.config.conditioning.labels),
+        "guidance_scale": None if labels is None else settings.guidance_scale,
     }
 
 
 def run_uid_key(settings: dict) -> str:
     """The key of the DICOM UIDs of a run's volumes: the settings that fix what a volume of an index is
-    (``RUN_KEYS``), so runs that differ in any of them share no UID and the same run gives the same UIDs."""
-    return uid_key({k: _lookup(settings, k) for k in RUN_KEYS})
+    (``RUN_KEYS``), so runs that differ in any of them share no UID and the same run gives the same UIDs. A key a
+    run does not have (the labels of a run without maps) is left out, so such a run keeps the UIDs it had before
+    label maps existed."""
+    keys = {k: _lookup(settings, k) for k in RUN_KEYS}
+    return uid_key({k: v for k, v in keys.items() if v is not None})
 
 
 def _lookup(config: dict, dotted: str):

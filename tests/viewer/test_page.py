@@ -10,8 +10,8 @@ from prdit.data.labels import LABELS, PHANTOM_LABELS, label_path, write_label_ma
 from prdit.data.phantoms import generate_phantom, write_phantoms
 from prdit.errors import ConfigError, DataError
 from prdit.viewer import write_viewer
-from prdit.viewer.page import (build_page, decode_labels, decode_volume, page_volume, read_page_data,
-                               shown_shape)
+from prdit.viewer.page import (LABEL_COLOURS, build_page, decode_labels, decode_volume, page_volume,
+                               read_page_data, shown_shape)
 
 
 def view(*args):
@@ -174,7 +174,8 @@ def test_a_paired_label_map_comes_with_the_volume_and_a_legend(labelled, tmp_pat
     present = set(np.unique(np.concatenate([m.ravel() for m in maps])).tolist()) - {LABELS["background"]}
     assert legend["present"] == sorted(present) and {LABELS["lung_left"], LABELS["heart"]} <= present
     # one colour per label, each its own, the same on every page
-    assert len(set(legend["colors"])) == len(PHANTOM_LABELS)
+    assert set(LABEL_COLOURS) == set(PHANTOM_LABELS) and len(set(LABEL_COLOURS.values())) == len(PHANTOM_LABELS)
+    assert legend["colors"] == ["#{:02x}{:02x}{:02x}".format(*LABEL_COLOURS[name]) for name in PHANTOM_LABELS]
     assert all(len(c) == 7 and c.startswith("#") for c in legend["colors"])
     other = read_page_data(build_page([page_volume(read_volume(labelled[1]), "one", labels=maps[1])]))["labels"]
     assert other["colors"] == legend["colors"]
@@ -212,6 +213,11 @@ def test_labels_option_takes_one_map_or_a_folder_of_maps(labelled, tmp_path):
     assert isinstance(result.exception, ConfigError) and "one label map for 2 volumes" in str(result.exception)
     result = view(labelled[0], "--labels", tmp_path, "--out", tmp_path / "none.html")
     assert isinstance(result.exception, DataError) and "holds no label map" in str(result.exception)
+    result = view(labelled[0], "--labels", tmp_path / "nope.nii.gz", "--out", tmp_path / "none.html")
+    assert isinstance(result.exception, DataError) and "no such label map" in str(result.exception)
+    with pytest.raises(DataError, match="no volume has a label map"):
+        write_viewer([generate_phantom(16)], tmp_path / "none.html", label_table="totalsegmentator")
+    assert not (tmp_path / "none.html").exists()
 
 
 def test_a_label_map_off_the_volume_grid_or_with_unknown_values_names_the_file(tmp_path):

@@ -108,6 +108,8 @@ def write_viewer(volumes: Sequence[str | Path | Volume], out: str | Path, names:
         items = [(name, item) for name, (_, item) in zip(names, items)]
     if labels is None or isinstance(labels, (str, Path)):
         maps: list[LabelSource] = list(label_map_files([item for _, item in items], labels))
+    elif isinstance(labels, np.ndarray):
+        raise ConfigError("labels= takes a file, a folder or one label map per volume in a list, not one array")
     else:
         maps = list(labels)
         if len(maps) != len(items):
@@ -117,14 +119,14 @@ def write_viewer(volumes: Sequence[str | Path | Volume], out: str | Path, names:
                         f"map in a 'labels' folder beside its volume (<volume name>.nii.gz) or pass --labels")
     tables: dict[Path, LabelTable] = {}
     page_volumes = []
-    for (name, item), source in zip(items, maps):
+    for (name, item), label_map in zip(items, maps):
         volume = item if isinstance(item, Volume) else read_volume(item)
-        if isinstance(source, (str, Path)):
-            source = Path(source)
-            if source.parent not in tables:
-                tables[source.parent] = table_for(source, label_table)
-            source = read_label_map(source, tables[source.parent], volume)
-        page_volumes.append(page_volume(volume, name, max_size, labels=source))
+        if isinstance(label_map, (str, Path)):
+            path = Path(label_map)
+            if path.parent not in tables:
+                tables[path.parent] = table_for(path, label_table)
+            label_map = read_label_map(path, tables[path.parent], volume)
+        page_volumes.append(page_volume(volume, name, max_size, labels=label_map))
     page = build_page(page_volumes, window=window, grid=grid, title=title,
                       shown=list(shown) if shown is not None else None)
     return atomic_write(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))

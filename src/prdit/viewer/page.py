@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from prdit.data.io import Volume
-from prdit.data.labels import PHANTOM_LABELS
+from prdit.data.labels import LABELS, PHANTOM_LABELS
 from prdit.errors import ConfigError, DataError
 from prdit.visualization import CT_WINDOWS
 
@@ -30,10 +30,11 @@ MAX_SIZE = 128  # voxels along any axis of a volume as the page holds it
 STATIC = Path(__file__).with_name("static")
 DATA_ID = "prdit-data"
 
-# Overlay colours (RGB) of prdit's labels: 3D Slicer's GenericAnatomyColors where it has the tissue
-# (bone, fat, muscle, lung, liver, heart, aorta, trachea, blood, nerve, connective tissue, mass), shades
-# of those for the structures beside each other that share a tissue, so neighbours stay apart.
+# Overlay colour (RGB) of each of prdit's labels, the same on every page: 3D Slicer's GenericAnatomyColors
+# where it has the tissue (bone, fat, muscle, lung, liver, heart, aorta, trachea, blood, nerve, connective
+# tissue, mass), other colours where structures beside each other share a tissue, so neighbours stay apart.
 LABEL_COLOURS: dict[str, tuple[int, int, int]] = {
+    "background": (0, 0, 0),  # never drawn
     "table": (150, 150, 150),
     "subcutaneous_fat": (230, 220, 70),
     "skeletal_muscle": (192, 104, 88),
@@ -59,7 +60,7 @@ LABEL_COLOURS: dict[str, tuple[int, int, int]] = {
     "costal_cartilages": (200, 200, 235),
     "sternum": (225, 190, 110),
 }
-NO_LABEL = 0  # background: "no structure labelled", never coloured
+NO_LABEL = LABELS["background"]  # "no structure labelled": the overlay leaves it uncoloured
 
 
 @dataclass
@@ -88,8 +89,8 @@ class PageVolume:
             "original_spacing": [float(s) for s in self.original_spacing],
             "downsampled": self.downsampled,
             "data": base64.b64encode(np.ascontiguousarray(self.hu, dtype="<i2").tobytes()).decode("ascii"),
-            "labels": (None if self.labels is None
-                       else base64.b64encode(np.ascontiguousarray(self.labels, dtype=np.uint8).tobytes()).decode("ascii")),
+            "labels": None if self.labels is None else base64.b64encode(
+                np.ascontiguousarray(self.labels, dtype=np.uint8).tobytes()).decode("ascii"),
         }
 
 
@@ -101,18 +102,6 @@ def shown_shape(shape: tuple[int, int, int], max_size: int = MAX_SIZE) -> tuple[
     if largest <= max_size:
         return tuple(int(s) for s in shape)
     return tuple(max(1, int(round(s * max_size / largest))) for s in shape)
-
-
-def label_colour(index: int) -> tuple[int, int, int]:
-    """The overlay colour of prdit label ``index``: its anatomical colour, else one of a fixed palette by index."""
-    name = PHANTOM_LABELS[index] if 0 <= index < len(PHANTOM_LABELS) else None
-    if name in LABEL_COLOURS:
-        return LABEL_COLOURS[name]
-    # golden-angle hues: any number of labels, each its own colour, the same on every page
-    import colorsys
-
-    r, g, b = colorsys.hsv_to_rgb((index * 0.381966) % 1.0, 0.65, 0.95)
-    return int(round(r * 255)), int(round(g * 255)), int(round(b * 255))
 
 
 def shown_labels(labels: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
@@ -143,9 +132,10 @@ def page_volume(volume: Volume, name: str, max_size: int = MAX_SIZE, labels: np.
         if tuple(labels.shape) != shape:
             raise DataError(f"{name}: label map of {list(labels.shape)} voxels for a volume of {list(shape)} "
                             f"(D, H, W); a label map must lie on its volume's grid")
-        if labels.dtype.kind not in "iub" or (labels.size and (labels.min() < 0 or labels.max() >= len(PHANTOM_LABELS))):
-            raise DataError(f"{name}: a label map for the page holds prdit's label indices 0..{len(PHANTOM_LABELS) - 1} "
-                            f"as integers; read label files with prdit.data.labels.read_label_map")
+        known = labels.dtype.kind in "iub" and (not labels.size or 0 <= labels.min() <= labels.max() < len(LABELS))
+        if not known:
+            raise DataError(f"{name}: a label map for the page holds prdit's label indices 0..{len(LABELS) - 1} as "
+                            f"integers; read label files with prdit.data.labels.read_label_map")
         labels = shown_labels(labels.astype(np.uint8), new_shape)
     return PageVolume(name=name, hu=hu, spacing=new_spacing, original_shape=shape, original_spacing=spacing,
                       labels=labels)
@@ -189,7 +179,7 @@ def label_legend(volumes: list[PageVolume]) -> dict | None:
     present = sorted(set().union(*(np.unique(m).tolist() for m in maps)) - {NO_LABEL})
     return {
         "names": list(PHANTOM_LABELS),
-        "colors": ["#{:02x}{:02x}{:02x}".format(*label_colour(i)) for i in range(len(PHANTOM_LABELS))],
+        "colors": ["#{:02x}{:02x}{:02x}".format(*LABEL_COLOURS[name]) for name in PHANTOM_LABELS],
         "present": [int(i) for i in present],
         "none": NO_LABEL,
     }

@@ -515,7 +515,7 @@
     }
     legend.hidden = false;
     document.addEventListener("keydown", (e) => {
-      const typing = e.target instanceof HTMLElement && e.target.matches("input[type=number], input[type=text], select");
+      const typing = e.target instanceof HTMLElement && e.target.matches("input[type=number], select");
       if ((e.key === "l" || e.key === "L") && !typing && !e.ctrlKey && !e.metaKey && !e.altKey) {
         setOverlay(!state.overlay.on);
       }

@@ -104,7 +104,7 @@ def label_map_files(source: str | Path) -> list[Path]:
     return files
 
 
-def _indices_digest(indices: np.ndarray) -> str:
+def label_map_digest(indices: np.ndarray) -> str:
     """SHA-256 of a label map as the model's indices (its shape and values)."""
     indices = np.ascontiguousarray(indices, dtype=np.int64)
     return hashlib.sha256(repr(indices.shape).encode() + indices.tobytes()).hexdigest()
@@ -129,7 +129,7 @@ class LabelPlan:
             raise ConfigError(f"--per-map must be >= 1, got {per_map}")
         pipe.model.require_conditioning()
         files = tuple(Path(f).resolve() for f in label_map_files(source))
-        digests = tuple(_indices_digest(pipe.read_label_map(f, table)) for f in files)
+        digests = tuple(label_map_digest(pipe.read_label_map(f, table)) for f in files)
         return cls(files, tuple(file_sha256(f) for f in files), digests, per_map,
                    None if table is None else str(table))
 
@@ -149,7 +149,7 @@ class LabelPlan:
         """The map of volume ``index`` as the model's indices ``[D, H, W]``, as it was when the run was planned."""
         k = self.map_of(index)
         indices = pipe.read_label_map(self.files[k], self.table)
-        if _indices_digest(indices) != self.digests[k]:
+        if label_map_digest(indices) != self.digests[k]:
             raise DataError(f"{self.files[k]}: the label map changed while the run was going; restart the run")
         return indices
 

@@ -54,6 +54,16 @@ def register(app: typer.Typer) -> None:
                                     "reference's T = 1000; a noise level of cutoff/1000)."),
         steps: int = typer.Option(None, "--steps", help=f"Sampler steps (default: the reference's, "
                                   f"{IaNDiffusion.guided_steps})."),
+        labels: Path = typer.Option(None, "--labels", help="A conditional model's label map (NIfTI on the model's "
+                                    "grid) for every case, or a folder with <case>.nii.gz for each case; the prior "
+                                    "follows it. Without it a conditional model's prior has no map (the null "
+                                    "condition)."),
+        label_table: str = typer.Option(None, "--label-table", help="--labels: the table the maps' values follow "
+                                        "(CSV or JSON of index -> name, or 'totalsegmentator'; default: labels.json "
+                                        "beside the map, else the model's indices)."),
+        guidance_scale: float = typer.Option(DEFAULTS.guidance_scale, "--guidance-scale", help="--labels: "
+                                             "classifier-free guidance scale w of the label map (1: the plain "
+                                             "conditional model)."),
         seed: int = typer.Option(DEFAULTS.seed, "--seed", help="Seed of the sampler (and of a random mask)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished or different run in --out."),
         volume_format: str = typer.Option(VOLUME_FORMATS[0], "--format", help="The reconstruction as "
@@ -78,7 +88,8 @@ def register(app: typer.Typer) -> None:
         from prdit.generation.pipeline import PRDiTPipeline
         from prdit.inverse.guidance import task_settings
         from prdit.inverse.operators import DEFAULT_MASK_PATTERN, make_mask
-        from prdit.inverse.run import MANIFEST, case_inputs, reconstruct_cases, reconstruct_to_folder
+        from prdit.inverse.run import (MANIFEST, case_inputs, case_label_map, case_names, reconstruct_cases,
+                                       reconstruct_to_folder)
         from prdit.inverse.tasks import read_mask, task_operator
 
         guidance = task_settings(task, scale=scale, decay=decay, jump=jump, corrector_noise=corrector_noise,
@@ -114,7 +125,17 @@ def register(app: typer.Typer) -> None:
         operator = task_operator(task, shape, pipe.spacing, pipe.normalization, mask=known, views=views,
                                  angles=angle_list)
         settings = pipe.guided_settings(guidance, SamplingConfig(steps=steps, seed=seed, precision=precision,
-                                                                 preview_window=preview_window))
+                                                                 preview_window=preview_window,
+                                                                 guidance_scale=guidance_scale))
+        conditioning = pipe.model.config.conditioning
+        if labels is not None and conditioning is None:
+            raise ConfigError(f"{model_dir} is an unconditional model and cannot follow a label map: leave --labels "
+                              f"out, or use a model trained with model.conditioning set")
+        if labels is None and (label_table is not None or guidance_scale != DEFAULTS.guidance_scale):
+            raise ConfigError("--label-table and --guidance-scale go with --labels: give the label map to follow")
+        if labels is None and conditioning is not None:
+            notes.append("no --labels: the conditional model's prior without a label map (the null condition)")
+            echo(f"note: {notes[-1]}")
         ranks = f" ({info.world_size} processes)" if info.enabled else ""
         many_cases = f", {len(cases)} cases" if cases is not None else ""
         echo(f"{pipe.model.name} at {'x'.join(map(str, shape))} on {pipe.device}{ranks}: {task}{many_cases}, "
@@ -128,14 +149,17 @@ def register(app: typer.Typer) -> None:
                        desc="reconstructing" + (f" {mine} case(s)" if cases is not None else ""))
         step = (lambda done, total: bar.update(1)) if bar else None
         common = dict(noise_std=noise_std, noise_seed=seed, overwrite=overwrite, previews=previews, progress=step,
-                      notes=notes, volume_format=volume_format)
+                      notes=notes, volume_format=volume_format, label_table=label_table)
         try:
             if cases is not None:
                 given = {"measurements": cases} if measurement is not None else {"simulate_from": cases}
-                many = reconstruct_cases(pipe, task, out, operator, guidance, settings, **given, **common)
+                many = reconstruct_cases(pipe, task, out, operator, guidance, settings, **given, **common,
+                                         labels=labels)
             else:  # one case: rank 0 alone
+                case_map = case_label_map(labels, case_names([source])[0]) if labels is not None else None
                 summary = on_main(lambda: reconstruct_to_folder(pipe, task, out, operator, guidance, settings,
-                                                                measurement, simulate_from, **common), info)
+                                                                measurement, simulate_from, **common,
+                                                                labels=case_map), info)
         finally:
             if bar is not None:
                 bar.close()

@@ -4,7 +4,8 @@ and a manifest with every setting; a finished folder is kept, another run's is r
 The reconstruction is ``reconstruction.nii.gz``, the DICOM CT series ``dicom/reconstruction/``
 (format ``dicom``: instead of the NIfTI file; built in ``.partial/``, which the next run clears) or both;
 everything else is NIfTI/NumPy/PNG. The series' UIDs come from every setting of the run (model, task,
-measurement, operator, guidance, sampler, seed) and the case's name.
+measurement, operator, guidance, sampler, seed, a conditional model's label map and guidance scale) and the
+case's name.
 
 Many cases (a folder or list file of measurements or ground truths) make one such folder per case,
 ``OUT/<case>/``, and ``OUT/summary.json``/``summary.csv`` with every case's PSNR/SSIM and their mean
@@ -29,8 +30,8 @@ from prdit.files import atomic_write
 from prdit.generation.config import SamplingConfig
 from prdit.generation.pipeline import PRDiTPipeline
 from prdit.generation.previews import save_preview
-from prdit.generation.run import (PARTIAL_DIR, VOLUME_FORMATS, hu_file_array, volume_on_disk, weights_digest,
-                                 write_volume_formats)
+from prdit.generation.run import (PARTIAL_DIR, VOLUME_FORMATS, hu_file_array, label_map_digest, volume_on_disk,
+                                 weights_digest, write_volume_formats)
 from prdit.generation.sampling import resolve_precision
 from prdit.inverse.guidance import GuidanceSettings
 from prdit.inverse.metrics import classical_baseline, psnr, ssim
@@ -62,14 +63,17 @@ def reconstruct_to_folder(pipe: PRDiTPipeline, task: str, out: str | Path, opera
                           simulate_from: Path | None = None, noise_std: float = 0.0, noise_seed: int = 0,
                           overwrite: bool = False, previews: bool = True, progress=None,
                           notes: list[str] | None = None, volume_format: str = VOLUME_FORMATS[0],
-                          case: str | None = None) -> ReconstructionSummary:
+                          case: str | None = None, labels: Path | None = None,
+                          label_table: str | Path | None = None) -> ReconstructionSummary:
     """Reconstruct from ``measurement_file``, or from the measurement ``operator`` makes of the CT
     ``simulate_from`` (HU, the model's shape; plus ``noise_std`` noise drawn with ``noise_seed``),
     into ``out``; with ``simulate_from`` also PSNR/SSIM of reconstruction and baseline against it.
     ``notes`` (choices made for the user) go into the manifest. ``volume_format``: the reconstruction
     as ``nifti``, a DICOM CT series (``dicom``) or ``both``; ``case``: its name among the cases of
-    :func:`reconstruct_cases` (with the run's settings, the key of the series' UIDs). ``out`` is created only once
-    every input has been read and checked."""
+    :func:`reconstruct_cases` (with the run's settings, the key of the series' UIDs). ``labels``: a conditional
+    model's label map of the case (NIfTI on the model's grid, values through ``label_table`` or the ``labels.json``
+    beside it), the prior guided by it with ``settings.guidance_scale``. ``out`` is created only once every input
+    has been read and checked."""
     if volume_format not in VOLUME_FORMATS:
         raise ConfigError(f"unknown volume format '{volume_format}'; choose one of {', '.join(VOLUME_FORMATS)}")
     if (measurement_file is None) == (simulate_from is None):
@@ -79,8 +83,14 @@ def reconstruct_to_folder(pipe: PRDiTPipeline, task: str, out: str | Path, opera
         raise DataError(f"{measurement_file}: no such measurement file; check the path given to --measurement")
     if simulate_from is not None and not Path(simulate_from).is_file():
         raise DataError(f"{simulate_from}: no such CT file; check the path given to --simulate-from")
+    label_map = pipe.read_label_map(labels, label_table) if labels is not None else None
     run = _run_settings(pipe, task, operator, guidance, settings, measurement_file, simulate_from, noise_std,
                         noise_seed, volume_format)
+    if label_map is not None:
+        run["labels"] = {"file": str(Path(labels).resolve()), "sha256": file_sha256(labels),
+                         "table": None if label_table is None else str(label_table),
+                         "indices_sha256": label_map_digest(label_map)}
+        run["guidance_scale"] = settings.guidance_scale
     manifest = _finished(out, run, overwrite)
     if manifest is not None:
         return ReconstructionSummary(out, False, manifest.get("metrics", {}), manifest.get("seconds"))
@@ -104,7 +114,7 @@ def reconstruct_to_folder(pipe: PRDiTPipeline, task: str, out: str | Path, opera
     shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)  # what a killed run was writing
     start = time.perf_counter()
     result = pipe.reconstruct(task, measurement, operator=operator, guidance=guidance, settings=settings,
-                              output_type="model", progress=progress)
+                              output_type="model", progress=progress, labels=label_map)
     seconds = time.perf_counter() - start
     x0 = result.volumes
     baseline = classical_baseline(operator, measurement)
@@ -162,6 +172,18 @@ def case_inputs(source: str | Path) -> list[Path] | None:
     return None if files == [source] else files
 
 
+def case_label_map(labels: str | Path, case: str) -> Path:
+    """The label map of ``case``: ``labels`` itself (one map for every case), or ``labels/<case>.nii.gz``."""
+    labels = Path(labels)
+    if not labels.is_dir():
+        return labels
+    path = labels / f"{case}.nii.gz"
+    if not path.is_file():
+        raise DataError(f"{path}: no label map for case {case}; a folder given to --labels holds <case>.nii.gz for "
+                        f"every case (or give one map file for all)")
+    return path
+
+
 def case_names(files: list[Path]) -> list[str]:
     """A folder name per case: the file's name without its volume suffix, numbered where names repeat."""
     from prdit.data.io import volume_suffix
@@ -174,10 +196,11 @@ def reconstruct_cases(pipe: PRDiTPipeline, task: str, out: str | Path, operator:
                       guidance: GuidanceSettings, settings: SamplingConfig, measurements: list[Path] | None = None,
                       simulate_from: list[Path] | None = None, noise_std: float = 0.0, noise_seed: int = 0,
                       overwrite: bool = False, previews: bool = True, progress=None,
-                      notes: list[str] | None = None, volume_format: str = VOLUME_FORMATS[0]) -> CasesSummary:
+                      notes: list[str] | None = None, volume_format: str = VOLUME_FORMATS[0],
+                      labels: Path | None = None, label_table: str | Path | None = None) -> CasesSummary:
     """:func:`reconstruct_to_folder` for each of many ``measurements`` or ground truths ``simulate_from`` into
     ``out/<case>/`` (finished cases are kept, so a stopped run resumes), then ``out/summary.json`` and
-    ``summary.csv``. Under torchrun the ranks share the cases round-robin and rank 0 writes the summary; every
+    ``summary.csv``. ``labels``: one label map for every case, or a folder with ``<case>.nii.gz`` for each. Under torchrun the ranks share the cases round-robin and rank 0 writes the summary; every
     rank returns it. ``progress(done, total)`` is called per sampler step of this rank's cases."""
     from prdit.distributed import barrier, current, gather_in_order, on_main, shard
 
@@ -188,6 +211,8 @@ def reconstruct_cases(pipe: PRDiTPipeline, task: str, out: str | Path, operator:
     out = Path(out)
     info = current()
 
+    maps = [case_label_map(labels, name) for name in names] if labels is not None else [None] * len(files)
+
     def check() -> None:
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {out} is a file, not a folder; choose another --out")
@@ -196,6 +221,8 @@ def reconstruct_cases(pipe: PRDiTPipeline, task: str, out: str | Path, operator:
             flag = "--measurement" if measurements is not None else "--simulate-from"
             raise DataError(f"{missing[0]}: no such file ({len(missing)} of the {len(files)} cases given to {flag} "
                             "are missing)")
+        for path in dict.fromkeys(m for m in maps if m is not None):  # every map checked before any case runs
+            pipe.read_label_map(path, label_table)
 
     on_main(check, info)
     results = []
@@ -204,7 +231,7 @@ def reconstruct_cases(pipe: PRDiTPipeline, task: str, out: str | Path, operator:
         done = reconstruct_to_folder(pipe, task, out / names[k], operator, guidance, settings, **source,
                                      noise_std=noise_std, noise_seed=noise_seed, overwrite=overwrite,
                                      previews=previews, progress=progress, notes=notes, volume_format=volume_format,
-                                     case=names[k])
+                                     case=names[k], labels=maps[k], label_table=label_table)
         results.append({"case": names[k], "input": str(files[k]), "folder": names[k],
                         "reconstructed": done.reconstructed, "metrics": done.metrics, "seconds": done.seconds})
     cases = gather_in_order(results, info)

@@ -1,4 +1,5 @@
-"""``prdit evaluate``: FID, MMD, KID, PRDC, MS-SSIM, W(HU), the critic and the memorisation check; table and JSON."""
+"""``prdit evaluate``: FID, MMD, KID, PRDC, MS-SSIM, W(HU), the critic, the memorisation check and adherence to label
+maps; table and JSON."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 import typer
 
 from prdit.data.normalization import Normalization
-from prdit.evaluation.config import (DEFAULT_METRICS, METRICS, BootstrapConfig, CriticConfig, EvaluationConfig,
-                                     MemorisationConfig, MSSSIMConfig)
+from prdit.evaluation.config import (DEFAULT_METRICS, METRICS, AdherenceConfig, BootstrapConfig, CriticConfig,
+                                     EvaluationConfig, MemorisationConfig, MSSSIMConfig)
 from prdit.files import input_file, input_folder, output_file
 
 
@@ -47,7 +48,8 @@ def register(app: typer.Typer) -> None:
                                     f"{','.join(METRICS)}: kid is the Kernel Inception Distance, prdc precision, "
                                     "recall, density and coverage (both on the feature network's features), "
                                     "hu_wasserstein the 1D Wasserstein distance between the HU histograms, "
-                                    "wasserstein the critic's estimate, memorisation the check --train adds."),
+                                    "wasserstein the critic's estimate, memorisation the check --train adds, "
+                                    "adherence the label-map metrics --labels adds."),
         out: Path = typer.Option(None, "--out", help="Write the full report as JSON here.", callback=output_file),
         normalization: str = typer.Option(None, "--normalization", help="HU -> model range without --model: "
                                           f"'window' or 'quantile' (default {Normalization.kind})."),
@@ -95,11 +97,21 @@ def register(app: typer.Typer) -> None:
                                                "pairs side by side (default: beside --out as "
                                                "NAME.memorisation.html, else memorisation.html).",
                                                callback=output_file),
+        labels: Path = typer.Option(None, "--labels", help="Label maps of the generated volumes, <volume name>.nii.gz "
+                                    "with labels.json (the labels/ convention); the real volumes' maps are read from "
+                                    "labels/ beside them. Adds adherence: per label the median HU inside the label "
+                                    "against the real set's range, a reference segmenter's Dice against the map (and "
+                                    "on the real set, its ceiling) and the mask-swap gap.", callback=input_folder),
+        segmenter: Path = typer.Option(None, "--segmenter", help="Segmenter folder for adherence (config.json naming "
+                                       "a MONAI network, its arguments and label table, + model.safetensors); "
+                                       "default: the shipped reference segmenter.", callback=input_folder),
+        swap_seed: int = typer.Option(AdherenceConfig.swap_seed, "--swap-seed", help="Seed of the derangement that "
+                                      "pairs each generated volume with another one's map for the mask swap."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     ) -> None:
         """Compare generated volumes with real ones: 3D FID (x10^3), MMD, KID, precision/recall/density/coverage,
         MS-SSIM diversity, W(HU) and the critic's Wasserstein estimate, with bootstrap intervals; with --train,
-        the memorisation check. Under torchrun (``torchrun --nproc_per_node=N -m prdit evaluate …``) the
+        the memorisation check; with --labels, adherence to the label maps. Under torchrun (``torchrun --nproc_per_node=N -m prdit evaluate …``) the
         processes share feature extraction and MS-SSIM pairs, and rank 0 reports."""
         import warnings
 
@@ -125,6 +137,8 @@ def register(app: typer.Typer) -> None:
             chosen += () if "memorisation" in chosen else ("memorisation",)
             page = memorisation_page or (out.with_name(f"{out.stem}.memorisation.html") if out is not None
                                          else Path("memorisation.html"))
+        if labels is not None and "adherence" not in chosen:
+            chosen += ("adherence",)
         config = EvaluationConfig(
             metrics=chosen,
             real_units=real_units, fake_units=fake_units, normalization=norm,
@@ -138,6 +152,8 @@ def register(app: typer.Typer) -> None:
             bootstrap=BootstrapConfig(resamples=bootstrap, seed=bootstrap_seed),
             memorisation=MemorisationConfig(shift=memorisation_shift, threshold=memorisation_threshold,
                                             top_pairs=memorisation_pairs, page=None if page is None else str(page)),
+            adherence=AdherenceConfig(labels=None if labels is None else str(labels),
+                                      segmenter=None if segmenter is None else str(segmenter), swap_seed=swap_seed),
         )
         with warnings.catch_warnings():
             # The report's warnings are printed below, once, after the table.

@@ -12,9 +12,10 @@ from prdit.data.normalization import Normalization
 from prdit.errors import ConfigError
 
 # hu_wasserstein: 1D Wasserstein distance between the sets' HU histograms; wasserstein: the critic's estimate;
-# memorisation: nearest training volumes of generated and held-out real ones (needs a training set).
-METRICS = ("fid", "mmd", "kid", "prdc", "msssim", "hu_wasserstein", "wasserstein", "memorisation")
-DEFAULT_METRICS = tuple(m for m in METRICS if m != "memorisation")
+# memorisation: nearest training volumes of generated and held-out real ones (needs a training set);
+# adherence: how well generated volumes obey their label maps (needs the maps).
+METRICS = ("fid", "mmd", "kid", "prdc", "msssim", "hu_wasserstein", "wasserstein", "memorisation", "adherence")
+DEFAULT_METRICS = tuple(m for m in METRICS if m not in ("memorisation", "adherence"))
 FEATURE_METRICS = ("fid", "mmd", "kid", "prdc")
 UNITS = ("auto", "model", "hu")
 # medicalnet: pretrained MedicalNet ResNet-50 from --weights (the published protocol); random-init: the same
@@ -132,6 +133,25 @@ class MemorisationConfig:
 
 
 @dataclass(frozen=True)
+class AdherenceConfig:
+    """Adherence to label maps (adherence.py): ``labels`` the folder of the generated volumes' maps (by file name;
+    the real volumes' maps are ``labels/`` beside them), ``segmenter`` a segmenter folder (None: the shipped
+    reference segmenter), the real set's per-label HU range as the ``range_percentiles`` of its volumes' medians,
+    and the seed of the mask swap's derangement."""
+
+    labels: str | None = None
+    segmenter: str | None = None
+    range_percentiles: tuple[float, float] = (0.5, 99.5)
+    swap_seed: int = 0
+
+    def __post_init__(self) -> None:
+        low, high = self.range_percentiles
+        if not 0.0 <= low < high <= 100.0:
+            raise ConfigError(f"adherence range_percentiles must satisfy 0 <= low < high <= 100, got "
+                              f"{self.range_percentiles}")
+
+
+@dataclass(frozen=True)
 class EvaluationConfig:
     """What to compute, on which inputs, with which feature network."""
 
@@ -155,11 +175,17 @@ class EvaluationConfig:
     kid: KIDConfig = field(default_factory=KIDConfig)
     prdc: PRDCConfig = field(default_factory=PRDCConfig)
     memorisation: MemorisationConfig = field(default_factory=MemorisationConfig)
+    adherence: AdherenceConfig = field(default_factory=AdherenceConfig)
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown or not self.metrics:
             raise ConfigError(f"unknown metric(s) {unknown or '(none given)'}; choose from {', '.join(METRICS)}")
+        if "adherence" in self.metrics and self.adherence.labels is None:
+            raise ConfigError("adherence compares generated volumes with their label maps: give the folder of the "
+                              "maps (--labels DIR)")
+        if "adherence" in self.metrics and self.resize is not None:
+            raise ConfigError("adherence compares voxels with label maps on the volumes' grid: leave out --resize")
         for name in ("real_units", "fake_units"):
             if getattr(self, name) not in UNITS:
                 raise ConfigError(f"{name} must be one of {', '.join(UNITS)}, got '{getattr(self, name)}'")

@@ -100,6 +100,13 @@ def evaluate(real: VolumeInput | None, fake: VolumeInput, config: EvaluationConf
         report["hu_wasserstein"] = _hu_wasserstein(real_set, fake_set, config)
         report["timings_s"]["hu_wasserstein"] = time.perf_counter() - start
 
+    if "adherence" in config.metrics and info.is_main:
+        from prdit.evaluation.adherence import adherence
+
+        start = time.perf_counter()
+        report["adherence"] = adherence(real_set, fake_set, config, device, config.progress)
+        report["timings_s"]["adherence"] = time.perf_counter() - start
+
     if "wasserstein" in config.metrics and info.is_main:
         from prdit.evaluation.wasserstein import wasserstein_estimate
 
@@ -230,6 +237,11 @@ def report_table(report: dict):
         if "page" in entry:
             note += f"; pairs shown in {entry['page']}"
         table.add_row("memorisation", f"{entry['flagged_fraction']:.1%} flagged", "no", escape(note))
+    if "adherence" in report:
+        from prdit.evaluation.adherence import table_rows
+
+        for row in table_rows(report["adherence"]):
+            table.add_row(*row)
     if "wasserstein" in report:
         entry = report["wasserstein"]
         table.add_row("Wasserstein (critic)", f"{entry['value']:.4f}", _published(report, "wasserstein"),
@@ -456,6 +468,9 @@ def _protocol(report: dict, real_set: VolumeSet | None, fake_set: VolumeSet, con
             reasons = feature_reasons
         elif metric in ("kid", "prdc", "hu_wasserstein", "memorisation"):
             reasons = [f"{metric} is not part of the published evaluation; prdit adds it (docs/method.md §17)"]
+        elif metric == "adherence":
+            reasons = ["adherence to label maps is not part of the published evaluation; prdit adds it "
+                       "(docs/method.md §20)"]
         elif metric == "msssim":
             entry = report["msssim"]["fake"]
             reasons = sizing + ([] if entry["published_setting"] else

@@ -37,7 +37,8 @@ def register(app: typer.Typer) -> None:
                                         "CSV or JSON of index -> name (prdit's or TotalSegmentator's names), or "
                                         "'totalsegmentator' (default: labels.json beside the maps)."),
     ) -> None:
-        """Write one HTML page (no server, no network) with three linked orthogonal views per volume."""
+        """Write one HTML page (no server, no network) with three linked orthogonal views per volume and its
+        label map, where it has one, as an overlay."""
         from prdit.errors import ConfigError
         from prdit.viewer import label_map_files, volume_paths, write_viewer
 

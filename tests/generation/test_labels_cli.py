@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pydicom
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -247,6 +248,15 @@ def test_format_both_writes_each_map_as_a_dicom_seg_of_its_series(cond_dir, maps
     from prdit.evaluation.volumes import list_volume_files
 
     assert list_volume_files(out / "dicom") == [out / "dicom" / "sample_00000"]
+    # `prdit convert` of the run's NIfTI sample writes the same series and segmentation
+    nifti_run = tmp_path / "nifti"
+    ok(sample(cond_dir, "--labels", maps_dir / "phantom_00001.nii.gz", "--seed", 4, "--out", nifti_run))
+    result = CliRunner().invoke(app, ["convert", str(nifti_run / "sample_00000.nii.gz"), "--to", "dicom", "--out",
+                                      str(tmp_path / "converted")])
+    assert result.exit_code == 0, (result.output, result.exception)
+    converted = tmp_path / "converted" / "labels" / "sample_00000.dcm"
+    np.testing.assert_array_equal(read_dicom_seg(converted, PHANTOM_LABELS).array, back.array)
+    assert pydicom.dcmread(converted).SOPInstanceUID == pydicom.dcmread(seg).SOPInstanceUID
 
 
 def test_two_torchrun_processes_write_the_pairs_of_one(cond_dir, maps_dir, paired_run, tmp_path, jobs):

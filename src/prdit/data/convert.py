@@ -6,7 +6,9 @@ UIDs its run gives it (read from the folder's ``manifest.json``), so it becomes 
 nothing links back to its input: the folder ``OUT/converted_NNNNN`` (the first number free),
 fresh random UIDs, no file name, no content hash. ``keep_name`` (``--keep-name``) names the folder
 and the Patient ID after the input file and derives the UIDs from its name and content, so the
-same file converts to the same series. No header field comes from anywhere else.
+same file converts to the same series. No header field comes from anywhere else. A sample with a label
+map (``labels/<name>.nii.gz``, listed by the manifest) also gets its map as the DICOM SEG
+``OUT/labels/<name>.dcm`` that ``--format dicom`` writes.
 
 Only volumes in HU are written: a sample's x̂₀ in the model range (listed under ``x0/`` by the
 manifest beside that folder) and any volume whose values all lie in [-1, 1] are refused, as are
@@ -54,6 +56,17 @@ def sample_identity(path: Path) -> dict | None:
     return None
 
 
+def sample_label_map(path: Path) -> tuple[Path, list[str]] | None:
+    """The label map a sample folder's manifest lists for the volume file ``path`` and the run's label names
+    (index order); None for a volume without one."""
+    data = _samples_manifest(path.parent) or {}
+    names = list(((data.get("labels") or {}).get("label_table") or {}))
+    for entry in data.get("volumes", []):
+        if entry.get("file") == path.name and (entry.get("label_map") or {}).get("file") and names:
+            return path.parent / entry["label_map"]["file"], names
+    return None
+
+
 def check_hu_units(path: Path, array: np.ndarray) -> None:
     """Raise a ``DataError`` naming ``path`` if the volume is not in HU: a sample's x̂₀ in the model range, or
     values that all lie in [-1, 1] (a CT in HU spans air at about -1000 to bone above 300)."""
@@ -95,7 +108,17 @@ def volume_to_dicom(path: str | Path, out: str | Path, overwrite: bool = False, 
     stem = path.name[: len(path.name) - len(volume_suffix(path))]
     sample = sample_identity(path)
     if sample is not None:
-        return write_dicom_series(volume, out / stem, overwrite=overwrite, **sample)
+        series = write_dicom_series(volume, out / stem, overwrite=overwrite, **sample)
+        paired = sample_label_map(path)
+        if paired is not None:
+            from prdit.data.dicom_seg import SEG_SUFFIX, write_dicom_seg
+            from prdit.data.labels import LABELS_FOLDER, check_same_grid
+
+            labels = read_volume(paired[0])
+            check_same_grid(paired[0], labels, volume)
+            write_dicom_seg(labels.array, paired[1], series, out / LABELS_FOLDER / f"{stem}{SEG_SUFFIX}",
+                            key=sample["key"], index=sample["index"], model_name=sample["model_name"])
+        return series
     converted = {"model_name": None, "model_digest": "", "seed": 0, "index": 0}
     if keep_name:
         return write_dicom_series(volume, out / stem, key=uid_key("converted", stem, file_sha256(path)),

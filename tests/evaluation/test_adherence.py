@@ -82,7 +82,8 @@ def test_volume_painted_as_its_map_adheres_and_a_swapped_map_scores_lower(painte
     real, fake = painted
     entry = _evaluate(real, fake, fake / "labels")
     assert entry["hu"]["inside"]["value"] == 1.0
-    assert all(e["inside"]["value"] == 1.0 for e in entry["hu"]["per_label"].values() if e["inside"]["value"] is not None)
+    assert all(e["inside"]["value"] == 1.0 for e in entry["hu"]["per_label"].values()
+               if e["inside"]["value"] is not None)
     assert entry["dice"]["generated"]["value"] == 1.0 and entry["dice"]["real"]["value"] == 1.0
     assert all(e["generated"]["value"] == 1.0 for e in entry["dice"]["per_label"].values()
                if e["generated"]["value"] is not None)

@@ -80,3 +80,23 @@ def test_shipped_reference_segmenter_loads_with_prdit_labels():
     assert segmenter.labels == PHANTOM_LABELS
     assert segmenter.mean_labels and "background" not in segmenter.mean_labels
     assert sum(p.numel() for p in segmenter.network.parameters()) < 1_000_000
+
+
+def test_reference_segmenter_benchmark_writes_a_folder_that_loads(tmp_path):
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    script = importlib.import_module("benchmarks.reference_segmenter")
+    out = tmp_path / "segmenter"
+    script.main(["--smoke", "--device", "cpu", "--threads", "1", "--out", str(out), "--json", str(tmp_path / "r.json")])
+    segmenter = load_segmenter(out)
+    assert segmenter.labels == PHANTOM_LABELS and segmenter.input_size == (16, 16, 16)
+    record = json.loads((out / "training.json").read_text())
+    assert record["command"].startswith("python benchmarks/reference_segmenter.py --smoke")
+    assert record["data"]["train"]["seed"] != record["data"]["test"]["seed"]
+    assert record["curves"] and set(record["held_out"]["dice"]) == set(PHANTOM_LABELS)
+    assert json.loads((tmp_path / "r.json").read_text())["benchmark"] == "reference_segmenter"
+    with pytest.raises(SystemExit, match="--out"):
+        script.main(["--smoke", "--device", "cpu"])  # never over the shipped folder

@@ -19,7 +19,8 @@ set paired with its own maps:
 Intervals (95 %, volumes the unit; checked by simulation in tests/evaluation/test_adherence.py):
 a fraction of volumes inside a range is a proportion, whose percentile bootstrap collapses to
 [1, 1] whenever no volume in the set falls outside (at a true 97 % and 64 volumes, one set in
-seven), so proportions carry the Wilson score interval; the overall fraction, over (volume,
+seven: it covered 86.8 % of 400 simulated sets, the Wilson interval 96.8 %), so proportions
+carry the Wilson score interval; the overall fraction, over (volume,
 label) pairs that share a volume, the Wilson interval with the pairs counted as the effective
 number the between-volume spread allows (Kish's design effect; with no pair outside, one per
 volume). Dice and the gap are means of per-volume values, with the percentile bootstrap over
@@ -177,8 +178,8 @@ def mean_entry(values: np.ndarray, config: BootstrapConfig) -> dict:
 # ---------------------------------------------------------------------------------------
 
 
-def adherence(real_set: VolumeSet | None, fake_set: VolumeSet, config: EvaluationConfig, device: torch.device | str = "cpu",
-              progress: bool = False) -> dict:
+def adherence(real_set: VolumeSet | None, fake_set: VolumeSet, config: EvaluationConfig,
+              device: torch.device | str = "cpu", progress: bool = False) -> dict:
     """The report entry of the adherence metrics: generated volumes against the maps in ``config.adherence.labels``
     (by file name), the real volumes against the maps in ``labels/`` beside them."""
     from prdit.evaluation.segmenter import load_segmenter

@@ -111,8 +111,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compare generated volumes with real ones: 3D FID (x10^3), MMD, KID, precision/recall/density/coverage,
         MS-SSIM diversity, W(HU) and the critic's Wasserstein estimate, with bootstrap intervals; with --train,
-        the memorisation check; with --labels, adherence to the label maps. Under torchrun (``torchrun --nproc_per_node=N -m prdit evaluate …``) the
-        processes share feature extraction and MS-SSIM pairs, and rank 0 reports."""
+        the memorisation check; with --labels, adherence to the label maps. Under torchrun (``torchrun
+        --nproc_per_node=N -m prdit evaluate …``) the processes share feature extraction and MS-SSIM pairs, and
+        rank 0 reports."""
         import warnings
 
         from rich.console import Console

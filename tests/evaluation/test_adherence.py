@@ -28,11 +28,15 @@ def painted_hu(k: np.ndarray | int) -> np.ndarray:
 
 
 class NearestValue(torch.nn.Module):
-    """A perfect segmenter of painted volumes: each voxel is the label whose painted value is nearest."""
+    """A perfect segmenter of painted volumes: each voxel is the label (of the first ``count``) whose painted value
+    is nearest."""
+
+    def __init__(self, count: int = len(PHANTOM_LABELS)) -> None:
+        super().__init__()
+        self.values = torch.from_numpy(Normalization().to_model(painted_hu(np.arange(count))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 1, D, H, W] model range -> [B, K, D, H, W]
-        values = torch.from_numpy(Normalization().to_model(painted_hu(np.arange(len(PHANTOM_LABELS)))))
-        return -(x - values.view(1, -1, 1, 1, 1)) ** 2
+        return -(x - self.values.view(1, -1, 1, 1, 1)) ** 2
 
 
 def _write_set(folder, seeds, jitter_rng=None, lungs_hu=None):
@@ -56,7 +60,7 @@ def _write_set(folder, seeds, jitter_rng=None, lungs_hu=None):
 
 def _perfect_segmenter(monkeypatch, folder, labels=PHANTOM_LABELS):
     """Every segmenter folder loads as the stand-in (its folder is only reported)."""
-    segmenter = Segmenter(network=NearestValue(), labels=labels, normalization=Normalization(),
+    segmenter = Segmenter(network=NearestValue(len(labels)), labels=labels, normalization=Normalization(),
                           input_size=None, spacing=None, mean_labels=("lung_right", "lung_left", "heart", "liver"),
                           folder=folder)
     monkeypatch.setattr("prdit.evaluation.segmenter.load_segmenter", lambda folder=None: segmenter)
@@ -123,6 +127,7 @@ def test_label_map_on_another_grid_or_unknown_to_the_segmenter_is_refused_naming
         _evaluate(real, fake, fake / "labels")
     assert "volume_000.nii.gz" in str(error.value)
 
+    _perfect_segmenter(monkeypatch, fake)
     (fake / "labels" / "volume_001.nii.gz").unlink()
     with pytest.raises(DataError, match="no label map for"):
         _evaluate(real, fake, fake / "labels")

@@ -189,24 +189,16 @@ def adherence(real_set: VolumeSet | None, fake_set: VolumeSet, config: Evaluatio
                         "Dice on real volumes: give the real set, with its label maps in labels/ beside it")
     settings = config.adherence
     segmenter = load_segmenter(settings.segmenter)
-    fake_maps, fake_files = fake_label_maps(fake_set, Path(settings.labels))
-    real_maps, real_files = real_label_maps(real_set)
-    _check_segmenter(segmenter, fake_set, fake_maps, fake_files, real_maps, real_files)
     if len(fake_set) < 2:
         raise DataError("the mask swap pairs each generated volume with another one's map: give at least 2")
-
-    fake_hu, real_hu = _hu(fake_set, config, progress), _hu(real_set, config, progress)
-    fake_medians = np.stack([label_medians(v, m) for v, m in zip(fake_hu, fake_maps)])
-    real_medians = np.stack([label_medians(v, m) for v, m in zip(real_hu, real_maps)])
+    fake_files = fake_map_files(fake_set, Path(settings.labels))
+    real_files = [label_path(item) for item in _files(real_set)]
+    _check_grid(segmenter, fake_set, fake_files[0])
+    partner = derangement(len(fake_set), settings.swap_seed)
+    fake_medians, own, swapped = _measure(fake_set, fake_files, segmenter, config, device, progress, partner)
+    real_medians, real, _ = _measure(real_set, real_files, segmenter, config, device, progress)
     ranges = hu_ranges(real_medians, settings.range_percentiles)
     inside = inside_range(fake_medians, ranges)
-
-    fake_predictions = segmenter.predict(fake_hu, device, config.batch_size)
-    real_predictions = segmenter.predict(real_hu, device, config.batch_size)
-    partner = derangement(len(fake_set), settings.swap_seed)
-    own = np.stack([dice_per_label(p, m) for p, m in zip(fake_predictions, fake_maps)])
-    swapped = np.stack([dice_per_label(p, fake_maps[j]) for p, j in zip(fake_predictions, partner)])
-    real = np.stack([dice_per_label(p, m) for p, m in zip(real_predictions, real_maps)])
     covered = [LABELS[name] for name in segmenter.mean_labels]
 
     boot, level = config.bootstrap, config.bootstrap.level
@@ -237,7 +229,7 @@ def adherence(real_set: VolumeSet | None, fake_set: VolumeSet, config: Evaluatio
     own_mean, swapped_mean, real_mean = (_mean_over(d, covered) for d in (own, swapped, real))
     return {
         "labels": {"generated": str(settings.labels), "real": f"{LABELS_FOLDER}/ beside the real volumes",
-                   "generated_maps": len(fake_maps), "real_maps": len(real_maps)},
+                   "generated_maps": len(fake_files), "real_maps": len(real_files)},
         "segmenter": segmenter.describe(),
         "hu": {"range_percentiles": list(settings.range_percentiles), "inside": overall, "per_label": per_label_hu,
                "definition": "per label, the fraction of generated volumes whose median HU inside the label lies in "
@@ -254,20 +246,38 @@ def adherence(real_set: VolumeSet | None, fake_set: VolumeSet, config: Evaluatio
     }
 
 
-def fake_label_maps(fake_set: VolumeSet, folder: Path) -> tuple[list[np.ndarray], list[Path]]:
-    """The generated volumes' maps ``folder/<volume name>.nii.gz`` (prdit indices ``[D, H, W]``) and their files."""
+def fake_map_files(fake_set: VolumeSet, folder: Path) -> list[Path]:
+    """Where the generated volumes' maps are: ``folder/<volume name>.nii.gz``."""
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder of label maps; --labels names the folder holding "
                         f"<volume name>.nii.gz and {TABLE_NAME} for each generated volume")
-    files = [folder / f"{stem(item)}.nii.gz" for item in _files(fake_set)]
-    return [_read_map(path, item, fake_set.shape) for path, item in zip(files, fake_set.items)], files
+    return [folder / f"{stem(item)}.nii.gz" for item in _files(fake_set)]
 
 
-def real_label_maps(real_set: VolumeSet) -> tuple[list[np.ndarray], list[Path]]:
-    """The real volumes' maps (``labels/<name>.nii.gz`` beside each), taken to the compared size by the centre
-    voxel of each pooled block as training takes them, and their files."""
-    files = [label_path(item) for item in _files(real_set)]
-    return [_read_map(path, item, real_set.shape) for path, item in zip(files, real_set.items)], files
+def _measure(volume_set: VolumeSet, map_files: list[Path], segmenter, config: EvaluationConfig, device,
+             progress: bool, partner: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Per volume and label: median HU inside the label ``[N, K]``, the segmenter's Dice against the volume's map
+    ``[N, K]`` and (with ``partner``) against its partner's map ``[N, K]``; one batch of volumes in memory at a time."""
+    from tqdm.auto import tqdm
+
+    n, k = len(volume_set), len(PHANTOM_LABELS)
+    medians, own = np.full((n, k), np.nan), np.full((n, k), np.nan)
+    swapped = None if partner is None else np.full((n, k), np.nan)
+
+    def read(i: int) -> np.ndarray:
+        return _read_map(map_files[i], volume_set.items[i], volume_set.shape, segmenter)
+
+    for start in tqdm(range(0, n, config.batch_size), desc=f"adherence ({volume_set.name})", unit="batch",
+                      disable=not progress):
+        indices = range(start, min(start + config.batch_size, n))
+        hu = np.stack([config.normalization.to_hu(volume_set[i]).astype(np.float32) for i in indices])
+        predictions = segmenter.predict(hu, device, config.batch_size)
+        for volume, prediction, i in zip(hu, predictions, indices):
+            labels = read(i)
+            medians[i], own[i] = label_medians(volume, labels), dice_per_label(prediction, labels)
+            if partner is not None:
+                swapped[i] = dice_per_label(prediction, read(int(partner[i])))
+    return medians, own, swapped
 
 
 def _files(volume_set: VolumeSet) -> list[Path]:
@@ -278,8 +288,9 @@ def _files(volume_set: VolumeSet) -> list[Path]:
     return list(volume_set.items)
 
 
-def _read_map(path: Path, volume_path: Path, shape: tuple[int, int, int]) -> np.ndarray:
-    """A label map checked against its volume's grid (its geometry where the file keeps one), at ``shape``."""
+def _read_map(path: Path, volume_path: Path, shape: tuple[int, int, int], segmenter) -> np.ndarray:
+    """A label map checked against its volume's grid (its geometry where the file keeps one) and the segmenter's
+    labels, at the compared ``shape`` (the centre voxel of each pooled block, as training takes it)."""
     if not path.is_file():
         raise DataError(f"{path}: no label map for {volume_path}; each volume needs its map under its own file name")
     volume = read_volume(volume_path)
@@ -289,45 +300,31 @@ def _read_map(path: Path, volume_path: Path, shape: tuple[int, int, int]) -> np.
         own = read_volume(path)
         reference = Volume(array=volume.array, spacing=own.spacing, origin=own.origin, direction=own.direction)
     labels = read_label_map(path, table_for(path, None), reference)
-    factors = [stored // size for stored, size in zip(labels.shape, shape)]
+    unknown = sorted(set(np.unique(labels).tolist()) - set(segmenter.prdit_indices.tolist()))
+    if unknown:
+        raise DataError(f"{path}: holds label(s) {', '.join(PHANTOM_LABELS[i] for i in unknown)}, which the "
+                        f"segmenter {segmenter.folder} does not know; pass a segmenter trained on these labels "
+                        f"(--segmenter DIR)")
     if any(stored % size for stored, size in zip(labels.shape, shape)):
         raise DataError(f"{path}: label map of {labels.shape} voxels cannot be taken to the compared {shape}")
-    return np.ascontiguousarray(labels[factors[0] // 2::factors[0], factors[1] // 2::factors[1],
-                                       factors[2] // 2::factors[2]])
+    f = [stored // size for stored, size in zip(labels.shape, shape)]
+    return np.ascontiguousarray(labels[f[0] // 2::f[0], f[1] // 2::f[1], f[2] // 2::f[2]])
 
 
-def _check_segmenter(segmenter, fake_set: VolumeSet, fake_maps: list[np.ndarray], fake_files: list[Path],
-                     real_maps: list[np.ndarray], real_files: list[Path]) -> None:
-    """The segmenter must know every label in the maps and have been trained at the volumes' size and spacing."""
+def _check_grid(segmenter, fake_set: VolumeSet, first_map: Path) -> None:
+    """The segmenter must have been trained at the volumes' size and spacing."""
     from prdit.evaluation.segmenter import CONFIG_FILE
 
-    known = set(segmenter.prdit_indices.tolist())
-    for maps, files in ((fake_maps, fake_files), (real_maps, real_files)):
-        for labels, path in zip(maps, files):
-            unknown = sorted(set(np.unique(labels).tolist()) - known)
-            if unknown:
-                names = ", ".join(PHANTOM_LABELS[i] for i in unknown)
-                raise DataError(f"{path}: holds label(s) {names}, which the segmenter {segmenter.folder} does not "
-                                f"know; pass a segmenter trained on these labels (--segmenter DIR)")
     config_file = segmenter.folder / CONFIG_FILE
     if segmenter.input_size is not None and tuple(segmenter.input_size) != tuple(fake_set.shape):
         raise DataError(f"{config_file}: the segmenter was trained on {list(segmenter.input_size)} volumes, these are "
                         f"{list(fake_set.shape)}; pass a segmenter trained at this size (--segmenter DIR)")
-    if segmenter.spacing is not None:
-        spacing = read_volume(fake_files[0]).spacing
+    if segmenter.spacing is not None and first_map.is_file():
+        spacing = read_volume(first_map).spacing
         if not np.allclose(spacing, segmenter.spacing, rtol=1e-3, atol=0.0):
-            raise DataError(f"{fake_files[0]}: spacing {tuple(float(s) for s in spacing)} mm, but the segmenter "
+            raise DataError(f"{first_map}: spacing {tuple(float(s) for s in spacing)} mm, but the segmenter "
                             f"{config_file} was trained at {tuple(segmenter.spacing)} mm; pass a segmenter trained at "
                             f"this spacing (--segmenter DIR)")
-
-
-def _hu(volume_set: VolumeSet, config: EvaluationConfig, progress: bool) -> np.ndarray:
-    """The set in HU ``[N, D, H, W]`` (the compared volumes mapped back through the normalisation's window)."""
-    from tqdm.auto import tqdm
-
-    return np.stack([config.normalization.to_hu(volume_set[i]).astype(np.float32)
-                     for i in tqdm(range(len(volume_set)), desc=f"adherence ({volume_set.name})", unit="vol",
-                                   disable=not progress)])
 
 
 def _mean_over(dice: np.ndarray, labels: list[int]) -> np.ndarray:

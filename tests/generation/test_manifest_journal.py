@@ -5,7 +5,7 @@ import json
 
 from prdit.generation.run import FORMAT, JOURNAL_DIR, MANIFEST, SampleFolder
 
-SETTINGS = {"format": FORMAT, "seed": 0, "steps": 10, "sampler": "pc", "schedule": "uniform"}
+SETTINGS = {"format": FORMAT, "seed": 0, "steps": 10, "sampler": "pc", "schedule": "uniform", "output": "x0"}
 
 
 def test_ten_thousand_entries_rewrite_the_manifest_a_few_hundred_times_and_a_killed_run_keeps_them(tmp_path,

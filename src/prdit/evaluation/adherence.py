@@ -347,13 +347,14 @@ def table_rows(entry: dict) -> list[tuple[str, str, str, str]]:
                       if e["inside"]["value"] is not None), key=lambda pair: pair[0])[:3]
     worst = ", ".join(f"{name} {value:.0%}" for value, name in outside)
     labels = dice["mean_labels"]
+    left_out = [name for name in entry["segmenter"]["labels"] if name not in labels and name != "background"]
     return [
         ("HU inside real range", escape(_formatted(hu["inside"], ".1%")), "no",
          escape(f"(volume, label) pairs whose median HU lies in the real set's p{low:g}-p{high:g} range of that "
                 f"median; fewest inside: {worst}")),
         ("Dice (generated)", escape(_formatted(dice["generated"], ".3f")), "no",
-         escape(f"reference segmenter on the generated volumes vs their maps, mean over {len(labels)} labels "
-                f"({', '.join(labels)})")),
+         escape(f"reference segmenter on the generated volumes vs their maps, mean over the {len(labels)} labels "
+                f"it segments (left out: {', '.join(left_out) or 'none'})")),
         ("Dice (real, ceiling)", escape(_formatted(dice["real"], ".3f")), "no",
          "the same segmenter on the real volumes vs their maps"),
         ("mask-swap gap", escape(_formatted(swap["gap"], ".3f")), "no",

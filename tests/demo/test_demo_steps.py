@@ -29,11 +29,11 @@ def test_the_demo_samples_and_reconstructs_with_the_process_steps(model_dir, tmp
     monkeypatch.setattr(IaNDiffusion, "guided_steps", 9)
     seen = []
 
-    def record_run(pipe, out, indices, settings, **kwargs):
+    def record_run(pipe, out, indices, settings, *args, **kwargs):
         seen.append(pipe.settings(settings).steps)
         raise Recorded
 
-    def record_sampling(model, process, generators, settings, device, hooks=()):
+    def record_sampling(model, process, generators, settings, *args, **kwargs):
         seen.append(settings.steps)
         raise Recorded
 

@@ -38,6 +38,7 @@ a re-score (other metrics, features or real set) samples nothing. Features are c
     python benchmarks/sampler_quality.py
     python benchmarks/sampler_quality.py --samplers pc,dpm++2m:lambda --steps 25,50 --compare pc@50,pc@25
     python benchmarks/sampler_quality.py --samplers dpm++2m,heun --steps 25 --outputs state,x0
+    python benchmarks/sampler_quality.py --rows pc@50,pc@100,dpm++2m@25,dpm++2m@25:x0
     python benchmarks/sampler_quality.py --models models/lidc-128-4l --real data/lidc/val.txt --weights resnet_50.pth
 """
 
@@ -298,6 +299,21 @@ def table_cells(metrics: dict) -> list[str]:
             _with_interval(metrics["hu_wasserstein"]), _with_interval(metrics["msssim"])]
 
 
+def parse_rows(text: str) -> list[tuple[str, str, int, str | None]]:
+    """``pc@100,dpm++2m:lambda@25:x0`` -> ``[(sampler, schedule, steps, output or None)]``: the names
+    :func:`row_label` gives rows, read back."""
+    rows = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        head, at, tail = item.partition("@")
+        sampler, _, schedule = head.partition(":")
+        steps, _, output = tail.partition(":")
+        if not at or not sampler or not steps.isdigit():
+            raise argparse.ArgumentTypeError(f"row {item!r}: expected sampler[:schedule]@steps[:output], "
+                                             "e.g. pc@100 or dpm++2m:lambda@25:x0")
+        rows.append((sampler, schedule or "uniform", int(steps), output or None))
+    return rows
+
+
 def row_label(sampler: str, schedule: str, steps: int, prefix: str = "", output: str | None = None) -> str:
     """``pc@50``, ``dpm++2m:lambda@25``, ``dpm++2m@25:x0`` where ``output`` is not the sampler's default
     (``--compare`` names rows so), after ``prefix`` with several models."""
@@ -346,6 +362,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--feature-seed", type=int, default=0, help="seed of the random-init feature network")
     parser.add_argument("--bootstrap", type=int, default=BootstrapConfig.resamples,
                         help="bootstrap resamples of each interval (0: none)")
+    parser.add_argument("--rows", type=parse_rows, default=None, metavar="ROW,ROW",
+                        help="comma-separated rows named as the table names them, sampler[:schedule]@steps[:output] "
+                        "(e.g. pc@100,dpm++2m@25,dpm++2m@25:x0): one table of rows of different step counts; "
+                        "replaces --samplers, --steps and --outputs")
     parser.add_argument("--compare", action="append", default=[], metavar="ROW,ROW",
                         help="a pair of rows to judge, e.g. pc@50,pc@250 or dpm++2m:lambda@25,real (repeatable); "
                         "default: every row against the best row by KID")
@@ -449,27 +469,33 @@ def run(args: argparse.Namespace, device: torch.device, compare: list[tuple[str,
             print(f"{prefix}{process}: {reference_steps}-step Heun solution of {ode_volumes} volumes ready in "
                   f"{time.perf_counter() - started:.0f} s", flush=True)
         outputs = [item for item in args.outputs.split(",") if item] or [None]
-        for sampler, schedule in runs:
-            for steps, output in [(steps, output) for steps in steps_list for output in outputs]:
-                settings = settings_of(sampler, steps, schedule, output)
-                result, seconds = cached_row(pipe, settings, num, ode_volumes if reference is not None else 0,
-                                             rows_cache)
-                started = time.perf_counter()
-                scores = quiet_evaluate(real, pipe.to_hu(result.volumes), config, warned)
-                error = None if sampler == "pc" or reference is None else ode_error(result, reference)
-                entry = {"label": row_label(sampler, schedule, steps, prefix, settings.output), "process": process,
-                         "model": str(model_dir), "sampler": sampler, "schedule": schedule, "steps": steps,
-                         "output": settings.output,
-                         "network_calls": settings.network_calls(), "seconds_per_volume": seconds,
-                         "ode_error": error, "ode_volumes": ode_volumes if error is not None else 0,
-                         "metrics": row_metrics(scores), "evaluation_seconds": time.perf_counter() - started,
-                         "evaluation_timings_s": scores["timings_s"]}
-                results.append(entry)
-                rows.append([entry["label"], settings.network_calls(), f"{seconds:.3g}",
-                             "-" if error is None else f"{error:.2e}", *table_cells(entry["metrics"])])
-                print(f"{entry['label']}: {seconds:.3g} s/volume, ODE error {rows[-1][3]}, "
-                      f"KID×10³ {rows[-1][4]}, FID×10³ {rows[-1][5]}, W(HU) {rows[-1][9]} "
-                      f"(scored in {entry['evaluation_seconds']:.0f} s)", flush=True)
+        table_rows = args.rows if args.rows and not args.smoke else [
+            (sampler, schedule, steps, output) for sampler, schedule in runs
+            for steps in steps_list for output in outputs]
+        unknown = sorted({sampler for sampler, *_ in table_rows} - set(pipe.process.samplers))
+        if unknown:
+            parser.error(f"--rows: {model_dir} ({process}) has no sampler {', '.join(unknown)}; it has "
+                         f"{', '.join(pipe.process.samplers)}")
+        for sampler, schedule, steps, output in table_rows:
+            settings = settings_of(sampler, steps, schedule, output)
+            result, seconds = cached_row(pipe, settings, num, ode_volumes if reference is not None else 0,
+                                         rows_cache)
+            started = time.perf_counter()
+            scores = quiet_evaluate(real, pipe.to_hu(result.volumes), config, warned)
+            error = None if sampler == "pc" or reference is None else ode_error(result, reference)
+            entry = {"label": row_label(sampler, schedule, steps, prefix, settings.output), "process": process,
+                     "model": str(model_dir), "sampler": sampler, "schedule": schedule, "steps": steps,
+                     "output": settings.output,
+                     "network_calls": settings.network_calls(), "seconds_per_volume": seconds,
+                     "ode_error": error, "ode_volumes": ode_volumes if error is not None else 0,
+                     "metrics": row_metrics(scores), "evaluation_seconds": time.perf_counter() - started,
+                     "evaluation_timings_s": scores["timings_s"]}
+            results.append(entry)
+            rows.append([entry["label"], settings.network_calls(), f"{seconds:.3g}",
+                         "-" if error is None else f"{error:.2e}", *table_cells(entry["metrics"])])
+            print(f"{entry['label']}: {seconds:.3g} s/volume, ODE error {rows[-1][3]}, "
+                  f"KID×10³ {rows[-1][4]}, FID×10³ {rows[-1][5]}, W(HU) {rows[-1][9]} "
+                  f"(scored in {entry['evaluation_seconds']:.0f} s)", flush=True)
         base = quiet_evaluate(real, list(floor), config, warned)
         entry = {"label": f"{prefix}real", "process": "-", "model": str(model_dir), "sampler": "real volumes",
                  "schedule": "-", "steps": 0, "network_calls": 0, "seconds_per_volume": 0.0, "ode_error": None,

@@ -118,3 +118,15 @@ def test_separated_says_which_intervals_are_disjoint():
     rounding = {"kid_x1e3": {"value": 10.0, "std": 4e-14, "whole_sets": True, "interval": None}}
     assert script.separated(rounding, {"kid_x1e3": {**rounding["kid_x1e3"], "value": 13.0}})["KID ± 2 std"] is None
     assert script.separated(row(1.0, 1.0, [0.0, 2.0], None), row(1.0, 1.0, [2.0, 3.0], None))["KID"] is False
+
+
+def test_rows_named_as_the_table_names_them_are_read_back():
+    import argparse
+
+    rows = script.parse_rows("pc@100, dpm++2m:lambda@25:x0,heun@25:state")
+    assert rows == [("pc", "uniform", 100, None), ("dpm++2m", "lambda", 25, "x0"), ("heun", "uniform", 25, "state")]
+    assert [script.row_label(s, sch, n, output=o) for s, sch, n, o in rows[:2]] == \
+        ["pc@100", "dpm++2m:lambda@25:x0"]
+    for bad in ("pc", "pc@", "@25", "pc@many"):
+        with pytest.raises(argparse.ArgumentTypeError, match="sampler"):
+            script.parse_rows(bad)

@@ -216,18 +216,22 @@ def read_label_map(path: str | Path, table: LabelTable, reference: Volume) -> np
     Raises ``DataError`` naming the file for a format without geometry, another grid, spacing,
     origin or orientation, NaN or non-integer values, or values the table does not know.
     """
+    return to_prdit_indices(read_label_values(path, reference), table, Path(path))
+
+
+def read_label_values(path: str | Path, reference: Volume, check_origin: bool = True) -> np.ndarray:
+    """A label map's values as stored, int64 ``[D, H, W]``, checked to lie on ``reference``'s grid (its origin too
+    unless ``check_origin`` is False) and to be integers; ``DataError`` naming the file otherwise."""
     path = Path(path)
     if volume_suffix(path) not in ITK_SUFFIXES:
         raise DataError(f"{path}: a label map needs its geometry; write it as NIfTI (.nii.gz) on its image's grid")
     labels = read_volume(path)  # NaN and infinite values are refused here
-    check_same_grid(path, labels, reference)
+    check_same_grid(path, labels, reference, check_origin)
     values = labels.array
-    if values.dtype.kind == "f":
-        if not np.array_equal(values, np.round(values)):
-            raise DataError(f"{path}: label values must be integers; this map holds fractions "
-                            f"(an interpolated map?). Resample label maps with nearest neighbour")
-        values = values.astype(np.int64)
-    return to_prdit_indices(values, table, path)
+    if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
+        raise DataError(f"{path}: label values must be integers; this map holds fractions "
+                        f"(an interpolated map?). Resample label maps with nearest neighbour")
+    return values.astype(np.int64)
 
 
 def to_prdit_indices(values: np.ndarray, table: LabelTable, path: str | Path) -> np.ndarray:
@@ -242,8 +246,9 @@ def to_prdit_indices(values: np.ndarray, table: LabelTable, path: str | Path) ->
     return mapped[inverse.reshape(values.shape)]
 
 
-def check_same_grid(path: Path, labels: Volume, reference: Volume) -> None:
-    """Raise ``DataError`` naming ``path`` unless ``labels`` lies on ``reference``'s voxel grid."""
+def check_same_grid(path: Path, labels: Volume, reference: Volume, check_origin: bool = True) -> None:
+    """Raise ``DataError`` naming ``path`` unless ``labels`` lies on ``reference``'s voxel grid (its origin too unless
+    ``check_origin`` is False)."""
     shape, spacing = tuple(labels.array.shape), np.asarray(labels.spacing, dtype=np.float64)
     ref_spacing = np.asarray(reference.spacing, dtype=np.float64)
     if shape != tuple(reference.array.shape):
@@ -259,7 +264,8 @@ def check_same_grid(path: Path, labels: Volume, reference: Volume) -> None:
                         f"{np.round(np.asarray(reference.direction).reshape(-1), 3).tolist()}); write the map with "
                         f"the image's header, not reoriented")
     # Origins may differ by rounding in a header: a hundredth of a voxel.
-    if not np.allclose(labels.origin, reference.origin, rtol=0.0, atol=0.01 * float(ref_spacing.min())):
+    tolerance = 0.01 * float(ref_spacing.min())
+    if check_origin and not np.allclose(labels.origin, reference.origin, rtol=0.0, atol=tolerance):
         raise DataError(f"{path}: label map origin {tuple(np.round(labels.origin, 3))} mm differs from its image's "
                         f"{tuple(np.round(reference.origin, 3))} mm; write the map on the image's grid")
 

@@ -214,27 +214,16 @@ class PRDiTPipeline:
         orientation than the model's volumes, NaN, fractions or values its table does not know raises a
         ``DataError`` naming the file. The origin is not checked: a generated volume has none of its own.
         """
-        from prdit.data.io import ITK_SUFFIXES, read_volume, volume_suffix
-        from prdit.data.labels import (PHANTOM_LABELS, TABLE_NAME, LabelTable, check_same_grid, label_table,
-                                       read_label_table, to_prdit_indices)
+        from prdit.data.labels import (PHANTOM_LABELS, TABLE_NAME, LabelTable, label_table, read_label_table,
+                                       read_label_values, to_prdit_indices)
 
         path = Path(path)
         names = self.model.require_conditioning().labels
         if not path.is_file():
             raise DataError(f"{path}: no such label map; give a NIfTI file (.nii.gz) on the model's grid")
-        if volume_suffix(path) not in ITK_SUFFIXES:
-            raise DataError(f"{path}: a label map needs its geometry; write it as NIfTI (.nii.gz) on the model's "
-                            f"grid")
-        volume = read_volume(path)  # NaN and infinite values are refused here
         grid = Volume(array=np.broadcast_to(np.uint8(0), self.volume_shape), spacing=self.spacing,
-                      origin=volume.origin, direction=np.eye(3))
-        check_same_grid(path, volume, grid)
-        values = volume.array
-        if values.dtype.kind == "f":
-            if not np.array_equal(values, np.round(values)):
-                raise DataError(f"{path}: label values must be integers (an interpolated map?); resample label "
-                                f"maps with nearest neighbour")
-        values = values.astype(np.int64)
+                      origin=(0.0, 0.0, 0.0), direction=np.eye(3))
+        values = read_label_values(path, grid, check_origin=False)
         table = table if table is not None else (path.parent / TABLE_NAME
                                                  if (path.parent / TABLE_NAME).is_file() else None)
         if table is not None:

@@ -34,3 +34,30 @@ def jobs():
     subprocesses (torchrun jobs) that a hang cannot leave behind."""
     return SimpleNamespace(start=start_job, finish=finish_job,
                            run=lambda command, env=None, timeout=300: finish_job(start_job(command, env), timeout))
+
+
+def conditional_model_folder(folder, size: int, spacing, seed: int):
+    """Save a tiny conditional PRDiT-T/6/1 (both stages see the label map, phantom labels) with every weight moved
+    off its initialisation (so the map changes the output), as a model folder in ``folder``."""
+    import torch
+
+    from prdit.data.labels import PHANTOM_LABELS
+    from prdit.data.normalization import Normalization
+    from prdit.diffusion import IaNDiffusion
+    from prdit.model_folder import save_model_folder
+    from prdit.models import create_model
+    from prdit.models.conditioning import Conditioning
+
+    torch.manual_seed(seed)
+    model = create_model("PRDiT-T/6/1", size, conditioning=Conditioning(PHANTOM_LABELS, "both"))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=generator))
+    return save_model_folder(folder, model, IaNDiffusion(), Normalization(), spacing=spacing)
+
+
+@pytest.fixture(scope="session")
+def make_conditional_model():
+    """:func:`conditional_model_folder`, for module fixtures that build the model they test."""
+    return conditional_model_folder

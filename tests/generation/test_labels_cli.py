@@ -46,16 +46,9 @@ def grid(spacing, direction=None) -> Volume:
 
 
 @pytest.fixture(scope="module")
-def cond_dir(tmp_path_factory, spacing):
+def cond_dir(make_conditional_model, tmp_path_factory, spacing):
     """A tiny conditional PRDiT-T/6/1 (both stages see the map) with every weight off its initialisation."""
-    torch.manual_seed(1)
-    model = create_model("PRDiT-T/6/1", SIZE, conditioning=Conditioning(PHANTOM_LABELS, "both"))
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=generator))
-    return save_model_folder(tmp_path_factory.mktemp("cond"), model, IaNDiffusion(), Normalization(),
-                             spacing=spacing)
+    return make_conditional_model(tmp_path_factory.mktemp("cond"), SIZE, spacing, seed=1)
 
 
 def phantom_map(seed: int) -> np.ndarray:

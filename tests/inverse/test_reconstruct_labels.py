@@ -38,15 +38,9 @@ def ok(result):
 
 
 @pytest.fixture(scope="module")
-def cond_dir(tmp_path_factory):
+def cond_dir(make_conditional_model, tmp_path_factory):
     """A tiny conditional PRDiT-T/6/1 (both stages see the map) with every weight off its initialisation."""
-    torch.manual_seed(2)
-    model = create_model("PRDiT-T/6/1", SIZE, conditioning=Conditioning(PHANTOM_LABELS, "both"))
-    generator = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=generator))
-    return save_model_folder(tmp_path_factory.mktemp("cond"), model, IaNDiffusion(), Normalization(), spacing=SPACING)
+    return make_conditional_model(tmp_path_factory.mktemp("cond"), SIZE, SPACING, seed=2)
 
 
 @pytest.fixture(scope="module")

@@ -10,20 +10,14 @@ import sys
 import numpy as np
 import pydicom
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from prdit.cli import app
 from prdit.data.dicom_seg import read_dicom_seg
 from prdit.data.io import Volume, file_sha256, read_volume, write_volume
 from prdit.data.labels import LABELS, PHANTOM_LABELS, write_label_map, write_label_table
-from prdit.data.normalization import Normalization
-from prdit.diffusion import IaNDiffusion
 from prdit.errors import ConfigError, DataError
 from prdit.generation.pipeline import PRDiTPipeline
-from prdit.model_folder import save_model_folder
-from prdit.models import create_model
-from prdit.models.conditioning import Conditioning
 
 SIZE = 16
 STEPS = "3"

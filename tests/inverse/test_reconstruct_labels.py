@@ -8,19 +8,17 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from prdit.cli import app
 from prdit.data.io import Volume, file_sha256, read_volume, write_volume
-from prdit.data.labels import LABELS, PHANTOM_LABELS, write_label_map, write_label_table
+from prdit.data.labels import LABELS, write_label_map, write_label_table
 from prdit.data.normalization import Normalization
 from prdit.data.phantoms import generate_phantom
 from prdit.diffusion import IaNDiffusion
 from prdit.errors import ConfigError, DataError
 from prdit.model_folder import save_model_folder
 from prdit.models import create_model
-from prdit.models.conditioning import Conditioning
 
 SIZE = 16
 SPACING = (2.0, 1.5, 2.5)

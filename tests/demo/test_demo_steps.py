@@ -1,7 +1,6 @@
 """The demo's sampling and super-resolution steps, left unset, are its model's process's defaults."""
 
 import pytest
-import torch
 
 from prdit.data.normalization import Normalization
 from prdit.data.phantoms import write_phantoms

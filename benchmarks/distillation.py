@@ -65,6 +65,15 @@ def main(argv: list[str] | None = None) -> None:
         run(args, parser, device, Path(scratch))
 
 
+def recorded_overrides(training: dict | None) -> list[str]:
+    """The config overrides of a distillation's ``training.json``, its objective first: the overrides omit an
+    objective that was the default, and the default may have changed since."""
+    if training is None:
+        return []
+    objective = [f"distill.objective={training['objective']}"] if "objective" in training else []
+    return [*objective, *training["overrides"]]
+
+
 def step_costs(teacher: Path, device, overrides: list[str], batch: int = 8, rounds: int = 5) -> dict:
     """Seconds of one training step (IaN loss, forward and backward) and one distillation step (the objective of
     the distillation ``overrides``: teacher calls, the JVP of sCD or the target of CD/PD, student forward and
@@ -168,7 +177,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, device, scrat
             judgements.append(line)
     record = student / ".." / "training.json"
     training = json.loads(record.read_text()) if record.is_file() else None
-    cost = step_costs(teacher, device, training["overrides"] if training else [], batch=2 if args.smoke else 8,
+    cost = step_costs(teacher, device, recorded_overrides(training), batch=2 if args.smoke else 8,
                       rounds=1 if args.smoke else 5)
     print(f"one {cost['objective']} step on {cost['batch']} volumes: training {cost['training_step_s']:.3g} s, "
           f"distillation {cost['distillation_step_s']:.3g} s ({cost['ratio']:.2f}x)", flush=True)

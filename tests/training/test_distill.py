@@ -381,7 +381,7 @@ def distill_args(root, name: str, steps: int) -> list[str]:
     return [str(root / "teacher"), f"data.train={root / 'data/train.txt'}", f"data.val={root / 'data/val.txt'}",
             f"run.root={root / 'runs'}", f"run.name={name}", f"train.steps={steps}", "train.global_batch=2",
             "log.every=1", "log.checkpoint_every=2", "log.val_every=2", "log.preview_every=0",
-            "log.tensorboard=false", "distill.warmup_steps=2", "--quiet"]
+            "log.tensorboard=false", "distill.objective=scd", "distill.warmup_steps=2", "--quiet"]
 
 
 def test_prdit_distill_runs_resumes_bitwise_and_its_export_samples_in_one_to_four_steps(setting, tmp_path):
@@ -446,7 +446,7 @@ def test_a_discrete_time_distillation_resumes_bitwise_and_differs_from_scd(setti
     for bad in ("distill.objective=ct", "distill.intervals=0", "distill.teacher_steps=0"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             load_config("phantoms-tiny-distill", [f"data.train={setting / 'data/train.txt'}",
-                                                  f"distill.teacher={setting / 'teacher'}", bad])
+                                                  f"distill.teacher={setting / 'teacher'}", "distill.objective=cd", bad])
 
 
 def test_a_progressive_distillation_resumes_bitwise_across_a_round_and_samples_with_ddim(setting, tmp_path):
@@ -494,7 +494,7 @@ def test_the_students_process_follows_the_objective_wherever_it_is_set(setting, 
                                   [data, "distill.objective='pd'", "distill.intervals=8", "distill.final_steps=2"]),
              "yaml pd": distill_config(yaml_pd, setting / "teacher", [data])}
     assert {name: k if isinstance(k, str) else k.process.kind for name, k in kinds.items()} == {
-        "default": "consistency", "cd": "consistency", "pd": "ian", "yaml pd": "ian"}
+        "default": "ian", "cd": "consistency", "pd": "ian", "yaml pd": "ian"}  # the default: progressive
     assert kinds["yaml pd"].distill.objective == "pd"
     assert kinds["yaml pd"].process.settings == kinds["pd"].process.settings  # the teacher's
     with pytest.raises(ConfigError, match="process.kind=ian"):  # a kind the user names is kept, and checked
@@ -507,7 +507,7 @@ def test_distillation_needs_an_ian_teacher_and_a_consistency_student(setting, tm
                                                     f"run.root={tmp_path / 'runs'}"]), progress=False)
     with pytest.raises(ConfigError, match="process.kind=consistency"):
         load_config("phantoms-tiny-stage2", [f"data.train={setting / 'data/train.txt'}",
-                                             f"distill.teacher={setting / 'teacher'}"])
+                                             f"distill.teacher={setting / 'teacher'}", "distill.objective=scd"])
     flow = tmp_path / "flow"
     torch.manual_seed(0)
     save_model_folder(flow, create_model("PRDiT-T/6/1", input_size=16, out_channels=1), FlowMatching(),
@@ -518,7 +518,7 @@ def test_distillation_needs_an_ian_teacher_and_a_consistency_student(setting, tm
     config = load_config("phantoms-tiny-distill", [f"data.train={setting / 'data/train.txt'}",
                                                    f"distill.teacher={flow}", f"run.root={tmp_path / 'runs'}",
                                                    "model.name=PRDiT-T/6/1", "model.input_size=16", "data.val=",
-                                                   "train.steps=1", "log.tensorboard=false"])
+                                                   "train.steps=1", "log.tensorboard=false", "distill.objective=scd"])
     with pytest.raises(CheckpointError, match="must be an IaN model"):
         train(config, progress=False)
     shutil.rmtree(tmp_path / "runs", ignore_errors=True)
@@ -574,7 +574,8 @@ def test_distillation_under_torchrun_keeps_every_rank_identical(setting, tmp_pat
     job = tmp_path / "job.py"
     job.write_text(DISTILL_DDP_JOB)
     args = [f"data.train={setting / 'data/train.txt'}", "data.val=", f"run.root={tmp_path / 'runs'}",
-            "train.steps=3", "train.global_batch=2", "log.every=1", "log.preview_every=0", "log.tensorboard=false"]
+            "train.steps=3", "train.global_batch=2", "log.every=1", "log.preview_every=0", "log.tensorboard=false",
+            "distill.objective=scd"]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29571", str(job),
                str(setting / "teacher"), *args]
     result = jobs.run(command, {"OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}, timeout=240)

@@ -49,16 +49,18 @@ def register(app: typer.Typer) -> None:
         overrides: Optional[list[str]] = typer.Argument(None, help="section.key=value overrides, "
                                                                    "e.g. train.steps=4000 distill.warmup_steps=1000."),
         config: str = typer.Option("phantoms-tiny-distill", "--config", help="YAML config or shipped config name "
-                                   "(phantoms-tiny-distill, lidc-128-distill): data, steps, learning rate, sCD "
-                                   "settings. Network, size and normalisation are the teacher's."),
+                                   "(phantoms-tiny-distill, lidc-128-distill): data, steps, learning rate, "
+                                   "objective settings. Network, size and normalisation are the teacher's."),
         resume: bool = typer.Option(False, "--resume", help="Require a checkpoint to continue from."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
-        """Distil an IaN model into a consistency model that samples in 1-4 steps (sCD, docs/method.md §18;
-        distill.objective=cd for discrete time, =pd for progressive distillation into a few-step DDIM model).
+        """Distil an IaN model into a few-step sampler (docs/method.md §18): by default progressive distillation
+        into a 4-step DDIM model (`prdit sample --sampler dpm++1 --steps 4`), the objective measured to match the
+        teacher's Heun@25; distill.objective=scd (continuous time) or =cd (discrete) for a consistency model that
+        samples in 1-4 steps (`prdit sample --steps 1..4`).
 
         A training run like any other (run directory, checkpoints, exact resume, TensorBoard, torchrun);
-        `prdit export RUN --out DIR` then writes the consistency model folder for `prdit sample --steps 1..4`.
+        `prdit export RUN --out DIR` then writes the student's model folder.
         """
         from prdit.training.trainer import train
 

@@ -1,8 +1,7 @@
 """Few-step generation: the distilled reference model at 1, 2 and 4 steps against its teacher's samplers.
 
-The student is a model folder of ``distilled_model.py`` (sCD of the reference model by default,
-docs/method.md §18; a consistency model is sampled by its re-noising steps, an IaN student of progressive
-distillation by DDIM, ``dpm++1``); the teacher rows are the reference model at PC@50, PC@100, PC@250 and its
+The student is a model folder of ``distilled_model.py`` (docs/method.md §18; a consistency model of sCD or CD
+is sampled by its re-noising steps, an IaN student of progressive distillation by DDIM, ``dpm++1``); the teacher rows are the reference model at PC@50, PC@100, PC@250 and its
 deterministic Heun sampler at 25 steps (49 network calls), or ``--teacher-rows``. Every row is scored as
 ``sampler_quality.py`` scores it
 (``--num`` generated volumes against the same fresh phantoms, KID/FID/MMD/precision/recall/density/coverage

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from prdit.diffusion import ConsistencyModel, FlowMatching, IaNDiffusion
-from prdit.files import input_folder, output_folder
 from prdit.diffusion.samplers import DEFAULT_OUTPUT
+from prdit.files import input_folder, output_folder
 from prdit.generation.config import PRECISIONS, PREVIEW_WINDOWS, SamplingConfig
 from prdit.generation.run import VOLUME_FORMATS
 

@@ -108,7 +108,7 @@ def _metric_rows(reports: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
         kid, prdc = report.get("kid"), report.get("prdc", {})
         rows.append([
             SET_LABELS[name],
-            _interval(report["fid"]["value"], report["fid"], ".1f", 1e3),
+            f"{report['fid']['value'] * 1e3:.1f}",  # no interval covers FID (docs/method.md §17)
             "-" if "skipped" in report["mmd"] else _interval(report["mmd"]["value"], report["mmd"], ".3f"),
             f"{kid['value'] * 1e3:.1f} ± {kid['std'] * 1e3:.1f}" if kid else "-",
             f"{prdc['precision']:.2f} / {prdc['recall']:.2f}" if "precision" in prdc else "-",
@@ -125,8 +125,9 @@ def _metric_rows(reports: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
 def _intervals_note(reports: dict[str, dict]) -> str:
     """Beside the metrics table: what its intervals are and why they are wide here."""
     samples = next(iter(reports.values()))["samples"]
-    return ("Brackets: 95 % bootstrap intervals (resamples of both sets; FID's is biased upwards by the "
-            "duplicates a resample holds); KID: mean ± std over subsets. With the demo's "
+    return ("Brackets: 95 % bootstrap intervals (resamples of both sets); KID: mean ± std over subsets. FID has "
+            "no interval: its bias depends on N and no resampling interval holds it (docs/method.md §17). With the "
+            "demo's "
             f"{samples['fake']} generated and {samples['real']} real volumes every interval is wide and FID is "
             "dominated by its small-N bias: read a difference between the two models only where their intervals "
             "do not overlap. Papers use 1,000 volumes.")

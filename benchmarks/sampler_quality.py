@@ -234,7 +234,7 @@ def row_metrics(scores: dict) -> dict[str, dict]:
                "msssim": entry(scores["msssim"]["fake"]["mean"], scores["msssim"]["fake"].get("interval"))}
     for name in ("precision", "recall", "density", "coverage"):
         metrics[name] = entry(prdc[name], prdc.get("intervals", {}).get(name)) if name in prdc else None
-    if "infinity" in scores["fid"]:
+    if "infinity" in scores["fid"] and scores["fid"]["infinity"]["value"] is not None:
         metrics["fid_infinity_x1e3"] = entry(scores["fid"]["infinity"]["value"], scores["fid"]["infinity"], 1e3)
     return metrics
 

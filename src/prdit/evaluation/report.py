@@ -172,9 +172,12 @@ def report_table(report: dict):
         table.add_row("FID x10^3", format(fid["value"] * 1e3, ".4f"), _published(report, "fid"), note)
         if "infinity" in fid:
             infinity = fid["infinity"]
-            table.add_row("FID-inf x10^3", _with_interval(infinity["value"], infinity, ".4f", 1e3), "no",
-                          f"FID extrapolated to N = infinity by the jackknife over {infinity['blocks']} blocks a set; "
-                          "compares across N; rank by it where the intervals separate")
+            if infinity["value"] is None:
+                table.add_row("FID-inf x10^3", "-", "no", infinity["note"])
+            else:
+                table.add_row("FID-inf x10^3", _with_interval(infinity["value"], infinity, ".4f", 1e3), "no",
+                              f"FID extrapolated to N = infinity by the jackknife over {infinity['blocks']} blocks a "
+                              "set; compares across N; rank by it where the intervals separate")
     if "mmd" in report:
         mmd = report["mmd"]
         if "skipped" in mmd:
@@ -316,7 +319,8 @@ def _feature_intervals(report: dict, real_features: np.ndarray, fake_features: n
     counts = statistics.paired_counts(len(real_features), len(fake_features), boot)
     if "fid" in report:  # FID itself gets none: its bias depends on N (statistics.FID_NOTE)
         entry = statistics.fid_infinity(real_features, fake_features, boot)
-        report["fid"]["infinity"] = {**entry, "value_x1e3": entry["value"] * 1e3, **_scaled(entry, 1e3)}
+        value = None if entry["value"] is None else entry["value"] * 1e3
+        report["fid"]["infinity"] = {**entry, "value_x1e3": value, **_scaled(entry, 1e3)}
     if "mmd" in report:
         report["mmd"]["interval"] = statistics.interval(
             statistics.mmd_resamples(real_features, fake_features, *counts), boot, statistics.PAIRS_NOTE)

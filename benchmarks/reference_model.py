@@ -13,10 +13,11 @@ with one thread and fixed seeds, and exports the stage-2 EMA weights:
 overrides of each stage are kept in ``training.json``.
 
 The output holds ``prdit/`` (the model folder ``benchmarks/sampler_quality.py`` uses by default),
-``data/`` (the phantoms, with ``val.txt`` as the held-out set) and ``training.json`` (steps,
-seconds and final training losses of both stages). Re-running continues an interrupted run from its
-checkpoints; a finished run is not trained again. The repository holds ``prdit/`` and
-``training.json``; ``--data-only`` writes the (ignored) phantoms and split the benchmark needs:
+``data/`` (the phantoms and their label maps in ``labels/``, with ``val.txt`` as the held-out set) and
+``training.json`` (steps, seconds and final training losses of both stages). Re-running continues an
+interrupted run from its checkpoints; a finished run is not trained again. The repository holds
+``prdit/`` and ``training.json``; ``--data-only`` writes the (ignored) phantoms, label maps and split
+the benchmarks and the conditional reference model need:
 
     python benchmarks/reference_model.py --data-only
 """
@@ -94,8 +95,11 @@ def main(argv: list[str] | None = None) -> None:
 
     out = args.out
     data = out / "data"
-    if len(list(data.glob("phantom_*.nii.gz"))) < args.phantoms:
-        write_phantoms(args.phantoms, args.size, data, seed=args.seed)
+    # with their label maps (labels/), which the conditional reference model trains on; the volumes are
+    # the same bit for bit with or without them
+    if len(list(data.glob("phantom_*.nii.gz"))) < args.phantoms or \
+            len(list((data / "labels").glob("phantom_*.nii.gz"))) < args.phantoms:
+        write_phantoms(args.phantoms, args.size, data, seed=args.seed, labels=True)
     if not (data / "train.txt").is_file():
         split_volumes(data, val_fraction=0.25, seed=42, out_dir=data, val_count=args.val_count)
     if args.data_only:

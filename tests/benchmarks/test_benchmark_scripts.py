@@ -103,3 +103,16 @@ def test_reference_model_data_only_writes_phantoms_and_split(tmp_path):
     script.main(["--out", str(tmp_path), "--phantoms", "8", "--data-only"])
     assert len(list((tmp_path / "data").glob("phantom_*.nii.gz"))) == 8 and (tmp_path / "data" / "val.txt").is_file()
     assert not (tmp_path / "runs").exists() and not (tmp_path / "prdit").exists()
+
+
+def test_reference_model_data_only_adds_label_maps_to_the_same_phantoms(tmp_path):
+    from prdit.data.phantoms import write_phantoms
+
+    write_phantoms(4, 16, tmp_path / "data", seed=0)  # a folder written before the maps were
+    volumes = {p.name: p.read_bytes() for p in (tmp_path / "data").glob("phantom_*.nii.gz")}
+    script = importlib.import_module("benchmarks.reference_model")
+    script.main(["--out", str(tmp_path), "--phantoms", "4", "--size", "16", "--data-only"])
+    labels = tmp_path / "data" / "labels"
+    assert sorted(p.name for p in labels.glob("phantom_*.nii.gz")) == sorted(volumes)
+    assert (labels / "labels.json").is_file()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "data").glob("phantom_*.nii.gz")} == volumes

@@ -116,3 +116,19 @@ def test_reference_model_data_only_adds_label_maps_to_the_same_phantoms(tmp_path
     assert sorted(p.name for p in labels.glob("phantom_*.nii.gz")) == sorted(volumes)
     assert (labels / "labels.json").is_file()
     assert {p.name: p.read_bytes() for p in (tmp_path / "data").glob("phantom_*.nii.gz")} == volumes
+
+
+def test_conditional_reference_pairs_each_unconditional_sample_with_the_map_of_its_index(tmp_path):
+    script = importlib.import_module("benchmarks.conditional_reference")
+    samples, maps = tmp_path / "samples", tmp_path / "maps"
+    samples.mkdir(), maps.mkdir()
+    for i in (0, 1, 2):
+        (samples / f"sample_{i:05d}.nii.gz").write_bytes(b"volume")
+        (maps / f"phantom_{i:05d}.nii.gz").write_bytes(f"map {i}".encode())
+    (maps / "labels.json").write_text("{}")
+    paired = script.paired_maps(samples, maps, tmp_path / "paired")
+    assert [(paired / f"sample_{i:05d}.nii.gz").read_bytes() for i in (0, 1, 2)] == [b"map 0", b"map 1", b"map 2"]
+    assert (paired / "labels.json").read_text() == "{}"
+    (maps / "phantom_00003.nii.gz").write_bytes(b"map 3")
+    with pytest.raises(ValueError):  # a map without its sample: the two sets were not drawn together
+        script.paired_maps(samples, maps, tmp_path / "unpaired")

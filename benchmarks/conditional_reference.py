@@ -1,0 +1,164 @@
+"""Adherence of the conditional reference model: how well its samples obey the label maps they were drawn from.
+
+The conditional reference model (``benchmarks/reference_model/xs4-cond/prdit``, PRDiT-XS/6/4 with stage-2
+conditioning, fine-tuned from the unconditional ``xs4`` on the phantoms of ``reference_model.py --data-only``
+and their label maps; see its ``training.json``) samples one volume from each map of fresh phantoms, which
+``prdit evaluate --labels`` then scores against those maps and fresh real phantoms (docs/method.md §20):
+
+    python benchmarks/conditional_reference.py --threads 2     # -> benchmarks/results/adherence-xs4-cond-cpu.json
+    python benchmarks/conditional_reference.py --guidance 1,2 --num 16 --json /tmp/adherence.json
+
+Rows: the conditional model at each guidance scale w; the unconditional model's samples scored against the same
+maps (random chests paired with unrelated maps: what Dice and the mask-swap gap read without control); and the
+maps' own phantoms (a generator that obeys every map exactly, the best a row can read against this real set).
+Every step is the CLI (``prdit phantoms``, ``prdit sample``, ``prdit evaluate``); the commands are recorded. The
+work folder keeps the phantoms, samples and reports, so a stopped run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import report, set_threads
+
+REFERENCE = Path(__file__).resolve().parent / "reference_model"
+DEFAULT_MODEL = REFERENCE / "xs4-cond" / "prdit"
+DEFAULT_BASELINE = REFERENCE / "xs4" / "prdit"
+DEFAULT_WORK = REFERENCE / "runs" / "adherence"
+# the training phantoms are seed 0: the maps and the real set are phantoms no training volume was drawn from
+MAPS_SEED, REAL_SEED = 3, 1
+LUNGS = ("lung_right", "lung_left")
+
+
+def run(command: list[str], threads: int) -> None:
+    """Run one ``prdit`` command, its output passed through; a failure stops the benchmark."""
+    print("$ prdit " + " ".join(command), flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    subprocess.run([sys.executable, "-m", "prdit", *command], check=True, env=env)
+
+
+def phantoms(folder: Path, num: int, size: int, seed: int, threads: int) -> Path:
+    """``num`` phantoms with their label maps in ``folder`` (written once)."""
+    if len(list((folder / "labels").glob("phantom_*.nii.gz"))) < num:
+        run(["phantoms", "--num", str(num), "--size", str(size), "--seed", str(seed), "--labels",
+             "--out", str(folder)], threads)
+    return folder
+
+
+def samples(model: Path, out: Path, num: int, seed: int, threads: int, labels: Path | None = None,
+            guidance: float = 1.0) -> tuple[Path, float]:
+    """Sample ``num`` volumes (from ``labels``, one a map, for a conditional model) into ``out``; returns the
+    folder and the seconds this call sampled (0 when the folder was complete)."""
+    command = ["sample", str(model), "--num", str(num), "--seed", str(seed), "--out", str(out)]
+    if labels is not None:
+        command += ["--labels", str(labels), "--guidance-scale", f"{guidance:g}"]
+    if len(list(out.glob("sample_*.nii.gz"))) >= num:
+        return out, 0.0
+    started = time.perf_counter()
+    run(command, threads)
+    return out, time.perf_counter() - started
+
+
+def paired_maps(volumes: Path, maps: Path, out: Path) -> Path:
+    """The maps of ``maps`` under the names of the volumes in ``volumes``, in order, with their table: pairs an
+    unconditional model's samples with the maps a conditional one was given."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = sorted(p.name for p in volumes.glob("sample_*.nii.gz"))
+    for name, source in zip(names, sorted(maps.glob("phantom_*.nii.gz")), strict=True):
+        shutil.copyfile(source, out / name)
+    shutil.copyfile(maps / "labels.json", out / "labels.json")
+    return out
+
+
+def evaluate(real: Path, fake: Path, labels: Path, out: Path, threads: int) -> dict:
+    """``prdit evaluate --metrics adherence`` of ``fake`` against its ``labels``; returns the report's
+    adherence entry."""
+    if not out.is_file():
+        run(["evaluate", "--real", str(real), "--fake", str(fake), "--labels", str(labels),
+             "--metrics", "adherence", "--out", str(out)], threads)
+    return json.loads(out.read_text())["adherence"]
+
+
+def summary(entry: dict) -> dict:
+    """The numbers the acceptance targets read, each with its 95 % interval, from one adherence entry."""
+    dice, swap, inside = entry["dice"], entry["mask_swap"], entry["hu"]["inside"]
+
+    def interval(value: dict) -> dict:
+        return {"value": round(value["value"], 4), "interval": [round(value["low"], 4), round(value["high"], 4)]}
+
+    lungs = {name: {"generated": interval(dice["per_label"][name]["generated"]),
+                    "ceiling": interval(dice["per_label"][name]["real"]),
+                    "fraction_of_ceiling": round(dice["per_label"][name]["generated"]["value"]
+                                                 / dice["per_label"][name]["real"]["value"], 4)}
+             for name in LUNGS}
+    return {"hu_inside": interval(inside), "dice": interval(dice["generated"]), "dice_ceiling": interval(dice["real"]),
+            "dice_fraction_of_ceiling": round(dice["generated"]["value"] / dice["real"]["value"], 4),
+            "lungs": lungs, "mask_swap_gap": interval(swap["gap"]), "swapped_dice": interval(swap["swapped_dice"])}
+
+
+def _cell(value: dict, spec: str = ".3f") -> str:
+    low, high = value["interval"]
+    return f"{value['value']:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="the conditional model folder")
+    parser.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE,
+                        help="an unconditional model folder, scored against the same maps (the no-control row)")
+    parser.add_argument("--guidance", default="1", help="comma-separated guidance scales w, e.g. 1,2")
+    parser.add_argument("--num", type=int, default=64, help="label maps, generated volumes and real volumes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling runs")
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="phantoms, samples and reports (resumable)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None,
+                        help="results file (default benchmarks/results/adherence-xs4-cond-cpu.json)")
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+    size = json.loads((args.model / "config.json").read_text())["model"]["input_size"]
+    maps = phantoms(args.work / f"phantoms-{size}-seed{MAPS_SEED}", args.num, size, MAPS_SEED, args.threads)
+    real = phantoms(args.work / f"phantoms-{size}-seed{REAL_SEED}", args.num, size, REAL_SEED, args.threads)
+
+    results = []
+    for w in [float(text) for text in args.guidance.split(",")]:
+        fake, seconds = samples(args.model, args.work / f"cond-w{w:g}", args.num, args.seed, args.threads,
+                                labels=maps / "labels", guidance=w)
+        entry = evaluate(real, fake, fake / "labels", args.work / f"adherence-cond-w{w:g}.json", args.threads)
+        results.append({"row": f"conditional, w = {w:g}", "model": args.model, "guidance_scale": w,
+                        "sampling_seconds": round(seconds, 1), **summary(entry)})
+    fake, seconds = samples(args.baseline, args.work / "unconditional", args.num, args.seed, args.threads)
+    labels = paired_maps(fake, maps / "labels", args.work / "unconditional-maps")
+    entry = evaluate(real, fake, labels, args.work / "adherence-unconditional.json", args.threads)
+    results.append({"row": "unconditional model vs the same maps", "model": args.baseline,
+                    "sampling_seconds": round(seconds, 1), **summary(entry)})
+    entry = evaluate(real, maps, maps / "labels", args.work / "adherence-phantoms.json", args.threads)
+    results.append({"row": "the maps' own phantoms", **summary(entry)})
+
+    columns = ["row", "HU inside", "Dice", "ceiling", "Dice / ceiling", "lungs R/L / ceiling", "mask-swap gap"]
+    rows = [[r["row"], _cell(r["hu_inside"]), _cell(r["dice"]), _cell(r["dice_ceiling"]),
+             f"{r['dice_fraction_of_ceiling']:.3f}",
+             " / ".join(f"{r['lungs'][name]['fraction_of_ceiling']:.3f}" for name in LUNGS),
+             _cell(r["mask_swap_gap"])] for r in results]
+    notes = [f"{args.num} label maps of fresh phantoms (seed {MAPS_SEED}) -> one volume each (PC@100, seed "
+             f"{args.seed}); real set: {args.num} fresh phantoms (seed {REAL_SEED}) with their maps; training "
+             "phantoms are seed 0",
+             "targets: Dice >= 0.9 x ceiling (lungs >= 0.95), >= 95 % of median-HU values inside the real range, "
+             "mask-swap gap >= 0.3; intervals 95 % (Wilson for HU inside, percentile bootstrap over volumes else)"]
+    report("adherence-xs4-cond", torch.device("cpu"), args, "Adherence of the conditional reference model", notes,
+           columns, rows, results)
+
+
+if __name__ == "__main__":
+    main()

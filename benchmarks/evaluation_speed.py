@@ -97,8 +97,9 @@ def main(argv: list[str] | None = None) -> None:
         entry = values if isinstance(values, dict) else statistics.interval(values, config)  # FID-infinity's own
         results.append({"metric": name, "point_s": point_s, "bootstrap_s": boot_s, "value": float(value),
                         "interval": [entry["low"], entry["high"]]})
+        bounds = "no interval" if entry["low"] is None else f"[{entry['low']:.4g}, {entry['high']:.4g}]"
         rows.append([name, f"{point_s:.2f}", f"{boot_s:.2f}", f"{1e3 * boot_s / resamples:.1f}",
-                     f"{value:.4g} [{entry['low']:.4g}, {entry['high']:.4g}]"])
+                     f"{value:.4g} {bounds}"])  # FID-infinity is withheld with fewer features than dimensions
     for name, bootstrap in volume_bootstraps.items():
         boot_s, _ = timed(bootstrap)
         results.append({"metric": name, "point_s": None, "bootstrap_s": boot_s})

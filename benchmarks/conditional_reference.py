@@ -58,14 +58,14 @@ def phantoms(folder: Path, num: int, size: int, seed: int, threads: int) -> Path
 
 
 def samples(model: Path, out: Path, num: int, seed: int, threads: int, labels: Path | None = None,
-            guidance: float = 1.0) -> tuple[Path, float]:
+            guidance: float = 1.0) -> tuple[Path, float | None]:
     """Sample ``num`` volumes (from ``labels``, one a map, for a conditional model) into ``out``; returns the
-    folder and the seconds this call sampled (0 when the folder was complete)."""
+    folder and the seconds this call sampled (None when an earlier call had filled the folder)."""
     command = ["sample", str(model), "--num", str(num), "--seed", str(seed), "--out", str(out)]
     if labels is not None:
         command += ["--labels", str(labels), "--guidance-scale", f"{guidance:g}"]
     if len(list(out.glob("sample_*.nii.gz"))) >= num:
-        return out, 0.0
+        return out, None
     started = time.perf_counter()
     run(command, threads)
     return out, time.perf_counter() - started
@@ -108,6 +108,11 @@ def summary(entry: dict) -> dict:
             "lungs": lungs, "mask_swap_gap": interval(swap["gap"]), "swapped_dice": interval(swap["swapped_dice"])}
 
 
+def _seconds(seconds: float | None) -> dict:
+    """The sampling time of a row, where this call sampled it."""
+    return {} if seconds is None else {"sampling_seconds": round(seconds, 1)}
+
+
 def _cell(value: dict, spec: str = ".3f") -> str:
     low, high = value["interval"]
     return f"{value['value']:{spec}} [{low:{spec}}, {high:{spec}}]"
@@ -128,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     set_threads(args.threads)
     size = json.loads((args.model / "config.json").read_text())["model"]["input_size"]
+    size = int(size[0] if isinstance(size, list) else size)  # [D, H, W] of a cube, as phantoms are
     maps = phantoms(args.work / f"phantoms-{size}-seed{MAPS_SEED}", args.num, size, MAPS_SEED, args.threads)
     real = phantoms(args.work / f"phantoms-{size}-seed{REAL_SEED}", args.num, size, REAL_SEED, args.threads)
 
@@ -137,12 +143,12 @@ def main(argv: list[str] | None = None) -> None:
                                 labels=maps / "labels", guidance=w)
         entry = evaluate(real, fake, fake / "labels", args.work / f"adherence-cond-w{w:g}.json", args.threads)
         results.append({"row": f"conditional, w = {w:g}", "model": args.model, "guidance_scale": w,
-                        "sampling_seconds": round(seconds, 1), **summary(entry)})
+                        **_seconds(seconds), **summary(entry)})
     fake, seconds = samples(args.baseline, args.work / "unconditional", args.num, args.seed, args.threads)
     labels = paired_maps(fake, maps / "labels", args.work / "unconditional-maps")
     entry = evaluate(real, fake, labels, args.work / "adherence-unconditional.json", args.threads)
-    results.append({"row": "unconditional model vs the same maps", "model": args.baseline,
-                    "sampling_seconds": round(seconds, 1), **summary(entry)})
+    results.append({"row": "unconditional model vs the same maps", "model": args.baseline, **_seconds(seconds),
+                    **summary(entry)})
     entry = evaluate(real, maps, maps / "labels", args.work / "adherence-phantoms.json", args.threads)
     results.append({"row": "the maps' own phantoms", **summary(entry)})
 

@@ -14,7 +14,7 @@ from prdit.data.phantoms import generate_phantom
 from prdit.errors import DataError
 from prdit.evaluation.config import EvaluationConfig, MemorisationConfig
 from prdit.evaluation.memorisation import familywise_threshold, nearest_by_correlation, translations
-from prdit.evaluation.report import evaluate
+from prdit.evaluation.report import evaluate, report_table
 from prdit.evaluation.volumes import VolumeSet
 from prdit.viewer.page import decode_volume, read_page_data
 
@@ -163,3 +163,16 @@ def test_false_flag_rates_are_what_the_report_states_on_exchangeable_volumes(hel
         above_familywise += (fresh > familywise_threshold(reference, generated, 0.05)).any()
     assert above_all / runs == pytest.approx(generated / (generated + held_out), abs=0.05)
     assert above_familywise / runs <= 0.05 + 0.02  # 0.02: three standard errors of 1,000 runs at 5 %
+
+
+def test_one_held_out_volume_still_checks_and_skips_only_the_familywise_threshold(phantoms16):
+    # a family-wise threshold fits the held-out spread, which one volume lacks; the rest of the check stands
+    config = EvaluationConfig(metrics=("memorisation",), features="random-init", seed=0, cache_dir=None,
+                              progress=False)
+    report = evaluate(phantoms16[10:11], np.concatenate([phantoms16[:1], phantoms16[20:22]]), config,
+                      train=phantoms16[:6])
+    entry = report["memorisation"]
+    assert entry["held_out_volumes"] == 1 and entry["correlation"]["flagged"] >= 1  # the exact copy
+    for check in (entry["correlation"], entry["features"]):
+        assert "2 held-out volumes" in check["familywise"]["skipped"] and "threshold" not in check["familywise"]
+    report_table(report)

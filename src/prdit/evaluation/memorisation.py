@@ -131,6 +131,19 @@ def familywise_threshold(held_out: np.ndarray, queries: int, rate: float) -> flo
     return float(location - scale * np.log(-np.log1p(-rate / queries)))
 
 
+def familywise_entry(held_out: np.ndarray, generated: np.ndarray, rate: float, larger: bool = True) -> dict:
+    """The family-wise flag of ``generated`` scores ``[M]`` against held-out ones ``[n]`` (``larger``: a copy
+    scores higher, as a correlation; else lower, as a distance); skipped with fewer than 2 held-out volumes,
+    which have no spread to fit."""
+    entry = {"rate": rate, "rule": FAMILYWISE_RULE}
+    if len(held_out) < 2:
+        return {**entry, "skipped": "a family-wise threshold needs at least 2 held-out volumes"}
+    sign = 1.0 if larger else -1.0
+    threshold = sign * familywise_threshold(sign * np.asarray(held_out), len(generated), rate)
+    flagged = generated > threshold if larger else generated < threshold
+    return {**entry, "threshold": threshold, "flagged": int(flagged.sum())}
+
+
 def nearest_by_features(queries: np.ndarray, train: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Distance ``[N]`` from each query feature ``[N, F]`` to its nearest training feature ``[M, F]``, and which."""
     from prdit.evaluation.prdc import pairwise_distances
@@ -156,7 +169,6 @@ def memorisation_check(fake: VolumeSet, real: VolumeSet, train: VolumeSet,
     threshold = float(config.threshold) if config.threshold is not None else float(held_out.similarity.max())
     flagged = generated.similarity > threshold
     rate, m, n = config.familywise_rate, len(fake), len(real)
-    familywise = familywise_threshold(held_out.similarity, m, rate)
     entry: dict = {
         "generated_volumes": m, "held_out_volumes": n, "training_volumes": len(train),
         "expected_false_flag_rate": 1.0 / (n + 1) if config.threshold is None else None,
@@ -166,9 +178,7 @@ def memorisation_check(fake: VolumeSet, real: VolumeSet, train: VolumeSet,
             "threshold_from": "stated" if config.threshold is not None else "the largest held-out correlation",
             "held_out": _summary(held_out.similarity), "generated": _summary(generated.similarity),
             "flagged": int(flagged.sum()), "flagged_fraction": float(flagged.mean()),
-            "familywise": {"rate": rate, "threshold": familywise,
-                           "flagged": int((generated.similarity > familywise).sum()),
-                           "rule": FAMILYWISE_RULE}},
+            "familywise": familywise_entry(held_out.similarity, generated.similarity, rate)},
         "warnings": []}
     if held_out.similarity.max() > OVERLAP_CORRELATION:
         k = int(held_out.similarity.argmax())
@@ -182,14 +192,11 @@ def memorisation_check(fake: VolumeSet, real: VolumeSet, train: VolumeSet,
         feature_distance, feature_index = nearest_by_features(features["fake"], features["train"])
         held_distance, _ = nearest_by_features(features["real"], features["train"])
         flagged_features = feature_distance < held_distance.min()
-        familywise_distance = -familywise_threshold(-held_distance, m, rate)
         entry["features"] = {"threshold": float(held_distance.min()),
                              "threshold_from": "the smallest held-out feature distance",
                              "held_out": _summary(held_distance), "generated": _summary(feature_distance),
                              "flagged": int(flagged_features.sum()), "flagged_fraction": float(flagged_features.mean()),
-                             "familywise": {"rate": rate, "threshold": familywise_distance,
-                                            "flagged": int((feature_distance < familywise_distance).sum()),
-                                            "rule": FAMILYWISE_RULE}}
+                             "familywise": familywise_entry(held_distance, feature_distance, rate, larger=False)}
     else:
         entry["features"] = {"skipped": "no feature network configured (--weights, or --features ct-resnet152, or "
                                         "--features random-init --seed S)"}

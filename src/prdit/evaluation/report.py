@@ -232,9 +232,11 @@ def report_table(report: dict):
         if entry["any_false_flag_probability"] is not None:
             note += (f", a rule that flags at least one of {entry['generated_volumes']} fresh volumes with probability "
                      f"{entry['any_false_flag_probability']:.0%}")
-        note += (f"; {familywise['flagged']} above {familywise['threshold']:.4f}, the threshold any fresh volume "
-                 f"crosses with probability at most {familywise['rate']:.0%}; most similar: "
-                 f"{Path(top['generated']).name} ~ {Path(top['training']).name}, r = {top['correlation']:.4f}")
+        if "skipped" not in familywise:
+            note += (f"; {familywise['flagged']} above {familywise['threshold']:.4f}, the threshold any fresh volume "
+                     f"crosses with probability at most {familywise['rate']:.0%}")
+        note += (f"; most similar: {Path(top['generated']).name} ~ {Path(top['training']).name}, "
+                 f"r = {top['correlation']:.4f}")
         if "flagged" in entry["features"]:
             note += f"; {entry['features']['flagged']} by feature distance"
         if "page" in entry:

@@ -49,7 +49,7 @@ def recorded_path(path: str | Path, base: str | Path | None = None) -> str:
 
 def is_inside(path: str | Path, base: str | Path) -> bool:
     """Whether ``path`` is ``base`` or lies below it (neither needs to exist)."""
-    return not recorded_path(path, base).startswith("..")
+    return Path(recorded_path(path, base)).parts[:1] != ("..",)  # a name such as "..cache" lies inside
 
 
 # --------------------------------------------------------------------------------------

@@ -59,3 +59,10 @@ def test_stored_results_and_shipped_models_record_no_absolute_path():
     found = [(path.relative_to(REPO).as_posix(), s) for path in files
              for s in strings(json.loads(path.read_text(encoding="utf-8"))) if ABSOLUTE.search(s)]
     assert not found, found[:5]
+
+
+def test_a_folder_whose_name_starts_with_two_dots_lies_inside(tmp_path):
+    from prdit.files import is_inside
+
+    assert is_inside(tmp_path / "..cache" / "model", tmp_path) and is_inside(tmp_path, tmp_path)
+    assert not is_inside(tmp_path.parent / "other", tmp_path) and not is_inside(tmp_path / "..", tmp_path)

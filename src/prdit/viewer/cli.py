@@ -47,9 +47,10 @@ def register(app: typer.Typer) -> None:
         if out.exists() and not overwrite:
             raise ConfigError(f"{out} exists; choose another --out or pass --overwrite to replace it")
         files = volume_paths(paths)
+        maps = label_map_files(files, labels)
         page = write_viewer(files, out, max_size=max_size, window=window, grid=grid,
-                            title=f"prdit view: {len(files)} volume(s)", labels=labels, label_table=label_table)
+                            title=f"prdit view: {len(files)} volume(s)", labels=maps, label_table=label_table)
         size_mb = page.stat().st_size / 1e6
-        with_maps = sum(path is not None for path in label_map_files(files, labels))
-        maps = f", {with_maps} with a label map" if with_maps else ""
-        typer.echo(f"wrote {page} ({len(files)} volume(s){maps}, {size_mb:.1f} MB); open it in a browser")
+        with_maps = sum(path is not None for path in maps)
+        mapped = f", {with_maps} with a label map" if with_maps else ""
+        typer.echo(f"wrote {page} ({len(files)} volume(s){mapped}, {size_mb:.1f} MB); open it in a browser")

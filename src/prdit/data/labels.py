@@ -19,6 +19,7 @@ TotalSegmentator's ``total`` classes with the prdit label each one becomes (all 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -127,8 +128,9 @@ def read_label_table(path: str | Path) -> dict[int, str]:
     return table
 
 
+@functools.cache  # the shipped table: read once, not for every label map a run checks
 def totalsegmentator_to_prdit() -> dict[str, str]:
-    """TotalSegmentator class name -> prdit label name, from the shipped table."""
+    """TotalSegmentator class name -> prdit label name, from the shipped table (do not modify the result)."""
     with TOTALSEGMENTATOR_TABLE.open(newline="") as handle:
         return {row["name"]: row["prdit"] for row in csv.DictReader(handle)}
 

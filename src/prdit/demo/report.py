@@ -92,12 +92,12 @@ def _histogram_figure(sets: dict[str, list[np.ndarray]], path: Path) -> Path:
     return path
 
 
-def _interval(value: float, entry: dict, spec: str, scale: float = 1.0) -> str:
+def _interval(value: float, entry: dict, spec: str) -> str:
     """``value [low, high]`` with the bootstrap interval of ``entry`` where it has one."""
     interval = entry.get("interval") or {}
     if interval.get("low") is None:
-        return format(value * scale, spec)
-    return f"{value * scale:{spec}} [{interval['low'] * scale:{spec}}, {interval['high'] * scale:{spec}}]"
+        return format(value, spec)
+    return f"{value:{spec}} [{interval['low']:{spec}}, {interval['high']:{spec}}]"
 
 
 def _metric_rows(reports: dict[str, dict]) -> tuple[list[str], list[list[str]]]:

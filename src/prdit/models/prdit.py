@@ -146,9 +146,10 @@ class PRDiT(nn.Module):
                               f"got {list(x.shape)}; build the model with input_size matching the data")
         label_modulation = label_tokens = None
         if self.label_conditioning is not None:
-            if labels is None:
+            if labels is None:  # the null map, valid by construction: no check (a device sync) on it
                 labels = torch.full((x.shape[0], *cfg.input_size), cfg.conditioning.null_index, device=x.device)
-            self.check_labels(labels, x.shape[0])
+            else:
+                self.check_labels(labels, x.shape[0])
             label_modulation, label_tokens = self.label_conditioning(labels.to(x.device))
         elif labels is not None:
             self.check_labels(labels, x.shape[0])

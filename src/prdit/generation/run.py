@@ -423,8 +423,10 @@ def _generate(pipe: PRDiTPipeline, folder: SampleFolder, todo: list[int], settin
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
             maps = None
-            if folder.labels is not None:
-                maps = np.stack([folder.labels.indices(pipe, i) for i in batch])
+            if folder.labels is not None:  # each map read once a batch, however many of its volumes are in it
+                plan = folder.labels
+                read = {k: plan.indices(pipe, k * plan.per_map) for k in {plan.map_of(i) for i in batch}}
+                maps = np.stack([read[plan.map_of(i)] for i in batch])
             result = pipe(num_volumes=len(batch), settings=settings, indices=batch, batch_size=len(batch),
                           output_type="model", progress=(lambda step, total: bar.update(1)) if bar is not None else False,
                           labels=maps)

@@ -121,6 +121,19 @@ def test_stage2_conditioning_needs_a_global_refiner():
         conditional("PRDiT-T/6/0", "stage2")
 
 
+def test_both_stages_fine_tuned_from_an_unconditional_model_start_as_it_and_train_the_denoisers_labels(tmp_path):
+    plain = trained(create_model("PRDiT-T/6/2", SIZE))
+    model = conditional("PRDiT-T/6/2", "both")
+    initialise_from(model, saved(plain, tmp_path))
+    model.freeze_stage1()
+    x, t, labels = inputs()
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x, t, labels), plain.eval()(x, t))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "label_conditioning.stage1.projection.weight" in trainable
+    assert not any(n.startswith(("local_denoiser.", "time_embed.shared.")) for n in trainable)
+
+
 def test_the_model_folder_records_the_conditioning_and_loads_it(tmp_path):
     model = trained(conditional("PRDiT-T/6/1", "both"))
     folder = save_model_folder(tmp_path / "model", model, IaNDiffusion(), Normalization())
@@ -134,9 +147,6 @@ def test_the_model_folder_records_the_conditioning_and_loads_it(tmp_path):
 
 
 def test_init_from_refuses_sources_whose_conditioning_does_not_fit(tmp_path):
-    plain = saved(trained(create_model("PRDiT-T/6/2", SIZE)), tmp_path)
-    with pytest.raises(CheckpointError, match="stage 2 keeps frozen"):
-        initialise_from(conditional("PRDiT-T/6/2", "both"), plain)
     (tmp_path / "c").mkdir()
     labelled = saved(trained(conditional("PRDiT-T/6/2", "stage2")), tmp_path / "c")
     with pytest.raises(CheckpointError, match="conditioned on label maps"):

@@ -16,8 +16,10 @@ from prdit.models.global_refiner import GlobalRefiner
 from prdit.models.local_denoiser import LocalDenoiser
 from prdit.models.patches import patchify, unpatchify
 
-# Parameters that stage 1 trains and stage 2 freezes (the local denoiser's label modulation among them).
+# Parameters that belong to stage 1 (the local denoiser's label modulation among them); stage 2 freezes them all
+# except that modulation, which keeps training with stage 2's loss (docs/method.md §20).
 STAGE1_PREFIXES = ("time_embed.shared.", "time_embed.coarse_head.", "local_denoiser.", "label_conditioning.stage1.")
+STAGE1_LABELS = "label_conditioning.stage1."
 
 
 @dataclass(frozen=True)
@@ -207,9 +209,11 @@ class PRDiT(nn.Module):
                 params[n].copy_(state_dict[n])
 
     def freeze_stage1(self) -> None:
-        """Freeze exactly the stage-1 parameters; everything else stays trainable."""
+        """Freeze the stage-1 parameters, all but the local denoiser's label modulation: with both stages
+        conditioned it keeps training with stage 2's loss, so a model fine-tuned from an unconditional one
+        (whose modulation starts at zero) conditions its local denoiser too. Everything else stays trainable."""
         for name, param in self.named_parameters():
-            param.requires_grad_(not name.startswith(STAGE1_PREFIXES))
+            param.requires_grad_(name.startswith(STAGE1_LABELS) or not name.startswith(STAGE1_PREFIXES))
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

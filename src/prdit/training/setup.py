@@ -80,10 +80,6 @@ def _fresh_label_weights(model: PRDiT, state: dict, source: str | Path) -> dict:
                               f"set model.conditioning as the source was trained")
     if not own or theirs:
         return {}
-    if model.stage == 2 and any(k.startswith(_LABELS + "stage1.") for k in own):
-        raise CheckpointError(f"{source}: an unconditional model, but model.conditioning=both conditions the local "
-                              "denoiser, which stage 2 keeps frozen (its label weights would stay zero): train "
-                              "stage 1 with model.conditioning=both first, or condition stage 2 only (stage2)")
     return own
 
 

@@ -58,10 +58,12 @@ def phantoms(folder: Path, num: int, size: int, seed: int, threads: int) -> Path
 
 
 def samples(model: Path, out: Path, num: int, seed: int, threads: int, labels: Path | None = None,
-            guidance: float = 1.0) -> tuple[Path, float | None]:
+            guidance: float = 1.0, sampling: tuple[str, ...] = ()) -> tuple[Path, float | None]:
     """Sample ``num`` volumes (from ``labels``, one a map, for a conditional model) into ``out``; returns the
-    folder and the seconds this call sampled (None when an earlier call had filled the folder)."""
-    command = ["sample", str(model), "--num", str(num), "--seed", str(seed), "--out", str(out)]
+    folder and the seconds this call sampled (None when an earlier call had filled the folder). ``prdit sample``
+    resumes a folder it began, so a larger ``num`` adds only the volumes that are missing; ``sampling`` adds
+    options such as ``--sampler heun --steps 25`` (none: the CLI's defaults)."""
+    command = ["sample", str(model), "--num", str(num), "--seed", str(seed), "--out", str(out), *sampling]
     if labels is not None:
         command += ["--labels", str(labels), "--guidance-scale", f"{guidance:g}"]
     if len(list(out.glob("sample_*.nii.gz"))) >= num:
@@ -82,17 +84,41 @@ def paired_maps(volumes: Path, maps: Path, out: Path) -> Path:
     return out
 
 
-def evaluate(real: Path, fake: Path, labels: Path, out: Path, threads: int) -> dict:
-    """``prdit evaluate --metrics adherence`` of ``fake`` against its ``labels``; returns the report's
-    adherence entry."""
-    if not out.is_file():
-        run(["evaluate", "--real", str(real), "--fake", str(fake), "--labels", str(labels),
-             "--metrics", "adherence", "--out", str(out)], threads)
-    return json.loads(out.read_text())["adherence"]
+def evaluate(real: Path, fake: Path, labels: Path, out: Path, threads: int, quality: bool = False) -> dict:
+    """``prdit evaluate --metrics adherence`` of ``fake`` against its ``labels`` (with ``quality``, KID and
+    precision/recall/density/coverage on the CT-ResNet features too); returns the report."""
+    metrics = "adherence,kid,prdc" if quality else "adherence"
+    if out.is_file() and (not quality or "kid" in json.loads(out.read_text())):
+        return json.loads(out.read_text())
+    command = ["evaluate", "--real", str(real), "--fake", str(fake), "--labels", str(labels), "--metrics", metrics,
+               "--out", str(out)]
+    if quality:
+        command += ["--features", "ct-resnet152", "--real-units", "hu", "--fake-units", "hu"]
+    run(command, threads)
+    return json.loads(out.read_text())
 
 
-def summary(entry: dict) -> dict:
-    """The numbers the acceptance targets read, each with its 95 % interval, from one adherence entry."""
+def quality_summary(report_: dict) -> dict:
+    """KID ×10³ and precision/recall/density/coverage with their intervals, where the report has them."""
+    if "kid" not in report_:
+        return {}
+    kid, prdc = report_["kid"], report_["prdc"]
+
+    def interval(value: float, bounds: dict | None, scale: float = 1.0) -> dict:
+        low_high = None if not bounds or bounds.get("low") is None else [round(bounds["low"] * scale, 4),
+                                                                          round(bounds["high"] * scale, 4)]
+        return {"value": round(value * scale, 4), "interval": low_high}
+
+    entry = {"kid_x1e3": interval(kid["value"], kid.get("interval"), 1e3)}
+    for name in ("precision", "recall", "density", "coverage"):
+        if name in prdc:
+            entry[name] = interval(prdc[name], prdc.get("intervals", {}).get(name))
+    return {"quality": entry}
+
+
+def summary(report_: dict) -> dict:
+    """The numbers the acceptance targets read, each with its 95 % interval, from one evaluation report."""
+    entry = report_["adherence"]
     dice, swap, inside = entry["dice"], entry["mask_swap"], entry["hu"]["inside"]
 
     def interval(value: dict) -> dict:
@@ -105,7 +131,8 @@ def summary(entry: dict) -> dict:
              for name in LUNGS}
     return {"hu_inside": interval(inside), "dice": interval(dice["generated"]), "dice_ceiling": interval(dice["real"]),
             "dice_fraction_of_ceiling": round(dice["generated"]["value"] / dice["real"]["value"], 4),
-            "lungs": lungs, "mask_swap_gap": interval(swap["gap"]), "swapped_dice": interval(swap["swapped_dice"])}
+            "lungs": lungs, "mask_swap_gap": interval(swap["gap"]), "swapped_dice": interval(swap["swapped_dice"]),
+            **quality_summary(report_)}
 
 
 def _seconds(seconds: float | None) -> dict:
@@ -114,54 +141,100 @@ def _seconds(seconds: float | None) -> dict:
 
 
 def _cell(value: dict, spec: str = ".3f") -> str:
+    if value["interval"] is None:
+        return f"{value['value']:{spec}}"
     low, high = value["interval"]
     return f"{value['value']:{spec}} [{low:{spec}}, {high:{spec}}]"
 
 
+def parse_models(text: str) -> list[tuple[str, Path]]:
+    """``name=DIR,name=DIR`` (or a bare ``DIR``, named after its parent folder) -> [(name, folder)]."""
+    models = []
+    for item in filter(None, text.split(",")):
+        name, _, folder = item.rpartition("=")
+        models.append((name or Path(folder).parent.name, Path(folder)))
+    return models
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="the conditional model folder")
+    parser.add_argument("--models", default=str(DEFAULT_MODEL),
+                        help="conditional model folders, comma-separated, each optionally NAME=DIR")
     parser.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE,
                         help="an unconditional model folder, scored against the same maps (the no-control row)")
+    parser.add_argument("--no-baseline", action="store_true", help="leave out the unconditional row")
     parser.add_argument("--guidance", default="1", help="comma-separated guidance scales w, e.g. 1,2")
     parser.add_argument("--num", type=int, default=64, help="label maps, generated volumes and real volumes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling runs")
+    parser.add_argument("--sampler", default=None, help="sampler of every row (default: the CLI's)")
+    parser.add_argument("--steps", type=int, default=None, help="its steps (default: the CLI's)")
+    parser.add_argument("--quality", action="store_true",
+                        help="KID and precision/recall/density/coverage against the real set too (CT-ResNet-152 "
+                        "features, as benchmarks/sampler_quality.py)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="phantoms, samples and reports (resumable)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None,
                         help="results file (default benchmarks/results/adherence-xs4-cond-cpu.json)")
     args = parser.parse_args(argv)
     set_threads(args.threads)
-    size = json.loads((args.model / "config.json").read_text())["model"]["input_size"]
+    models = parse_models(args.models)
+    sampling = (*(["--sampler", args.sampler] if args.sampler else []),
+                *(["--steps", str(args.steps)] if args.steps else []))
+    tag = "".join(filter(None, [args.sampler, str(args.steps) if args.steps else None])) or "default"
+    sampler_note = " ".join(sampling) or "the CLI's default sampler (PC, 100 steps)"
+    size = json.loads((models[0][1] / "config.json").read_text())["model"]["input_size"]
     size = int(size[0] if isinstance(size, list) else size)  # [D, H, W] of a cube, as phantoms are
-    maps = phantoms(args.work / f"phantoms-{size}-seed{MAPS_SEED}", args.num, size, MAPS_SEED, args.threads)
-    real = phantoms(args.work / f"phantoms-{size}-seed{REAL_SEED}", args.num, size, REAL_SEED, args.threads)
+    # phantom i of a seed is the same in every folder: a folder per count keeps each run's set exactly its count
+    maps = phantoms(args.work / f"phantoms-{size}-seed{MAPS_SEED}-n{args.num}", args.num, size, MAPS_SEED,
+                    args.threads)
+    real = phantoms(args.work / f"phantoms-{size}-seed{REAL_SEED}-n{args.num}", args.num, size, REAL_SEED,
+                    args.threads)
+    quality = "-quality" if args.quality else ""
 
     results = []
-    for w in [float(text) for text in args.guidance.split(",")]:
-        fake, seconds = samples(args.model, args.work / f"cond-w{w:g}", args.num, args.seed, args.threads,
-                                labels=maps / "labels", guidance=w)
-        entry = evaluate(real, fake, fake / "labels", args.work / f"adherence-cond-w{w:g}.json", args.threads)
-        results.append({"row": f"conditional, w = {w:g}", "model": args.model, "guidance_scale": w,
-                        **_seconds(seconds), **summary(entry)})
-    fake, seconds = samples(args.baseline, args.work / "unconditional", args.num, args.seed, args.threads)
-    labels = paired_maps(fake, maps / "labels", args.work / "unconditional-maps")
-    entry = evaluate(real, fake, labels, args.work / "adherence-unconditional.json", args.threads)
-    results.append({"row": "unconditional model vs the same maps", "model": args.baseline, **_seconds(seconds),
-                    **summary(entry)})
-    entry = evaluate(real, maps, maps / "labels", args.work / "adherence-phantoms.json", args.threads)
+    for name, model in models:
+        for w in [float(text) for text in args.guidance.split(",")]:
+            fake, seconds = samples(model, args.work / f"cond-{name}-{tag}-w{w:g}", args.num, args.seed,
+                                    args.threads, labels=maps / "labels", guidance=w, sampling=sampling)
+            entry = evaluate(real, fake, fake / "labels",
+                             args.work / f"adherence-{name}-{tag}-w{w:g}-{args.num}{quality}.json", args.threads,
+                             args.quality)
+            results.append({"row": f"{name}, w = {w:g}", "model": model, "guidance_scale": w,
+                            "sampling": sampler_note, **_seconds(seconds), **summary(entry)})
+    if not args.no_baseline:
+        fake, seconds = samples(args.baseline, args.work / f"unconditional-{tag}", args.num, args.seed, args.threads,
+                                sampling=sampling)
+        labels = paired_maps(fake, maps / "labels", args.work / f"unconditional-{tag}-maps")
+        entry = evaluate(real, fake, labels, args.work / f"adherence-unconditional-{tag}-{args.num}{quality}.json",
+                         args.threads, args.quality)
+        results.append({"row": "unconditional model vs the same maps", "model": args.baseline,
+                        "sampling": sampler_note, **_seconds(seconds), **summary(entry)})
+    entry = evaluate(real, maps, maps / "labels", args.work / f"adherence-phantoms-{args.num}.json", args.threads)
     results.append({"row": "the maps' own phantoms", **summary(entry)})
 
     columns = ["row", "HU inside", "Dice", "ceiling", "Dice / ceiling", "lungs R/L / ceiling", "mask-swap gap"]
-    rows = [[r["row"], _cell(r["hu_inside"]), _cell(r["dice"]), _cell(r["dice_ceiling"]),
-             f"{r['dice_fraction_of_ceiling']:.3f}",
-             " / ".join(f"{r['lungs'][name]['fraction_of_ceiling']:.3f}" for name in LUNGS),
-             _cell(r["mask_swap_gap"])] for r in results]
-    notes = [f"{args.num} label maps of fresh phantoms (seed {MAPS_SEED}) -> one volume each (PC@100, seed "
+    if args.quality:
+        columns += ["KID x10^3", "precision", "recall"]
+    rows = []
+    for r in results:
+        row = [r["row"], _cell(r["hu_inside"]), _cell(r["dice"]), _cell(r["dice_ceiling"]),
+               f"{r['dice_fraction_of_ceiling']:.3f}",
+               " / ".join(f"{r['lungs'][name]['fraction_of_ceiling']:.3f}" for name in LUNGS),
+               _cell(r["mask_swap_gap"])]
+        if args.quality:
+            q = r.get("quality")
+            row += ["-", "-", "-"] if q is None else [_cell(q["kid_x1e3"], ".1f"), _cell(q["precision"]),
+                                                        _cell(q["recall"])]
+        rows.append(row)
+    notes = [f"{args.num} label maps of fresh phantoms (seed {MAPS_SEED}) -> one volume each ({sampler_note}, seed "
              f"{args.seed}); real set: {args.num} fresh phantoms (seed {REAL_SEED}) with their maps; training "
              "phantoms are seed 0",
              "targets: Dice >= 0.9 x ceiling (lungs >= 0.95), >= 95 % of median-HU values inside the real range, "
              "mask-swap gap >= 0.3; intervals 95 % (Wilson for HU inside, percentile bootstrap over volumes else)"]
+    if args.quality:
+        notes.append("KID x10^3 and precision/recall (k = 3) on CT-ResNet-152 features against the same real set, "
+                     "intervals as benchmarks/sampler_quality.py (the unconditional PC@100 row there: KID 111.0 "
+                     "[95.9, 126.3], precision 0.215, recall 0.328, 256 vs 256 of the same seed-1 phantoms)")
     report("adherence-xs4-cond", torch.device("cpu"), args, "Adherence of the conditional reference model", notes,
            columns, rows, results)
 

@@ -109,8 +109,8 @@ def distill_config(config: str | Path, model_dir: Path, overrides: list[str]) ->
 
 
 def teacher_overrides(model_dir: Path) -> list[str]:
-    """Config overrides that make a distillation run the teacher's: the teacher itself, the network and its size,
-    the intensity normalisation and the process settings (as ``section.key=value``)."""
+    """Config overrides that make a distillation run the teacher's: the teacher itself, the network, its size and
+    its label-map conditioning, the intensity normalisation and the process settings (as ``section.key=value``)."""
     import json
 
     from prdit.errors import ConfigError
@@ -126,6 +126,7 @@ def teacher_overrides(model_dir: Path) -> list[str]:
         raise ConfigError(f"{model_dir}: the training configs take a cube; this model is {size}")
     items = [f"distill.teacher={Path(model_dir).resolve()}", f"model.name={model['name']}",
              f"model.input_size={size[0]}", f"model.in_channels={model.get('in_channels', 1)}",
+             f"model.conditioning={(model.get('conditioning') or {}).get('stages', '')}",
              f"process.settings={json.dumps(process)}"]
     items += [f"data.{key}={json.dumps(norm[key])}" for key in ("hu_min", "hu_max", "quantile", "quantile_clip_hu")]
     return [*items, f"data.normalization={norm['kind']}"]

@@ -6,7 +6,7 @@ names the kind and any settings that differ."""
 from __future__ import annotations
 
 import dataclasses
-
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +115,12 @@ class DistillConfig:
     settings. An empty teacher means ordinary training."""
 
     teacher: str = ""  # an IaN model folder (prdit export); the student starts from its weights
+    # A teacher conditioned on label maps (docs/method.md §20) gives a student conditioned the same way (model.
+    # conditioning as the teacher's), trained on each volume's map with train.label_dropout, like the teacher. Its
+    # targets are the teacher guided at w = guidance_scale (1: the plain conditional teacher, one call; any other w
+    # two, batched); the student's conditional output learns the guided one, so sample the student at w = 1 (the
+    # default): the teacher's w is recorded in its model folder under training.config.distill.guidance_scale.
+    guidance_scale: float = 1.0
     # pd (progressive distillation: trains an IaN model for 4-step DDIM, process.kind=ian) | scd (continuous-time
     # consistency, a JVP) | cd (discrete time: the teacher's ODE over one interval). pd is the default because it is
     # the one measured to meet the target: on PRDiT-XS its 4-step student is inside Heun@25's intervals and sCD's
@@ -166,9 +172,6 @@ class ExperimentConfig:
         if not (0.0 <= self.train.label_dropout <= 1.0 and 0.0 <= self.train.class_dropout <= 1.0):
             raise ConfigError(f"train.label_dropout and train.class_dropout are probabilities in [0, 1], got "
                               f"{self.train.label_dropout} and {self.train.class_dropout}")
-        if self.model.conditioning and self.distill.teacher:
-            raise ConfigError("distillation of a label-conditioned model is not supported; set model.conditioning= "
-                              "(empty) for a distilled student")
         if self.train.micro_batch < 0:
             raise ConfigError(f"train.micro_batch must be >= 0 (0: no accumulation), got {self.train.micro_batch}")
         if not 0.0 <= self.optim.ema_decay < 1.0:
@@ -207,6 +210,12 @@ class ExperimentConfig:
                 raise ConfigError(f"distill.tangent must be one of {', '.join(TANGENTS)}, got '{self.distill.tangent}'")
             if self.distill.warmup_steps < 0 or not self.distill.p_std > 0 or not self.distill.tangent_norm > 0:
                 raise ConfigError("distill.warmup_steps must be >= 0, distill.p_std and distill.tangent_norm > 0")
+            if not math.isfinite(self.distill.guidance_scale):
+                raise ConfigError(f"distill.guidance_scale must be a finite number, got {self.distill.guidance_scale}")
+            if self.distill.guidance_scale != 1.0 and not self.model.conditioning:
+                raise ConfigError(f"distill.guidance_scale={self.distill.guidance_scale:g} guides a teacher "
+                                  "conditioned on label maps; this student is unconditional (model.conditioning "
+                                  "is empty): leave distill.guidance_scale at 1")
         if not self.data.train:
             raise ConfigError("data.train is empty: give a list file or folder of volumes "
                               "(e.g. data.train=data/phantoms/train.txt)")

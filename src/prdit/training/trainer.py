@@ -252,10 +252,12 @@ def train(config: ExperimentConfig, resume: bool = False, progress: bool = True,
                     else contextlib.nullcontext())
             with sync:
                 with autocast:
-                    # The process calls the network as (x_t, t); a conditional model gets its maps bound.
-                    network = (functools.partial(forward_model, labels=labels[part]) if labels is not None
-                               else forward_model)
-                    losses = objective.training_losses(network, x0[part], t=t[part], noise=noise[part])
+                    # The process calls the network as (x_t, t); a conditional model gets its maps bound, and a
+                    # distillation's teacher (and stop-gradient student) gets the same maps from the objective.
+                    maps = labels[part] if labels is not None else None
+                    network = functools.partial(forward_model, labels=maps) if maps is not None else forward_model
+                    losses = objective.training_losses(network, x0[part], t=t[part], noise=noise[part],
+                                                       **({"labels": maps} if distilling else {}))
                 (losses["loss"] * weight).backward()
             values = torch.stack([losses[key].detach().double() for key in names])
             step_losses += weight * values

@@ -21,7 +21,7 @@ from prdit.model_folder import load_model_folder, save_model_folder
 from prdit.models import create_model
 from prdit.data.normalization import Normalization
 from prdit.training.checkpoint import load_checkpoint
-from prdit.training.distill import ProgressiveObjective, SCDObjective, velocity
+from prdit.training.distill import ProgressiveObjective, SCDObjective, time_tangent, velocity
 
 K = len(PHANTOM_LABELS)
 OBJECTIVES = {"pd": ["distill.objective=pd", "distill.intervals=8", "distill.final_steps=2", "distill.round_steps=2"],
@@ -152,6 +152,22 @@ def test_teacher_and_student_see_the_same_maps_and_the_dropped_ones_train_the_nu
     assert not torch.equal(rows["spied"][K], teacher[key][K])  # the null map's output was trained
     assert torch.equal(rows["undropped"][K], teacher[key][K])
     assert not torch.equal(rows["undropped"][:K], teacher[key][:K])
+
+
+def test_the_tangent_of_a_conditional_student_follows_its_map_by_either_method(setting):
+    """sCD's stop-gradient student is differentiated with the example's map held fixed: the JVP and the float64
+    finite difference agree with a map, and the map changes the tangent."""
+    model, process = load_model_folder(setting / "teacher").model, IaNDiffusion()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 1, 16, 16, 16, generator=gen) * 0.5
+    angle, dangle = torch.tensor([0.3, 1.2]), torch.tensor([0.2, 0.4])
+    dx = torch.randn(x.shape, generator=gen) * 0.1
+    maps = torch.randint(0, K, (2, 16, 16, 16), generator=gen)
+    _, tangent = time_tangent(model, x, angle, dx, dangle, process, "jvp", maps)
+    _, tangent64 = time_tangent(model, x, angle, dx, dangle, process, "finite-difference", maps)
+    _, null = time_tangent(model, x, angle, dx, dangle, process, "jvp")
+    assert (tangent - tangent64).abs().max() < 1e-3 * tangent64.abs().max()
+    assert (tangent - null).abs().max() > 1e-2 * tangent64.abs().max()
 
 
 class Guided(nn.Module):

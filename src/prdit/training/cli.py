@@ -57,7 +57,8 @@ def register(app: typer.Typer) -> None:
         """Distil an IaN model into a few-step sampler (docs/method.md §18): by default progressive distillation
         into a 4-step DDIM model (`prdit sample --sampler dpm++1 --steps 4`), the objective measured to match the
         teacher's Heun@25; distill.objective=scd (continuous time) or =cd (discrete) for a consistency model that
-        samples in 1-4 steps (`prdit sample --steps 1..4`).
+        samples in 1-4 steps (`prdit sample --steps 1..4`). A teacher conditioned on label maps gives a student
+        conditioned the same way (`prdit sample --labels`), its targets the teacher guided at distill.guidance_scale.
 
         A training run like any other (run directory, checkpoints, exact resume, TensorBoard, torchrun);
         `prdit export RUN --out DIR` then writes the student's model folder.

@@ -117,7 +117,8 @@ def held_out_dice(segmenter, hu: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per-volume Dice of each label ``[N, K]`` (NaN where a volume lacks the label)."""
     from prdit.evaluation.adherence import dice_per_label
 
-    predictions = segmenter.predict(hu, batch_size=8)
+    device = next(segmenter.network.parameters()).device  # where it trains: predicting must not move it
+    predictions = segmenter.predict(hu, device, batch_size=8)
     return np.stack([dice_per_label(p, t) for p, t in zip(predictions, labels)])
 
 

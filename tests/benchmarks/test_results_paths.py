@@ -53,7 +53,7 @@ def test_results_record_no_absolute_path(tmp_path):
 
 
 def test_stored_results_and_shipped_models_record_no_absolute_path():
-    files = [*(REPO / "benchmarks" / "results").glob("*.json"),
+    files = [*(REPO / "benchmarks" / "results").rglob("*.json"),
              *(REPO / "benchmarks" / "reference_model").rglob("config.json"),
              *(REPO / "benchmarks" / "reference_model").rglob("training.json")]
     found = [(path.relative_to(REPO).as_posix(), s) for path in files

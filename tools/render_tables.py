@@ -390,11 +390,6 @@ def quality_rows(entries: Sequence[dict], label: Callable[[dict], str]) -> tuple
     return [columns[i][0] for i in keep], [[row[i] if row[i] is not None else "-" for i in keep] for row in cells]
 
 
-def _floor(entry: dict) -> dict:
-    """The real-vs-real row of a sampler_quality record (sampler_quality.py writes it with label ``real``)."""
-    return {"label": "real", **entry}
-
-
 def _sampler_row_label(entry: dict) -> str:
     if entry["label"] == "real":
         return "real phantoms (the floor)"

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 # The whole demo's time budget in minutes: training takes the stages' shares of it, sampling,
 # evaluation and the report the rest; with the one-time installation a fresh clone's `make demo`
-# stays under 15 minutes on a 2-core CPU (README).
+# stays under 15 minutes on a 2-core CPU (docs/getting-started.md, "What `make demo` does").
 DEFAULT_MINUTES = 11.0
 
 STAGE_CONFIGS = {"ian": ("phantoms-tiny-stage1", "phantoms-tiny-stage2"),

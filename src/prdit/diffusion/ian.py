@@ -30,7 +30,8 @@ class IaNDiffusion(Process):
     loss_names = ("loss", "loss_x0", "loss_eps")
     # On the reference model (256 volumes a row, 95 % bootstrap intervals) 100 predictor-corrector steps
     # beat 50 on the HU histogram and on diversity and 250 on the HU histogram; no other step count
-    # beats them on any metric, nor the ODE samplers on any but diversity (README, "Fast sampling").
+    # beats them on any metric, nor the ODE samplers on any but diversity (docs/sampling.md, "Quality against
+    # network calls").
     sample_steps = 100
     guided_steps = 1000  # the reference's, which each task's guidance weights were tuned for (§15)
 

@@ -57,11 +57,11 @@ SCHEDULES = ("uniform", "lambda")
 OUTPUTS = ("state", "x0")
 # The volume each sampler returns when no output is given. The ODE samplers return their solution, the final
 # state: the last x̂₀ sits one grid step before the data end, so a solver's order never reached the volume
-# (docs/method.md §16), and on the PRDiT-XS/6/4 reference model (256 volumes a row, README "Fast sampling") the
-# state scored better: DPM-Solver++ 2M@25 KID 81 against 132 and precision 0.39 against 0.04, Euler@25
-# precision 0.34 against 0.11, no metric for the x̂₀ (Heun, DDIM and 3M end alike, not measured). The stochastic
-# ones return the last x̂₀, as the reference's predictor–corrector does (§8); a consistency model's final state
-# is its last x̂₀. On flow matching both are one tensor for every ODE sampler.
+# (docs/method.md §16), and on the PRDiT-XS/6/4 reference model (256 volumes a row, docs/sampling.md "The ODE
+# samplers return their solution") the state scored better: DPM-Solver++ 2M@25 KID 81 against 132 and precision
+# 0.39 against 0.04, Euler@25 precision 0.34 against 0.11, no metric for the x̂₀ (Heun, DDIM and 3M end alike, not
+# measured). The stochastic ones return the last x̂₀, as the reference's predictor–corrector does (§8); a
+# consistency model's final state is its last x̂₀. On flow matching both are one tensor for every ODE sampler.
 DEFAULT_OUTPUT = {"pc": "x0", "euler": "state", "heun": "state", "dpm++1": "state", "dpm++2m": "state",
                   "dpm++3m": "state", "consistency": "x0"}
 

@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
                                    "the ODE samplers their solution of the sampling ODE) or 'x0' (the network's last "
                                    "x0 prediction, one step before the data end). Default per sampler: "
                                    + ", ".join(f"{name} {choice}" for name, choice in DEFAULT_OUTPUT.items())
-                                   + " (README, 'Fast sampling')."),
+                                   + " (docs/sampling.md, 'What a sampler returns')."),
         seed: int = typer.Option(DEFAULTS.seed, "--seed", help="Seed of the run; volume i has its own seed "
                                  "derived from (seed, i), listed in manifest.json."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing volumes (default: skip them)."),

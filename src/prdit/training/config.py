@@ -124,7 +124,8 @@ class DistillConfig:
     # pd (progressive distillation: trains an IaN model for 4-step DDIM, process.kind=ian) | scd (continuous-time
     # consistency, a JVP) | cd (discrete time: the teacher's ODE over one interval). pd is the default because it is
     # the one measured to meet the target: on PRDiT-XS its 4-step student is inside Heun@25's intervals and sCD's
-    # trails it at 1, 2 and 4 steps (README, "Few-step sampling"; benchmarks/results/distillation-*xs-cpu.json)
+    # trails it at 1, 2 and 4 steps (docs/sampling.md, "Few-step sampling: distillation";
+    # benchmarks/results/distillation-*xs-cpu.json)
     objective: str = "pd"
     tangent: str = "jvp"  # jvp (forward mode, float32) | finite-difference (central, float64)
     p_mean: float = -1.0  # τ ~ N(p_mean, p_std²), t = arctan(e^τ/σ)

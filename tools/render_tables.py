@@ -6,7 +6,9 @@ Each table has a name and is written to ``docs/tables/<name>.md``, which the doc
 ``<!-- table: <name> -->`` and ``<!-- /table -->`` (the README's headline table), and the region between them is
 rewritten. Every table ends with one line per result file it read: ``Source: <file>; reproduce: <command>``, the
 command taken from the file where it records one, else rebuilt from the arguments it records with the options
-of the benchmark script that wrote it (parsed back by that script's own parser to prove it).
+of the benchmark script that wrote it (parsed back by that script's own parser to prove it). A distillation
+record that scored scratch folders, gone since, gets the folder its student ships in, the ``distilled_model.py``
+command that makes it again, or the commit that holds its teacher's weights (``distillation_reproduce``).
 
     python tools/render_tables.py            # rewrite docs/tables/*.md and every marked region
     python tools/render_tables.py --check    # exit 1, listing every table that differs from its JSON
@@ -180,10 +182,14 @@ def model_name(record: Record, role: str = "") -> str:
 
 
 def teacher_folder(record: Record) -> str:
-    """The teacher's model folder as a distillation record's notes name it."""
+    """The teacher's model folder as a distillation record's notes name it (a scratch folder whose weights are in
+    git history: the folder that held them and the commit)."""
     found = re.search(r"teacher (\S+)", record.notes())
     if not found:
         raise RenderError(f"{record.name}: its notes name no teacher")
+    if found.group(1) in FORMER_TEACHERS:
+        commit, folder, _ = FORMER_TEACHERS[found.group(1)]
+        return f"{folder}` at commit `{commit}"
     return found.group(1)
 
 
@@ -277,12 +283,13 @@ def _option_words(script: str, action: argparse.Action, value: Any) -> list[str]
     return [option, FORMATTERS.get((script, action.dest), _as_text)(value)]
 
 
-def script_command(record: Record, script: str) -> str:
-    """``python benchmarks/<script>.py`` with every recorded argument that is not the script's default, checked
-    by parsing it back with the script's parser."""
+def script_command(record: Record, script: str, arguments: dict | None = None) -> str:
+    """``python benchmarks/<script>.py`` with every recorded argument (or every one of ``arguments``) that is not
+    the script's default, checked by parsing it back with the script's parser."""
     parser = script_parser(script)
     actions = {action.dest: action for action in parser._actions if action.option_strings and action.dest != "help"}
-    recorded = {RENAMED.get((script, key), key): value for key, value in record.data.get("arguments", {}).items()}
+    arguments = record.data.get("arguments", {}) if arguments is None else arguments
+    recorded = {RENAMED.get((script, key), key): value for key, value in arguments.items()}
     # --json: where the record lies now (where its script wrote it may have been a scratch file), unless that is
     # the script's default.
     default_json = f"benchmarks/results/{record.data.get('benchmark')}-{record.data.get('machine', {}).get('device')}.json"
@@ -325,7 +332,67 @@ def reproduce(record: Record) -> str:
     if "commands" in record.data:
         return f"the {len(record.data['commands'])} commands of its `commands` list, in order"
     benchmark = record.data["benchmark"]
+    if benchmark == "distillation":
+        return distillation_reproduce(record)
     return f"`{script_command(record, SCRIPTS.get(benchmark, benchmark))}`"
+
+
+# distillation.py records the model folders it scored, and several were scratch folders, gone since.
+# A student that ships: the result file -> its folder (the training record there must be the one the file holds).
+SHIPPED_STUDENTS = {"distillation-cpu.json": "benchmarks/reference_model/distilled",
+                    "distillation-pd-xs-cpu.json": "benchmarks/reference_model/xs/distilled-pd"}
+# A teacher whose weights git keeps: the recorded folder -> (commit, the folder that held them there, what they are).
+FORMER_TEACHERS = {"xs2/prdit": ("d2e8859", "benchmarks/reference_model/xs/prdit",
+                                 "the XS weights of commit d2e8859, before their cosine anneal")}
+# A student that is not kept, trained before a default it did not have: the overrides that train it as it was.
+FORMER_DEFAULTS = {"distillation-pd-cpu.json": ["distill.ema_warmup=false"]}
+
+
+def distillation_reproduce(record: Record) -> str:
+    """How to make a distillation record again where it scored folders that are gone: a teacher from git history
+    (where it lies once extracted, and the command that extracts it), a student from the folder it ships in or
+    from ``distilled_model.py`` with the training record the file holds (run first, into a folder of its own)."""
+    arguments = dict(record.data.get("arguments", {}))
+    trained = record.results.get("distillation") if isinstance(record.results, dict) else None
+    before, after = [], []
+    teacher = str(arguments.get("teacher", ""))
+    if teacher and not (REPO / teacher).exists():
+        if teacher not in FORMER_TEACHERS:
+            raise RenderError(f"{record.name}: its teacher {teacher} is no folder of the repository; say where its "
+                              "weights are in FORMER_TEACHERS in tools/render_tables.py")
+        commit, folder, what = FORMER_TEACHERS[teacher]
+        arguments["teacher"] = f"{commit}/{folder}"
+        after.append(f"teacher: {what} (recorded as the scratch folder `{teacher}`; `mkdir {commit} && git archive "
+                     f"{commit} {folder} | tar -x -C {commit}` writes them where the command reads them)")
+    student = str(arguments.get("student", ""))
+    if not (REPO / student).exists():
+        if not isinstance(trained, dict):
+            raise RenderError(f"{record.name}: its student {student} is no folder of the repository and the file "
+                              "holds no training record ('distillation') to make it again")
+        shipped = SHIPPED_STUDENTS.get(record.path.name)
+        if shipped:
+            kept = json.loads((REPO / shipped / "training.json").read_text(encoding="utf-8"))
+            if any(kept.get(key) != trained.get(key) for key in ("seconds", "steps", "final_loss")):
+                raise RenderError(f"{record.name}: {shipped}/training.json is not the training record of its "
+                                  f"student {student}")
+            arguments["student"] = f"{shipped}/prdit"
+        else:
+            name = re.fullmatch(r"([\w.-]+)/prdit", student)
+            out = name.group(1) if name else re.sub(r"^distillation-|-\w+$", "", record.path.stem)
+            overrides = [*trained.get("overrides", []), *FORMER_DEFAULTS.get(record.path.name, [])]
+            noted = re.search(r"distillation: \d+ (\w+) steps", record.notes())
+            objective = trained.get("objective") or (noted.group(1).lower() if noted else None)
+            if objective is None:
+                raise RenderError(f"{record.name}: neither its training record nor its notes say the objective")
+            if not any(item.startswith("distill.objective=") for item in overrides):
+                overrides.insert(0, f"distill.objective={objective}")
+            made = {"teacher": arguments.get("teacher"), "out": out, "steps": trained.get("steps"),
+                    "threads": trained.get("threads", 1), "overrides": overrides}
+            before.append(f"`{script_command(record, 'distilled_model', made)}` (makes the student, which was "
+                          "not kept), then ")
+            arguments["student"] = f"{out}/prdit"
+    command = f"`{script_command(record, 'distillation', arguments)}`"
+    return "".join(before) + command + "".join(f", {note}" for note in after)
 
 
 def source_line(record: Record, which: str = "") -> str:

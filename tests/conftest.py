@@ -28,6 +28,18 @@ def finish_job(process: subprocess.Popen, timeout: float) -> subprocess.Complete
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: tensors in tests are small, so one thread is as fast, and immune to an
+    oversubscribed CPU. Folders use it for every test (``pytestmark`` or an autouse fixture in their conftest)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def jobs():
     """``jobs.start(command, env)``, ``jobs.finish(process, timeout)`` and ``jobs.run(command, env, timeout)``:

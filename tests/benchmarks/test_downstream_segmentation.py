@@ -44,15 +44,10 @@ def pairs(tmp_path_factory):
     return phantoms_as_pairs(root / "phantoms", root / "pairs")
 
 
-def strings(value):
-    if isinstance(value, dict):
-        return [s for k, v in value.items() for s in [k, *strings(v)]]
-    if isinstance(value, list):
-        return [s for v in value for s in strings(v)]
-    return [value] if isinstance(value, str) else []
 
 
-def test_runs_end_to_end_records_every_arm_and_a_rerun_skips_finished_arms(tmp_path, pairs, monkeypatch, capsys):
+def test_runs_end_to_end_records_every_arm_and_a_rerun_skips_finished_arms(tmp_path, pairs, monkeypatch, capsys,
+                                                                           json_strings):
     monkeypatch.setattr(script, "NOT_WORSE_AT", 2)  # the not-worse target is read at n = 8; here n = 2
     work, out = tmp_path / "work", tmp_path / "out.json"
     args = [*TINY, "--synthetic", str(pairs), "--work", str(work), "--json", str(out)]
@@ -61,7 +56,7 @@ def test_runs_end_to_end_records_every_arm_and_a_rerun_skips_finished_arms(tmp_p
     record = json.loads(out.read_text())
     results = record["results"]
     assert record["benchmark"] == "downstream_segmentation"
-    assert not [(s, m) for s in strings(record) for m in ABSOLUTE.findall(s)]
+    assert not [(s, m) for s in json_strings(record) for m in ABSOLUTE.findall(s)]
 
     arms = {entry["arm"]: entry for entry in results["arms"]}
     assert [(arms[a]["real_pairs"], arms[a]["synthetic_pairs"]) for a in "abc"] == [(2, 0), (2, 8), (0, 8)]

@@ -16,16 +16,9 @@ sys.path.insert(0, str(REPO))
 ABSOLUTE = re.compile(r"(?<![\w.~])/[\w.-]+")
 
 
-def strings(value):
-    """Every string in a parsed JSON value, keys included."""
-    if isinstance(value, dict):
-        return [s for k, v in value.items() for s in [k, *strings(v)]]
-    if isinstance(value, list):
-        return [s for v in value for s in strings(v)]
-    return [value] if isinstance(value, str) else []
 
 
-def test_results_record_no_absolute_path(tmp_path):
+def test_results_record_no_absolute_path(tmp_path, json_strings):
     from benchmarks.common import smoke_model_folder, write_results
     from prdit.data.io import file_sha256
 
@@ -41,7 +34,7 @@ def test_results_record_no_absolute_path(tmp_path):
     path = write_results("paths", torch.device("cpu"), args, "paths", notes, ["row", "s"], rows, results)
 
     record = json.loads(path.read_text())
-    found = [(s, m) for s in strings(record) for m in ABSOLUTE.findall(s)]
+    found = [(s, m) for s in json_strings(record) for m in ABSOLUTE.findall(s)]
     assert not found, found
     assert record["arguments"]["teacher"] == "benchmarks/reference_model/prdit"
     assert record["arguments"]["student"] == digest
@@ -52,12 +45,12 @@ def test_results_record_no_absolute_path(tmp_path):
                                     "data": "benchmarks/x.txt"}
 
 
-def test_stored_results_and_shipped_models_record_no_absolute_path():
+def test_stored_results_and_shipped_models_record_no_absolute_path(json_strings):
     files = [*(REPO / "benchmarks" / "results").rglob("*.json"),
              *(REPO / "benchmarks" / "reference_model").rglob("config.json"),
              *(REPO / "benchmarks" / "reference_model").rglob("training.json")]
     found = [(path.relative_to(REPO).as_posix(), s) for path in files
-             for s in strings(json.loads(path.read_text(encoding="utf-8"))) if ABSOLUTE.search(s)]
+             for s in json_strings(json.loads(path.read_text(encoding="utf-8"))) if ABSOLUTE.search(s)]
     assert not found, found[:5]
 
 

@@ -16,14 +16,8 @@ def phantom_set(size: int, count: int, first_seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tensors here are tiny: one thread is as fast, and immune to oversubscribed CPUs."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here runs on one torch thread (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")

@@ -10,12 +10,8 @@ from prdit.data.phantoms import generate_phantom
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tensors here are small: one thread is as fast, and immune to oversubscribed CPUs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here runs on one torch thread (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")

@@ -28,12 +28,7 @@ OBJECTIVES = {"pd": ["distill.objective=pd", "distill.intervals=8", "distill.fin
               "scd": ["distill.objective=scd", "distill.warmup_steps=2"]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -35,12 +35,7 @@ def perturbed(name: str = "PRDiT-T/6/2", size: int = 16, seed: int = 0) -> nn.Mo
     return model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_the_jvp_equals_a_float64_finite_difference_on_a_tiny_prdit():

@@ -261,3 +261,20 @@ def test_two_torchrun_processes_write_the_pairs_of_one(cond_dir, maps_dir, paire
                                   read_volume(paired_run / f"{sub}{name}").array), sub + name
     ours, theirs = (json.loads((f / "manifest.json").read_text())["volumes"] for f in (out, paired_run))
     assert [e["label_map"] for e in ours] == [e["label_map"] for e in theirs]
+
+
+def test_a_list_of_label_maps_resolves_against_the_list_and_names_a_missing_map(tmp_path):
+    from prdit.generation.run import label_map_files
+
+    (tmp_path / "maps").mkdir()
+    for name in ("a.nii.gz", "b.nii.gz"):
+        (tmp_path / "maps" / name).write_bytes(b"")
+    listed = tmp_path / "maps.txt"
+    listed.write_text("# maps\nmaps/b.nii.gz\n\nmaps/a.nii.gz\n")
+    assert label_map_files(listed) == [tmp_path / "maps" / "b.nii.gz", tmp_path / "maps" / "a.nii.gz"]
+    listed.write_text("maps/a.nii.gz\nmaps/gone.nii.gz\n")
+    with pytest.raises(DataError, match=r"maps\.txt: listed label map .*gone\.nii\.gz does not exist"):
+        label_map_files(listed)
+    listed.write_text("# nothing\n")
+    with pytest.raises(DataError, match="names no label maps"):
+        label_map_files(listed)

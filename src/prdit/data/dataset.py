@@ -57,14 +57,16 @@ def list_volumes(source: str | Path, root: str | Path | None = None) -> list[Pat
         raise DataError(f"{source}: no such file or folder")
     if is_volume_file(source):
         return [source]
-    return _read_list_file(source, root)
+    return read_list_file(source, root)
 
 
-def _read_list_file(path: Path, root: str | Path | None) -> list[Path]:
+def read_list_file(path: Path, root: str | Path | None = None, what: str = "volume") -> list[Path]:
+    """The paths a list file names, one a line (``#`` starts a comment), relative to the list (or to a
+    ``ROOT_PREFIX`` line, or ``root``); every path must exist. ``what`` names the entries in errors."""
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot be read as a list of volume paths ({err})") from err
+        raise DataError(f"{path}: cannot be read as a list of {what} paths ({err})") from err
     base = path.parent
     entries = []
     for line in lines:
@@ -76,12 +78,12 @@ def _read_list_file(path: Path, root: str | Path | None) -> list[Path]:
     if root is not None:
         base = Path(root)
     if not entries:
-        raise DataError(f"{path}: the list file names no volumes")
+        raise DataError(f"{path}: the list file names no {what}s")
     paths = [Path(entry) if Path(entry).is_absolute() else base / entry for entry in entries]
     missing = [p for p in paths if not (p.is_file() or p.is_dir())]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise DataError(f"{path}: listed volume {missing[0]} does not exist{more} "
+        raise DataError(f"{path}: listed {what} {missing[0]} does not exist{more} "
                         f"(relative paths resolve against {base}; pass root= to change that)")
     return paths
 

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prdit.data.dataset import read_list_file
 from prdit.data.dicom_seg import SEG_SUFFIX, write_dicom_seg
 from prdit.data.dicom_writer import uid_key, write_dicom_series
 from prdit.data.io import ITK_SUFFIXES, Volume, file_sha256, read_volume, volume_suffix, write_volume
@@ -93,15 +94,7 @@ def label_map_files(source: str | Path) -> list[Path]:
         raise DataError(f"{source}: no such label map, folder or list of label maps")
     if source.suffix.lower() != ".txt":
         return [source]
-    lines = [line.strip() for line in source.read_text(errors="replace").splitlines()]
-    files = [source.parent / line for line in lines if line and not line.startswith("#")]
-    if not files:
-        raise DataError(f"{source}: the list names no label maps; write one path a line")
-    missing = [f for f in files if not f.is_file()]
-    if missing:
-        raise DataError(f"{missing[0]}: no such label map ({len(missing)} of the {len(files)} maps {source} lists "
-                        f"are missing)")
-    return files
+    return read_list_file(source, what="label map")
 
 
 def label_map_digest(indices: np.ndarray) -> str:

@@ -93,13 +93,17 @@ def test_every_sampler_takes_label_maps_through_the_pipeline(sampler):
     pipe.model.register_forward_hook(lambda module, args, output: batches.append(args[0].shape[0]))
     _, _, labels = inputs(1)
     settings = dict(steps=3, seed=0, sampler=sampler, output_type="model")
-    plain = pipe(2, labels=labels[0], **settings).volumes
+    plain = pipe(2, labels=labels[0], guidance_scale=1.0, **settings).volumes
     calls = pipe.settings(steps=3, sampler=sampler).network_calls()
     assert batches == [1] * 2 * calls  # one volume at a time (exact), one call a step at w = 1
     batches.clear()
     guided = pipe(2, labels=labels[0], guidance_scale=3.0, **settings).volumes
     assert batches == [2] * 2 * calls  # the conditional and null rows of a volume in one call
     assert not torch.equal(plain, guided)
+    batches.clear()
+    default = pipe(2, labels=labels[0], **settings).volumes  # no scale given: the measured default, w = 2
+    assert batches == [2] * 2 * calls
+    assert torch.equal(default, pipe(2, labels=labels[0], guidance_scale=2.0, **settings).volumes)
 
 
 def test_each_volume_follows_its_own_map_and_a_shared_map_fits_all():
@@ -139,7 +143,7 @@ def test_wrong_label_maps_and_an_unconditional_model_raise():
     with pytest.raises(DataError, match="one per volume"):
         pipe(3, labels=labels.expand(2, -1, -1, -1), steps=2, seed=0)
     with pytest.raises(ConfigError, match="labels="):
-        pipe(1, steps=2, seed=0, guidance_scale=2.0)
+        pipe(1, steps=2, seed=0, guidance_scale=3.0)
     plain = pipeline(create_model("PRDiT-T/6/1", SIZE).eval())
     with pytest.raises(ConfigError, match="unconditional"):
         plain(1, labels=labels, steps=2, seed=0)

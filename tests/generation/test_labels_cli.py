@@ -96,6 +96,20 @@ def test_each_volume_is_generated_from_its_map_and_written_with_it(cond_dir, map
     assert table == {str(i): name for i, name in enumerate(PHANTOM_LABELS)}
 
 
+def test_without_the_option_the_cli_samples_at_the_pipeline_s_default_guidance_scale(cond_dir, maps_dir, tmp_path):
+    from prdit.generation.config import SamplingConfig
+
+    ok(sample(cond_dir, "--labels", maps_dir / "phantom_00000.nii.gz", "--seed", 4, "--out", tmp_path / "cli"))
+    manifest = json.loads((tmp_path / "cli" / "manifest.json").read_text())
+    assert manifest["guidance_scale"] == SamplingConfig().guidance_scale == 2.0  # one source: the measured default
+    for w in (2, 1):
+        ok(sample(cond_dir, "--labels", maps_dir / "phantom_00000.nii.gz", "--seed", 4, "--guidance-scale", w,
+                  "--out", tmp_path / f"w{w}"))
+    volume = read_volume(tmp_path / "cli" / "sample_00000.nii.gz").array
+    assert np.array_equal(volume, read_volume(tmp_path / "w2" / "sample_00000.nii.gz").array)
+    assert not np.array_equal(volume, read_volume(tmp_path / "w1" / "sample_00000.nii.gz").array)
+
+
 def test_the_manifest_records_each_volume_s_map_and_the_guidance_scale(maps_dir, paired_run):
     manifest = json.loads((paired_run / "manifest.json").read_text())
     assert manifest["guidance_scale"] == 2.0

@@ -14,8 +14,13 @@ from collections.abc import Callable
 
 import torch
 
-DEFAULT_GUIDANCE_SCALE = 1.0
-"""w when none is given: the plain conditional model, one network call a step (no measured w beats it yet)."""
+PLAIN_GUIDANCE_SCALE = 1.0
+"""w = 1: the plain conditional model, one network call a step."""
+DEFAULT_GUIDANCE_SCALE = 2.0
+"""w when none is given, chosen from a measured table (docs/conditioning.md): on the conditional reference
+model, 64 maps, w = 2 against 1 raised the segmenter's Dice from 0.780 to 0.805 (disjoint intervals) and
+met every Dice and mask-swap target that w = 1 missed, without a KID or precision/recall difference that
+separates; w = 3 lost quality (KID 73 -> 258). It costs two network calls a step (batched)."""
 
 ConditionalNetwork = Callable[..., torch.Tensor]
 """``network(x [B, C, D, H, W], t [B], condition [B, ...]) -> [B, C_out, D, H, W]``."""
@@ -43,7 +48,7 @@ class CFGDenoiser:
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``[B, C, D, H, W]`` at times ``[B]`` -> the guided output ``[B, C_out, D, H, W]``."""
         condition = self.condition.to(x.device)
-        if self.scale == 1.0:
+        if self.scale == PLAIN_GUIDANCE_SCALE:
             return self.network(x, t, condition)
         null = torch.full_like(condition, self.null_value)
         both = self.network(torch.cat([x, x]), torch.cat([t, t]), torch.cat([condition, null]))

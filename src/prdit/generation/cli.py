@@ -39,7 +39,8 @@ def register(app: typer.Typer) -> None:
                                         "indices)."),
         guidance_scale: float = typer.Option(DEFAULTS.guidance_scale, "--guidance-scale", help="--labels: "
                                              "classifier-free guidance scale w; 1 is the plain conditional model "
-                                             "(one network call a step), any other w two (batched together)."),
+                                             "(one network call a step), any other w two (batched together); the "
+                                             "default was chosen by measured adherence (docs/conditioning.md)."),
         unconditional: bool = typer.Option(False, "--unconditional", help="Sample a conditional model without "
                                            "label maps: the null map ('no label' everywhere), as training drops "
                                            "maps. Without it a conditional model needs --labels."),

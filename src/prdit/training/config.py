@@ -118,8 +118,10 @@ class DistillConfig:
     # A teacher conditioned on label maps (docs/method.md §20) gives a student conditioned the same way (model.
     # conditioning as the teacher's), trained on each volume's map with train.label_dropout, like the teacher. Its
     # targets are the teacher guided at w = guidance_scale (1: the plain conditional teacher, one call; any other w
-    # two, batched); the student's conditional output learns the guided one, so sample the student at w = 1 (the
-    # default): the teacher's w is recorded in its model folder under training.config.distill.guidance_scale.
+    # two, batched). At 1 the student learns the teacher's conditional and null outputs, so sampling it with the
+    # default guidance guides it as the teacher would be; distilled from a guided teacher (w != 1), its conditional
+    # output is the guided one: sample it with --guidance-scale 1. The w is recorded in its model folder under
+    # training.config.distill.guidance_scale.
     guidance_scale: float = 1.0
     # pd (progressive distillation: trains an IaN model for 4-step DDIM, process.kind=ian) | scd (continuous-time
     # consistency, a JVP) | cd (discrete time: the teacher's ODE over one interval). pd is the default because it is

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from prdit.diffusion import IaNDiffusion, Prediction
-from prdit.diffusion.guidance import DEFAULT_GUIDANCE_SCALE, CFGDenoiser
+from prdit.diffusion.guidance import PLAIN_GUIDANCE_SCALE, CFGDenoiser
 from prdit.errors import ConfigError
 from prdit.models.embeddings import FREQUENCY_DIM, timestep_sinusoid
 from prdit.models.global_refiner import numerics
@@ -168,13 +168,13 @@ class DistillObjective(nn.Module):
     loss_names = ("loss", "loss_consistency", "weight_log")
 
     def __init__(self, teacher: nn.Module, student: nn.Module, process: IaNDiffusion, p_mean: float = -1.0,
-                 p_std: float = 1.4, guidance_scale: float = DEFAULT_GUIDANCE_SCALE) -> None:
+                 p_std: float = 1.4, guidance_scale: float = PLAIN_GUIDANCE_SCALE) -> None:
         super().__init__()
         if not p_std > 0:
             raise ConfigError("distill.p_std must be > 0")
         if not math.isfinite(guidance_scale):
             raise ConfigError(f"distill.guidance_scale must be a finite number, got {guidance_scale}")
-        if guidance_scale != DEFAULT_GUIDANCE_SCALE:
+        if guidance_scale != PLAIN_GUIDANCE_SCALE:
             teacher.require_conditioning()  # guidance mixes label-map outputs: an unconditional teacher has none
         self.teacher = [copy.deepcopy(teacher).float().eval().requires_grad_(False)]  # a list: not a submodule
         self.student = [student]
@@ -266,7 +266,7 @@ class SCDObjective(DistillObjective):
 
     def __init__(self, teacher: nn.Module, student: nn.Module, process: IaNDiffusion, p_mean: float = -1.0,
                  p_std: float = 1.4, warmup_steps: int = 1000, tangent_norm: float = 0.1,
-                 tangent: str = "jvp", guidance_scale: float = DEFAULT_GUIDANCE_SCALE) -> None:
+                 tangent: str = "jvp", guidance_scale: float = PLAIN_GUIDANCE_SCALE) -> None:
         if tangent not in TANGENTS:
             raise ConfigError(f"distill.tangent must be one of {', '.join(TANGENTS)}, got '{tangent}'")
         if warmup_steps < 0 or not tangent_norm > 0:
@@ -310,7 +310,7 @@ class DiscreteCDObjective(DistillObjective):
 
     def __init__(self, teacher: nn.Module, student: nn.Module, process: IaNDiffusion, p_mean: float = -1.0,
                  p_std: float = 1.4, intervals: int = 64, teacher_steps: int = 1,
-                 guidance_scale: float = DEFAULT_GUIDANCE_SCALE) -> None:
+                 guidance_scale: float = PLAIN_GUIDANCE_SCALE) -> None:
         if intervals < 1 or teacher_steps < 1:
             raise ConfigError(f"distill.intervals and distill.teacher_steps must be >= 1, got {intervals} "
                               f"and {teacher_steps}")
@@ -386,7 +386,7 @@ class ProgressiveObjective(DistillObjective):
     (checkpointed: a resumed run continues the round it was in)."""
 
     def __init__(self, teacher: nn.Module, student: nn.Module, process: IaNDiffusion, start_steps: int = 64,
-                 final_steps: int = 4, round_steps: int = 250, guidance_scale: float = DEFAULT_GUIDANCE_SCALE) -> None:
+                 final_steps: int = 4, round_steps: int = 250, guidance_scale: float = PLAIN_GUIDANCE_SCALE) -> None:
         rounds = progressive_rounds(start_steps, final_steps, round_steps)
         super().__init__(teacher, student, process, guidance_scale=guidance_scale)
         self.start_steps, self.final_steps, self.round_steps = start_steps, final_steps, round_steps
@@ -396,7 +396,7 @@ class ProgressiveObjective(DistillObjective):
     @property
     def teacher_guidance(self) -> float:
         """``guidance_scale`` in the first round; 1 later, when the teacher is an earlier student."""
-        return self.guidance_scale if self.round == 0 else DEFAULT_GUIDANCE_SCALE
+        return self.guidance_scale if self.round == 0 else PLAIN_GUIDANCE_SCALE
 
     @property
     def student_steps(self) -> int:

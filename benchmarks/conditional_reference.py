@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for name, model in models:
         for w in [float(text) for text in args.guidance.split(",")]:
-            fake, seconds = samples(model, args.work / f"cond-{name}-{tag}-w{w:g}", args.num, args.seed,
+            fake, seconds = samples(model, args.work / f"cond-{name}-{tag}-w{w:g}-n{args.num}", args.num, args.seed,
                                     args.threads, labels=maps / "labels", guidance=w, sampling=sampling)
             entry = evaluate(real, fake, fake / "labels",
                              args.work / f"adherence-{name}-{tag}-w{w:g}-{args.num}{quality}.json", args.threads,
@@ -202,9 +202,9 @@ def main(argv: list[str] | None = None) -> None:
             results.append({"row": f"{name}, w = {w:g}", "model": model, "guidance_scale": w,
                             "sampling": sampler_note, **_seconds(seconds), **summary(entry)})
     if not args.no_baseline:
-        fake, seconds = samples(args.baseline, args.work / f"unconditional-{tag}", args.num, args.seed, args.threads,
-                                sampling=sampling)
-        labels = paired_maps(fake, maps / "labels", args.work / f"unconditional-{tag}-maps")
+        fake, seconds = samples(args.baseline, args.work / f"unconditional-{tag}-n{args.num}", args.num, args.seed,
+                                args.threads, sampling=sampling)
+        labels = paired_maps(fake, maps / "labels", args.work / f"unconditional-{tag}-n{args.num}-maps")
         entry = evaluate(real, fake, labels, args.work / f"adherence-unconditional-{tag}-{args.num}{quality}.json",
                          args.threads, args.quality)
         results.append({"row": "unconditional model vs the same maps", "model": args.baseline,

@@ -1,13 +1,20 @@
 """Adherence of the conditional reference model: how well its samples obey the label maps they were drawn from.
 
-The conditional reference model (``benchmarks/reference_model/xs4-cond/prdit``, PRDiT-XS/6/4 with stage-2
-conditioning, fine-tuned from the unconditional ``xs4`` on the phantoms of ``reference_model.py --data-only``
-and their label maps; see its ``training.json``) samples one volume from each map of fresh phantoms, which
-``prdit evaluate --labels`` then scores against those maps and fresh real phantoms (docs/method.md §20):
+The conditional reference model (``benchmarks/reference_model/xs4-cond/prdit``, PRDiT-XS/6/4 with both stages
+conditioned, fine-tuned from the unconditional ``xs4`` on the phantoms of ``reference_model.py --data-only`` and
+their label maps; see its ``training.json``, which also records the stage-2-only model it was compared with)
+samples one volume from each map of fresh phantoms, which ``prdit evaluate --labels`` then scores against those
+maps and fresh real phantoms (docs/method.md §20). The two stored results:
 
-    python benchmarks/conditional_reference.py --threads 2     # -> benchmarks/results/adherence-xs4-cond-cpu.json
-    python benchmarks/conditional_reference.py --guidance 1,2 --num 16 --json /tmp/adherence.json
+    # stage2 against both, and the table over w (64 maps)
+    python benchmarks/conditional_reference.py --models stage2=STAGE2_DIR,both=benchmarks/reference_model/xs4-cond/prdit \
+        --rows stage2@1,both@1,both@2,both@3 --num 64 --quality --threads 1 \
+        --json benchmarks/results/adherence-xs4-cond-cpu.json
+    # the acceptance run: 256 maps at the default w, with KID and precision/recall
+    python benchmarks/conditional_reference.py --models both=benchmarks/reference_model/xs4-cond/prdit --guidance 2 \
+        --num 256 --quality --no-baseline --threads 1 --json benchmarks/results/adherence-xs4-cond-256-cpu.json
 
+(STAGE2_DIR: the stage-2-only model, exported from the run its ``training.json`` records.)
 Rows: the conditional model at each guidance scale w; the unconditional model's samples scored against the same
 maps (random chests paired with unrelated maps: what Dice and the mask-swap gap read without control); and the
 maps' own phantoms (a generator that obeys every map exactly, the best a row can read against this real set).
@@ -163,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE,
                         help="an unconditional model folder, scored against the same maps (the no-control row)")
     parser.add_argument("--no-baseline", action="store_true", help="leave out the unconditional row")
+    parser.add_argument("--rows", default=None, help="NAME@W,... : only these (model, guidance scale) rows, e.g. "
+                        "stage2@1,both@1,both@2 (default: every model at every --guidance)")
     parser.add_argument("--guidance", default="1", help="comma-separated guidance scales w, e.g. 1,2")
     parser.add_argument("--num", type=int, default=64, help="label maps, generated volumes and real volumes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling runs")
@@ -192,15 +201,17 @@ def main(argv: list[str] | None = None) -> None:
     quality = "-quality" if args.quality else ""
 
     results = []
-    for name, model in models:
-        for w in [float(text) for text in args.guidance.split(",")]:
-            fake, seconds = samples(model, args.work / f"cond-{name}-{tag}-w{w:g}-n{args.num}", args.num, args.seed,
-                                    args.threads, labels=maps / "labels", guidance=w, sampling=sampling)
-            entry = evaluate(real, fake, fake / "labels",
-                             args.work / f"adherence-{name}-{tag}-w{w:g}-{args.num}{quality}.json", args.threads,
-                             args.quality)
-            results.append({"row": f"{name}, w = {w:g}", "model": model, "guidance_scale": w,
-                            "sampling": sampler_note, **_seconds(seconds), **summary(entry)})
+    scales = [float(text) for text in args.guidance.split(",")]
+    rows = ([(name, model, w) for name, model in models for w in scales] if args.rows is None else
+            [(name, dict(models)[name], float(w)) for name, w in (item.split("@") for item in args.rows.split(","))])
+    for name, model, w in rows:
+        fake, seconds = samples(model, args.work / f"cond-{name}-{tag}-w{w:g}-n{args.num}", args.num, args.seed,
+                                args.threads, labels=maps / "labels", guidance=w, sampling=sampling)
+        entry = evaluate(real, fake, fake / "labels",
+                         args.work / f"adherence-{name}-{tag}-w{w:g}-{args.num}{quality}.json", args.threads,
+                         args.quality)
+        results.append({"row": f"{name}, w = {w:g}", "model": model, "guidance_scale": w,
+                        "sampling": sampler_note, **_seconds(seconds), **summary(entry)})
     if not args.no_baseline:
         fake, seconds = samples(args.baseline, args.work / f"unconditional-{tag}-n{args.num}", args.num, args.seed,
                                 args.threads, sampling=sampling)

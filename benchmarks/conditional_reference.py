@@ -139,6 +139,11 @@ def summary(report_: dict) -> dict:
     return {"hu_inside": interval(inside), "dice": interval(dice["generated"]), "dice_ceiling": interval(dice["real"]),
             "dice_fraction_of_ceiling": round(dice["generated"]["value"] / dice["real"]["value"], 4),
             "lungs": lungs, "mask_swap_gap": interval(swap["gap"]), "swapped_dice": interval(swap["swapped_dice"]),
+            "hu_per_label": {name: {"range_hu": None if e["range_hu"] is None else [round(v, 1) for v in e["range_hu"]],
+                                    "generated_median_hu": None if e["generated_median_hu"] is None
+                                    else round(e["generated_median_hu"], 1),
+                                    "inside": round(e["inside"]["value"], 3)}
+                             for name, e in entry["hu"]["per_label"].items()},
             **quality_summary(report_)}
 
 

@@ -636,6 +636,11 @@ def adherence() -> str:
                                                               for n in lungs) if e.get("lungs") else "-"),
             ("mask-swap gap", lambda e: with_interval(e.get("mask_swap_gap"), 3)),
         ]
+        if any("quality" in entry for entry in entries):  # KID and precision/recall against the real set
+            columns += [(title, lambda e, key=key, decimals=decimals: with_interval(e["quality"].get(key), decimals)
+                         if e.get("quality") else "-")
+                        for title, key, decimals in (("KID ×10³", "kid_x1e3", 1), ("precision", "precision", 2),
+                                                     ("recall", "recall", 2))]
         rows = [[cell(entry) for _, cell in columns] for entry in entries]
         caption = model_name(record) if len(files) > 1 and re.search(r"PRDiT-", record.notes()) else ""
         parts.append(section(markdown_table([name for name, _ in columns], rows), [source_line(record)], caption))

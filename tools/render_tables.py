@@ -609,10 +609,14 @@ def distillation() -> str:
 # --------------------------------------------------------------------------------------
 
 
-def adherence() -> str:
-    """Every row of every adherence record: HU inside the real range, segmenter Dice against its ceiling, the
-    lungs, the mask-swap gap."""
-    files = sorted(RESULTS.glob("adherence-*.json"))
+ADHERENCE_256 = "adherence-xs4-cond-256-cpu.json"
+"""The acceptance run of the conditional reference model (256 maps), a table of its own."""
+
+
+def adherence(files: list[Path] | None = None) -> str:
+    """Every row of every adherence record but the 256-map acceptance run: HU inside the real range, segmenter
+    Dice against its ceiling, the lungs, the mask-swap gap (and KID, precision and recall where recorded)."""
+    files = [p for p in sorted(RESULTS.glob("adherence-*.json")) if p.name != ADHERENCE_256] if files is None else files
     if not files:
         raise RenderError("benchmarks/results/adherence-*.json: no adherence record")
     parts = []
@@ -645,6 +649,12 @@ def adherence() -> str:
         caption = model_name(record) if len(files) > 1 and re.search(r"PRDiT-", record.notes()) else ""
         parts.append(section(markdown_table([name for name, _ in columns], rows), [source_line(record)], caption))
     return "\n".join(parts)
+
+
+def adherence_256() -> str | None:
+    """The conditional reference model's acceptance run (256 maps), absent until measured."""
+    path = RESULTS / ADHERENCE_256
+    return adherence([path]) if path.exists() else None
 
 
 def reference_segmenter() -> str:
@@ -946,6 +956,7 @@ TABLES: dict[str, Callable[[], str | None]] = {
     "sampler-quality": sampler_quality,
     "distillation": distillation,
     "adherence": adherence,
+    "adherence-256": adherence_256,
     "reference-segmenter": reference_segmenter,
     "conditioning-cost": conditioning_cost,
     "inverse-problems": inverse_problems,

@@ -146,3 +146,19 @@ def test_downstream_segmentation_waits_for_its_results(results, tmp_path):
     assert "| `lung_right` | 0.950 | 0.900 |" in text
     assert ("Source: `benchmarks/results/downstream_segmentation-cpu.json`; reproduce: "
             "`python benchmarks/downstream_segmentation.py --n 8 --arms a,c`") in text
+
+
+def test_adherence_rows_with_quality_show_kid_and_precision_recall_and_the_acceptance_run_its_own_table(results):
+    record = json.loads((results / "adherence-xs4-cond-cpu.json").read_text())
+    record["results"][0]["quality"] = {"kid_x1e3": {"value": 73.11, "interval": [49.5, 106.7]},
+                                       "precision": {"value": 0.8125, "interval": [0.63, 0.99]},
+                                       "recall": {"value": 0.5, "interval": [0.28, 0.72]}}
+    (results / "adherence-xs4-cond-cpu.json").write_text(json.dumps(record))
+    tables = render_all()
+    assert "KID ×10³" in tables["adherence"] and "73.1 [49.5, 106.7]" in tables["adherence"]
+    assert "0.81 [0.63, 0.99]" in tables["adherence"]
+    assert "adherence-256" not in tables or "adherence-xs4-cond-256" in tables["adherence-256"]
+    (results / render_tables.ADHERENCE_256).write_text(json.dumps(record))
+    tables = render_all()
+    assert "adherence-xs4-cond-256-cpu.json" in tables["adherence-256"]
+    assert "adherence-xs4-cond-256-cpu.json" not in tables["adherence"]

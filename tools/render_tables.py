@@ -704,7 +704,9 @@ def downstream_segmentation() -> str | None:
             if entry is None:
                 return "-"
             holds = "" if entry.get("holds") is None else " (holds)" if entry["holds"] else " (does not hold)"
-            return with_interval(entry, 3) + holds
+            # "interval" there is the verdict on the interval (e.g. "interval above the target"), not its bounds
+            bounds = {key: entry.get(key) for key in ("value", "low", "high")}
+            return with_interval(bounds, 3) + holds
 
         rows = [[str(c["n"]), verdict(c.get("synthetic_over_real")), verdict(c.get("mixed_minus_real"))]
                 for c in comparisons]

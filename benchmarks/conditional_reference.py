@@ -105,21 +105,23 @@ def evaluate(real: Path, fake: Path, labels: Path, out: Path, threads: int, qual
     return json.loads(out.read_text())
 
 
+def _rounded(value: float, bounds: dict | None, scale: float = 1.0) -> dict:
+    """``{"value", "interval": [low, high]}`` of a report's number and its bounds (``low``/``high``), scaled and
+    rounded to 4 decimals; the interval None where the report has none."""
+    low_high = None if not bounds or bounds.get("low") is None else [round(bounds["low"] * scale, 4),
+                                                                      round(bounds["high"] * scale, 4)]
+    return {"value": round(value * scale, 4), "interval": low_high}
+
+
 def quality_summary(report_: dict) -> dict:
     """KID ×10³ and precision/recall/density/coverage with their intervals, where the report has them."""
     if "kid" not in report_:
         return {}
     kid, prdc = report_["kid"], report_["prdc"]
-
-    def interval(value: float, bounds: dict | None, scale: float = 1.0) -> dict:
-        low_high = None if not bounds or bounds.get("low") is None else [round(bounds["low"] * scale, 4),
-                                                                          round(bounds["high"] * scale, 4)]
-        return {"value": round(value * scale, 4), "interval": low_high}
-
-    entry = {"kid_x1e3": interval(kid["value"], kid.get("interval"), 1e3)}
+    entry = {"kid_x1e3": _rounded(kid["value"], kid.get("interval"), 1e3)}
     for name in ("precision", "recall", "density", "coverage"):
         if name in prdc:
-            entry[name] = interval(prdc[name], prdc.get("intervals", {}).get(name))
+            entry[name] = _rounded(prdc[name], prdc.get("intervals", {}).get(name))
     return {"quality": entry}
 
 
@@ -128,8 +130,8 @@ def summary(report_: dict) -> dict:
     entry = report_["adherence"]
     dice, swap, inside = entry["dice"], entry["mask_swap"], entry["hu"]["inside"]
 
-    def interval(value: dict) -> dict:
-        return {"value": round(value["value"], 4), "interval": [round(value["low"], 4), round(value["high"], 4)]}
+    def interval(value: dict) -> dict:  # an adherence entry holds its own bounds
+        return _rounded(value["value"], value)
 
     lungs = {name: {"generated": interval(dice["per_label"][name]["generated"]),
                     "ceiling": interval(dice["per_label"][name]["real"]),
